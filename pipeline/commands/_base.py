@@ -1,0 +1,68 @@
+"""What every command shares: the global context (options + config loaded once) and small helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from pipeline.config import LoadedConfig, load_config
+from pipeline.errors import NotBuiltError
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_REGRESSION",
+    "Context",
+    "json_option",
+    "not_built",
+    "pass_ctx",
+]
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Context:
+    """Global options, and the config loaded once on first use."""
+
+    data_dir: Path
+    config_path: Path | None
+    quiet: bool
+    verbose: int
+    _config: LoadedConfig | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> LoadedConfig:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def show_progress(self) -> bool:
+        return not self.quiet
+
+    @property
+    def lock_timeout_s(self) -> float:
+        return self.config.config.lock_timeout.total_seconds()
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(message, err=True)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")(func)
+
+
+def not_built(command: str, issue: str) -> NotBuiltError:
+    return NotBuiltError(f"`pipeline {command}` is not built yet ({issue}); nothing was done")

@@ -1,0 +1,70 @@
+"""Every error the pipeline raises on purpose. Each message says what to do next.
+
+    PipelineError
+    ├── ConfigError                bad config, scenario or option (exit 2)
+    ├── InputError                 bad input that is not the config (exit 2)
+    │   └── InvalidNameError       a name that would become a path is unsafe
+    ├── StoreError                 the event log or an output could not be used (exit 1)
+    │   ├── CorruptEventFileError  an event file cannot be read; names it
+    │   ├── LockTimeoutError       another process holds the data directory's lock
+    │   └── StageInputMissingError a stage's input has not been built yet
+    └── NotBuiltError              a command that exists but is not implemented yet (exit 1)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "ConfigError",
+    "CorruptEventFileError",
+    "InputError",
+    "InvalidNameError",
+    "LockTimeoutError",
+    "NotBuiltError",
+    "PipelineError",
+    "StageInputMissingError",
+    "StoreError",
+]
+
+
+class PipelineError(Exception):
+    exit_code = 1
+
+
+class ConfigError(PipelineError):
+    exit_code = 2
+
+
+class InputError(PipelineError):
+    exit_code = 2
+
+
+class InvalidNameError(InputError):
+    pass
+
+
+class StoreError(PipelineError):
+    pass
+
+
+class CorruptEventFileError(StoreError):
+    def __init__(self, paths: list[Path], reason: str) -> None:
+        self.paths = paths
+        names = ", ".join(str(p) for p in paths)
+        super().__init__(
+            f"corrupt event file(s): {names} ({reason}); rerun with --skip-corrupt to move them "
+            "to quarantine/ and continue without them"
+        )
+
+
+class LockTimeoutError(StoreError):
+    pass
+
+
+class StageInputMissingError(StoreError):
+    pass
+
+
+class NotBuiltError(PipelineError):
+    pass

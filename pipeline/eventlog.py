@@ -1,0 +1,331 @@
+"""The append-only event log: partitioned Arrow IPC files under `DATA/events/<table>/date=D/`.
+
+Writers publish whole files only (staging → fsync → link); a published file is never modified.
+Readers list `*.arrow` only, check each file's footer, and scan them with the table's explicit
+schema, so an older file without a newer column reads as null (or the column's default).
+Compaction leaves a merged file whose metadata names the files it replaces; readers skip those,
+so the set of events is the same at every instant of a compaction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.errors import CorruptEventFileError, InputError, InvalidNameError
+from pipeline.fsutil import publish_new, staged_file
+from schemas import TABLES, TableSpec, check_safe_name
+
+__all__ = [
+    "REPLACES_KEY",
+    "EventFile",
+    "EventLog",
+    "EventWriter",
+    "read_file_table",
+    "write_ipc",
+]
+
+REPLACES_KEY = b"pipeline.replaces"
+COMPACTED_PREFIX = "_compacted"
+_PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+_FILE = re.compile(r"^(?P<run>.+)-(?P<writer>[A-Za-z0-9_.]+)-(?P<seq>\d+)\.arrow$")
+IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+
+
+@dataclass(frozen=True)
+class EventFile:
+    """A published event file and what its path says about it."""
+
+    path: Path
+    table: str
+    date: str
+    run_id: str | None
+    """None for a compacted file (it holds many runs)."""
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def write_ipc(table: pa.Table, handle: BinaryIO, metadata: Mapping[bytes, bytes] | None = None) -> None:
+    schema = table.schema
+    if metadata:
+        schema = schema.with_metadata({**(schema.metadata or {}), **metadata})
+    with pa.ipc.new_file(handle, schema, options=IPC_OPTIONS) as writer:
+        writer.write_table(table.replace_schema_metadata(schema.metadata))
+
+
+def read_file_table(path: Path) -> pa.Table:
+    """Read and fully validate one event file; raise CorruptEventFileError naming it."""
+    try:
+        with pa.memory_map(str(path)) as source:
+            table = pa.ipc.open_file(source).read_all()
+        table.validate(full=True)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise CorruptEventFileError([path], str(exc).splitlines()[0][:200]) from exc
+    return table
+
+
+def _footer_schema(path: Path) -> pa.Schema:
+    try:
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).schema
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise CorruptEventFileError([path], str(exc).splitlines()[0][:200]) from exc
+
+
+def _spec(table: str) -> TableSpec:
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise InputError(f"unknown event table {table!r}; tables: {', '.join(TABLES)}") from None
+
+
+def conform(spec: TableSpec, batch: pa.Table | pa.RecordBatch | Mapping[str, Sequence[Any]]) -> pa.Table:
+    """Give a batch exactly the table's schema (column order and types); refuse what does not fit."""
+    try:
+        if isinstance(batch, Mapping):
+            types = {f.name: f.type for f in spec.schema}
+            unknown = [k for k in batch if k not in types]
+            if unknown:
+                raise KeyError(f"unknown column(s): {', '.join(unknown)}")
+            batch = pa.table({k: pa.array(v, type=types[k]) for k, v in batch.items()})
+        elif isinstance(batch, pa.RecordBatch):
+            batch = pa.Table.from_batches([batch])
+        columns = []
+        for field in spec.schema:
+            if field.name in batch.column_names:
+                columns.append(batch.column(field.name).cast(field.type))
+            elif field.nullable:
+                columns.append(pa.chunked_array([pa.nulls(batch.num_rows, field.type)]))
+            else:
+                raise KeyError(f"required column {field.name!r} is missing")
+        table = pa.Table.from_arrays(columns, schema=spec.schema)
+        for field in spec.schema:
+            if not field.nullable and table.column(field.name).null_count:
+                raise ValueError(f"column {field.name!r} must not hold nulls")
+        table.validate(full=True)
+        return table
+    except (pa.ArrowException, TypeError, ValueError, KeyError) as exc:
+        raise InputError(f"batch for table {spec.name!r} does not match its schema: {exc}") from exc
+
+
+class EventWriter:
+    """Appends batches for one run from one writer; file names are `<run>-<writer>-<seq>.arrow`."""
+
+    def __init__(self, log: EventLog, run_id: str, writer: str = "w0") -> None:
+        for label, value in (("run_id", run_id), ("writer", writer)):
+            try:
+                check_safe_name(value)
+            except ValueError as exc:
+                raise InvalidNameError(f"{label}: {exc}") from None
+        if not re.fullmatch(r"[A-Za-z0-9_.]+", writer):
+            raise InvalidNameError(f"writer: {writer!r} may hold only A-Z a-z 0-9 _ .")
+        self.log = log
+        self.run_id = run_id
+        self.writer = writer
+        self.seq = 0
+
+    def append(self, table: str, batch: pa.Table | pa.RecordBatch | Mapping[str, Sequence[Any]]) -> list[Path]:
+        """Publish the batch as one file per date partition it touches; return the new paths."""
+        spec = _spec(table)
+        data = conform(spec, batch)
+        if data.num_rows == 0:
+            return []
+        dates = pc.strftime(data.column(spec.time_column), format="%Y-%m-%d")
+        published = []
+        for day in sorted(set(dates.to_pylist())):
+            part = data.filter(pc.equal(dates, day)) if len(set(dates.to_pylist())) > 1 else data
+            tmp = staged_file(self.log.staging, lambda h, t=part: write_ipc(t, h))
+            directory = self.log.table_dir(table) / f"date={day}"
+            while True:
+                final = directory / f"{self.run_id}-{self.writer}-{self.seq:06d}.arrow"
+                self.seq += 1
+                if publish_new(tmp, final):
+                    break
+            published.append(final)
+        return published
+
+
+class EventLog:
+    """The event store rooted at a data directory."""
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = Path(data_dir)
+
+    @property
+    def events_dir(self) -> Path:
+        return self.data_dir / "events"
+
+    @property
+    def staging(self) -> Path:
+        return self.data_dir / ".staging"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    def table_dir(self, table: str) -> Path:
+        return self.events_dir / _spec(table).name
+
+    def writer(self, run_id: str, writer: str = "w0") -> EventWriter:
+        return EventWriter(self, run_id, writer)
+
+    def append(
+        self, table: str, batch: pa.Table | Mapping[str, Sequence[Any]], *, run_id: str, writer: str = "w0"
+    ) -> list[Path]:
+        """One-shot append (a new writer each call: use `writer()` for a stream of batches)."""
+        out = self.writer(run_id, writer)
+        existing = self.files(table, run_ids=[run_id])
+        out.seq = 1 + max(
+            (int(m["seq"]) for f in existing if (m := _FILE.match(f.name)) and m["writer"] == writer),
+            default=-1,
+        )
+        return out.append(table, batch)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def partitions(self, table: str) -> list[str]:
+        root = self.table_dir(table)
+        if not root.is_dir():
+            return []
+        return sorted(m.group(1) for p in root.iterdir() if p.is_dir() and (m := _PARTITION.match(p.name)))
+
+    def files(
+        self,
+        table: str,
+        *,
+        since: date | None = None,
+        until: date | None = None,
+        run_ids: Iterable[str] | None = None,
+    ) -> list[EventFile]:
+        """Published files, oldest partition first; files replaced by a compaction are left out."""
+        wanted = set(run_ids) if run_ids is not None else None
+        out: list[EventFile] = []
+        for day in self.partitions(table):
+            if (since and day < since.isoformat()) or (until and day > until.isoformat()):
+                continue
+            directory = self.table_dir(table) / f"date={day}"
+            found = []
+            for path in sorted(directory.glob("*.arrow")):
+                if path.name.startswith(COMPACTED_PREFIX):
+                    found.append(EventFile(path, table, day, None))
+                elif match := _FILE.match(path.name):
+                    found.append(EventFile(path, table, day, match["run"]))
+            replaced = set()
+            for item in found:
+                if item.run_id is None:
+                    replaced |= set(self.replaced_by(item.path))
+            for item in found:
+                if item.name in replaced:
+                    continue
+                if wanted is not None and item.run_id is not None and item.run_id not in wanted:
+                    continue
+                out.append(item)
+        return out
+
+    @staticmethod
+    def replaced_by(path: Path) -> list[str]:
+        metadata = _footer_schema(path).metadata or {}
+        raw = metadata.get(REPLACES_KEY)
+        return list(json.loads(raw)) if raw else []
+
+    def check(self, files: Sequence[EventFile]) -> tuple[list[tuple[EventFile, pa.Schema]], list[EventFile]]:
+        """Open every footer: (readable files with their schemas, corrupt files)."""
+        good, bad = [], []
+        for item in files:
+            try:
+                good.append((item, _footer_schema(item.path)))
+            except CorruptEventFileError:
+                bad.append(item)
+        return good, bad
+
+    def quarantine(self, files: Iterable[EventFile]) -> list[Path]:
+        """Move files aside to `DATA/quarantine/events/<table>/date=D/` (never deleted)."""
+        moved = []
+        for item in files:
+            dest = self.quarantine_dir / "events" / item.table / f"date={item.date}" / item.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            item.path.rename(dest)
+            moved.append(dest)
+        return moved
+
+    def replay(
+        self,
+        table: str,
+        *,
+        since: date | None = None,
+        until: date | None = None,
+        run_ids: Iterable[str] | None = None,
+        skip_corrupt: bool = False,
+    ) -> Replay:
+        """A LazyFrame over the published events of `table`, with the table's explicit schema."""
+        spec = _spec(table)
+        run_list = list(run_ids) if run_ids is not None else None
+        files = self.files(table, since=since, until=until, run_ids=run_list)
+        good, bad = self.check(files)
+        quarantined: list[Path] = []
+        if bad:
+            if not skip_corrupt:
+                raise CorruptEventFileError([b.path for b in bad], "unreadable footer")
+            quarantined = self.quarantine(bad)
+        frame = _scan(spec, good)
+        if run_list is not None and any(item.run_id is None for item, _ in good):
+            frame = frame.filter(pl.col("run_id").is_in(run_list))
+        return Replay(frame, [item for item, _ in good], quarantined)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What `EventLog.replay` found: the frame, the files behind it, and what was quarantined."""
+
+    frame: pl.LazyFrame
+    files: list[EventFile]
+    quarantined: list[Path]
+
+    def collect(self, **kwargs: Any) -> pl.DataFrame:
+        """Collect; if a file turns out corrupt past its footer, fail naming it."""
+        try:
+            return self.frame.collect(**kwargs)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            for item in self.files:
+                read_file_table(item.path)  # raises CorruptEventFileError naming the file
+            raise exc
+
+
+def polars_schema(spec: TableSpec) -> pl.Schema:
+    frame = pl.from_arrow(spec.schema.empty_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame.schema
+
+
+def _scan(spec: TableSpec, files: Sequence[tuple[EventFile, pa.Schema]]) -> pl.LazyFrame:
+    target = polars_schema(spec)
+    if not files:
+        return pl.LazyFrame(schema=target)
+    current = [str(f.path) for f, s in files if s.names == spec.schema.names]
+    older = [(f, s) for f, s in files if s.names != spec.schema.names]
+    frames = []
+    if current:
+        frames.append(pl.scan_ipc(current, glob=False))
+    defaults = spec.model.model_fields
+    for item, schema in older:
+        frame = pl.scan_ipc(str(item.path), glob=False)
+        fill = []
+        for name, dtype in target.items():
+            if name not in schema.names:
+                default = defaults[name].default if name in defaults else None
+                value = default if isinstance(default, bool | int | float | str) else None
+                fill.append(pl.lit(value, dtype=dtype).alias(name))
+        frames.append(frame.with_columns(fill).select(list(target)))
+    frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+    return frame.cast(dict(target))  # type: ignore[arg-type]

@@ -1,0 +1,85 @@
+"""What a person sees: summary tables, JSON for machines, progress bars only on a terminal.
+
+Kept apart from the stages so they never print; the CLI decides what to show.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+__all__ = ["ProgressReporter", "echo_json", "print_table", "progress"]
+
+
+def echo_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return str(value)
+
+
+def print_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """A table on stdout: boxed on a terminal, plain aligned text on a pipe."""
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        widths = [max([len(c), *(len(_cell(r.get(c))) for r in rows)]) for c in columns]
+        sys.stdout.write(f"{title}\n")
+        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + "\n")
+        for row in rows:
+            cells = (_cell(row.get(c)).ljust(w) for c, w in zip(columns, widths, strict=True))
+            sys.stdout.write("  ".join(cells).rstrip() + "\n")
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("run_id", "scenario", "target") else "right")
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    console.print(table)
+
+
+class ProgressReporter:
+    """Advance a bar; a no-op when progress is off, so callers never branch."""
+
+    def __init__(self, progress: Progress | None, task: Any) -> None:
+        self._progress = progress
+        self._task = task
+
+    def advance(self, amount: int = 1, **fields: Any) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=amount, **fields)
+
+    def update(self, **fields: Any) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, **fields)
+
+
+@contextmanager
+def progress(description: str, total: int | None, enabled: bool, status: str = "") -> Iterator[ProgressReporter]:
+    """A progress bar on stderr when `enabled` and stderr is a terminal; silent otherwise."""
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield ProgressReporter(None, None)
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=total, status=status)
+        yield ProgressReporter(bar, task)

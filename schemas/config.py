@@ -1,0 +1,122 @@
+"""The TOML config as models: targets, scenarios, prices. Keys are the models' own field names."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas._types import Duration, SafeName
+from schemas.registry import get_provider
+from schemas.scenario import BenchmarkScenario, MockConfiguration
+
+__all__ = ["ModelPrice", "PipelineConfig", "TargetConfig"]
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TargetConfig(_Strict):
+    """A provider endpoint + model under a name. Never holds a key: only its variable's name."""
+
+    name: SafeName
+    provider: str
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    mock: MockConfiguration | None = None
+    max_retries: int = Field(default=0, ge=0, le=10)
+    """Retries per request (each attempt is its own event); backoff honours retry-after."""
+    request_timeout: Duration | None = None
+    """Per-request timeout; default: the scenario's timeout_duration."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra HTTP headers (not secrets: they are recorded with the run)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(k in data for k in ("api_key", "key", "token")):
+            raise ValueError(
+                "api keys never go in the config: put the key in an environment variable "
+                "and name that variable in api_key_env"
+            )
+        return data
+
+    @field_validator("provider")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        get_provider(value)
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s]+$", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> TargetConfig:
+        kind = get_provider(self.provider)
+        if kind.needs_base_url and not self.base_url:
+            raise ValueError(f"provider {self.provider!r} needs base_url")
+        if self.mock is not None and self.provider != "mock":
+            raise ValueError("mock settings are only for provider = 'mock'")
+        return self
+
+    def public_dict(self) -> dict[str, Any]:
+        """The target as recorded with a run: everything except secrets (there are none in it)."""
+        return self.model_dump(mode="json")
+
+
+class ModelPrice(_Strict):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    as_of: date | None = None
+
+
+class PipelineConfig(_Strict):
+    targets: list[TargetConfig] = Field(min_length=1)
+    scenarios: list[BenchmarkScenario] = Field(default_factory=list)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Per-model overrides of the shipped price table."""
+    default_scenarios: list[SafeName] = Field(default_factory=lambda: ["quickstart"])
+    """What `execute` runs when no --scenario is given."""
+    lock_timeout: Duration = timedelta(seconds=30)
+    trends: dict[str, float] = Field(default_factory=dict)
+    """Trend thresholds for `profile` (see README)."""
+    compare_weights: dict[str, float] = Field(default_factory=dict)
+    """Weights of the overall score of `compare` (see README)."""
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, value: list[TargetConfig]) -> list[TargetConfig]:
+        names = [t.name for t in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"target names must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+    @field_validator("scenarios")
+    @classmethod
+    def _unique_scenarios(cls, value: list[BenchmarkScenario]) -> list[BenchmarkScenario]:
+        names = [s.name for s in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"scenario names must be unique; repeated: {', '.join(dupes)}")
+        return value

@@ -1,0 +1,167 @@
+"""The immutable events `execute` appends, and the stored tables they live in.
+
+Each table's Arrow schema is derived from its pydantic model (`schemas.arrow`), the one source.
+Durations are int64 microseconds from a monotonic clock; instants are UTC. New columns are added
+with a default so older files read as null.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas._types import SafeName, UtcDatetime
+from schemas.arrow import arrow_schema
+
+__all__ = [
+    "ERROR_TYPES",
+    "RUN_STATUSES",
+    "SCHEMA_VERSION",
+    "TABLES",
+    "RequestEvent",
+    "ResourceSample",
+    "RunEvent",
+    "TableSpec",
+    "event_id",
+]
+
+SCHEMA_VERSION = 1
+RequestStatus = Literal["ok", "error", "timeout", "cancelled"]
+ERROR_TYPES = (
+    "rate_limited",
+    "server_error",
+    "client_error",
+    "timeout",
+    "connection",
+    "protocol",
+    "cancelled",
+)
+RunStatus = Literal["running", "completed", "interrupted", "failed", "timed_out"]
+RUN_STATUSES = ("running", "completed", "interrupted", "failed", "timed_out")
+
+NonNeg = Field(ge=0)
+
+
+def event_id(*parts: object) -> str:
+    """A deterministic id from the parts that make an event unique (32 hex chars)."""
+    raw = "\x1f".join(str(p) for p in parts).encode()
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RequestEvent(_Event):
+    """One request attempt, with its raw timings. Errors are events too."""
+
+    event_id: str
+    schema_version: int = SCHEMA_VERSION
+    run_id: SafeName
+    scenario: SafeName
+    target: SafeName
+    provider: str
+    model: str
+    worker: int = Field(default=0, ge=0)
+    request_index: int = Field(ge=0)
+    prompt_index: int = Field(ge=0)
+    attempt: int = Field(default=1, ge=1)
+    warmup: bool = False
+    streaming: bool = False
+    scheduled_at: UtcDatetime
+    started_at: UtcDatetime
+    queue_us: int = Field(default=0, ge=0)
+    ttft_us: int | None = Field(default=None, ge=0)
+    latency_us: int | None = Field(default=None, ge=0)
+    chunk_offsets_us: list[int] = Field(default_factory=list)
+    input_tokens: int | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=0)
+    cached_tokens: int | None = Field(default=None, ge=0)
+    token_source: Literal["server", "estimated"] | None = None
+    status: RequestStatus
+    http_status: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    bytes_sent: int = Field(default=0, ge=0)
+    bytes_received: int = Field(default=0, ge=0)
+    tool_calls: int = Field(default=0, ge=0)
+    server_request_id: str | None = None
+
+
+class RunEvent(_Event):
+    """A run of one scenario against one target: a `started` record, then a `finished` one."""
+
+    event_id: str
+    schema_version: int = SCHEMA_VERSION
+    run_id: SafeName
+    scenario: SafeName
+    target: SafeName
+    provider: str
+    model: str
+    kind: Literal["started", "finished"]
+    at: UtcDatetime
+    status: RunStatus
+    mode: Literal["closed", "open"] = "closed"
+    concurrency: int = Field(default=1, ge=1)
+    planned_requests: int | None = Field(default=None, ge=0)
+    rate: float | None = None
+    seed: int | None = None
+    workers: int = Field(default=1, ge=1)
+    config_hash: str = ""
+    scenario_config: str = "{}"
+    """The scenario as JSON."""
+    target_config: str = "{}"
+    """The target as JSON, without secrets (only the name of the key's variable)."""
+    python: str = ""
+    os: str = ""
+    arch: str = ""
+    cpus: int = Field(default=0, ge=0)
+    memory_bytes: int = Field(default=0, ge=0)
+    package_version: str = ""
+    requests_sent: int | None = Field(default=None, ge=0)
+    message: str | None = None
+
+
+class ResourceSample(_Event):
+    """The client's own resources, sampled during a run (~every 100 ms)."""
+
+    event_id: str
+    schema_version: int = SCHEMA_VERSION
+    run_id: SafeName
+    worker: int = Field(default=0, ge=0)
+    scenario: str | None = None
+    target: str | None = None
+    at: UtcDatetime
+    offset_us: int = Field(ge=0)
+    rss_bytes: int = Field(ge=0)
+    cpu_user_us: int = Field(ge=0)
+    cpu_system_us: int = Field(ge=0)
+    in_flight: int = Field(ge=0)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A stored event table: its model, its Arrow schema, and the column that picks the date."""
+
+    name: str
+    model: type[_Event]
+    schema: pa.Schema
+    time_column: str
+
+    def partition_date(self, instant: datetime) -> str:
+        return instant.strftime("%Y-%m-%d")
+
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec("requests", RequestEvent, arrow_schema(RequestEvent), "started_at"),
+        TableSpec("runs", RunEvent, arrow_schema(RunEvent), "at"),
+        TableSpec("samples", ResourceSample, arrow_schema(ResourceSample), "at"),
+    )
+}

@@ -1,0 +1,68 @@
+"""The seed's trend entities: how a (provider, model, scenario, target) behaves across runs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas._types import UtcDatetime
+from schemas.registry import registered_providers
+from schemas.results import BenchmarkResult
+
+__all__ = ["MIN_TREND_POINTS", "MetricTrend", "PerformanceProfile", "TrendDirection", "TrendMetrics"]
+
+MIN_TREND_POINTS = 3
+TrendDirection = Literal["improving", "degrading", "stable", "insufficient_data"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class MetricTrend(_Frozen):
+    """One metric's trend: direction, relative change over the window, one-sided confidence."""
+
+    direction: TrendDirection
+    relative_change: float | None = Field(default=None, allow_inf_nan=False)
+    confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class TrendMetrics(_Frozen):
+    average_latency_trend: MetricTrend
+    throughput_trend: MetricTrend
+    error_rate_trend: MetricTrend
+    cost_efficiency_trend: MetricTrend
+    confidence_level: float = Field(ge=0.0, le=1.0)
+    data_points: int = Field(ge=MIN_TREND_POINTS)
+    change_point: int | None = Field(default=None, ge=0)
+    """Index (in run order) of the first run after a detected step, if any."""
+
+
+class PerformanceProfile(_Frozen):
+    provider_name: str
+    model_name: str = Field(min_length=1)
+    benchmark_results: list[BenchmarkResult] = Field(default_factory=list)
+    trend_analysis: TrendMetrics | None = None
+    optimization_recommendations: list[str] = Field(default_factory=list)
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("provider_name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in registered_providers():
+            raise ValueError(
+                f"unknown provider {value!r}; registered: {', '.join(registered_providers())}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _times(self) -> PerformanceProfile:
+        if self.updated_at < self.created_at:
+            raise ValueError("updated_at must not be before created_at")
+        if self.trend_analysis is not None and self.benchmark_results:
+            if self.trend_analysis.data_points > len(self.benchmark_results):
+                raise ValueError("trend_analysis.data_points exceeds the benchmark_results given")
+        return self

@@ -1,0 +1,69 @@
+"""The registry of provider kinds: the "registered provider names" every config is checked against.
+
+A kind declares its capabilities here; `stages.execute` attaches the client that speaks to it.
+A new provider is added through `register_provider` alone, without touching the core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ProviderKind",
+    "get_provider",
+    "register_provider",
+    "registered_providers",
+    "unregister_provider",
+]
+
+
+@dataclass(frozen=True)
+class ProviderKind:
+    """What a provider kind can do; `factory` builds its client (set by the execute stage)."""
+
+    name: str
+    streaming: bool = True
+    tools: bool = False
+    needs_base_url: bool = False
+    factory: Callable[..., Any] | None = None
+
+
+_REGISTRY: dict[str, ProviderKind] = {}
+
+
+def register_provider(kind: ProviderKind, *, replace: bool = False) -> ProviderKind:
+    """Add a provider kind; `replace=True` lets a stage attach a factory to a declared kind."""
+    if not kind.name or not kind.name.replace("-", "").isalnum():
+        raise ValueError(f"invalid provider kind name {kind.name!r}")
+    if kind.name in _REGISTRY and not replace:
+        raise ValueError(f"provider kind {kind.name!r} is already registered")
+    _REGISTRY[kind.name] = kind
+    return kind
+
+
+def unregister_provider(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def registered_providers() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def get_provider(name: str) -> ProviderKind:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(registered_providers())
+        raise ValueError(f"unknown provider {name!r}; registered providers: {known}") from None
+
+
+for _builtin in (
+    ProviderKind("openai", streaming=True, tools=True),
+    ProviderKind("anthropic", streaming=True, tools=True),
+    ProviderKind("ollama", streaming=True, tools=True),
+    ProviderKind("openai-compatible", streaming=True, tools=True, needs_base_url=True),
+    ProviderKind("mock", streaming=True, tools=True),
+):
+    register_provider(_builtin)

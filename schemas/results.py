@@ -1,0 +1,129 @@
+"""The seed's result entities: what one benchmark (run × scenario × target) measured.
+
+Frozen: a result is immutable once created. Latencies are milliseconds (floats), durations are
+timedeltas, instants are UTC.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas._types import Duration, UtcDatetime
+from schemas.registry import registered_providers
+
+__all__ = ["BenchmarkResult", "LatencyMetrics", "MemoryUsage", "TokenUsage"]
+
+NonNegInt = Annotated[int, Field(ge=0)]
+NonNegFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Rate = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class TokenUsage(_Frozen):
+    """Tokens of a result and what they cost. `cost_usd` is None when the price is unknown."""
+
+    input_tokens: NonNegInt = 0
+    output_tokens: NonNegInt = 0
+    total_tokens: NonNegInt = 0
+    cached_tokens: NonNegInt = 0
+    cost_usd: NonNegFloat | None = None
+    efficiency_ratio: NonNegFloat | None = None
+
+    @model_validator(mode="after")
+    def _totals(self) -> TokenUsage:
+        if self.total_tokens != self.input_tokens + self.output_tokens:
+            raise ValueError(
+                f"total_tokens ({self.total_tokens}) must equal input_tokens + output_tokens "
+                f"({self.input_tokens} + {self.output_tokens})"
+            )
+        if self.cached_tokens > self.input_tokens:
+            raise ValueError("cached_tokens must not exceed input_tokens")
+        return self
+
+
+class LatencyMetrics(_Frozen):
+    """Latency distribution in milliseconds over the successful requests of a result."""
+
+    p50: NonNegFloat
+    p95: NonNegFloat
+    p99: NonNegFloat
+    mean: NonNegFloat
+    min: NonNegFloat
+    max: NonNegFloat
+    standard_deviation: NonNegFloat
+    p90: NonNegFloat | None = None
+    p999: NonNegFloat | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LatencyMetrics:
+        # Tolerance for float rounding in interpolated percentiles and means.
+        eps = 1e-9 * max(1.0, self.max)
+        if not self.min - eps <= self.mean <= self.max + eps:
+            raise ValueError(f"need min <= mean <= max, got {self.min}, {self.mean}, {self.max}")
+        chain = [("min", self.min), ("p50", self.p50)]
+        if self.p90 is not None:
+            chain.append(("p90", self.p90))
+        chain += [("p95", self.p95), ("p99", self.p99)]
+        if self.p999 is not None:
+            chain.append(("p999", self.p999))
+        chain.append(("max", self.max))
+        for (lo_name, lo), (hi_name, hi) in zip(chain, chain[1:], strict=False):
+            if lo > hi + eps:
+                raise ValueError(f"need {lo_name} <= {hi_name}, got {lo} > {hi}")
+        return self
+
+
+class MemoryUsage(_Frozen):
+    """Client memory sampled during the run, in bytes."""
+
+    peak_bytes: NonNegInt
+    average_bytes: NonNegInt | None = None
+
+    @model_validator(mode="after")
+    def _peak(self) -> MemoryUsage:
+        if self.average_bytes is not None and self.average_bytes > self.peak_bytes:
+            raise ValueError("average_bytes must not exceed peak_bytes")
+        return self
+
+
+class BenchmarkResult(_Frozen):
+    """One benchmark's outcome. `additional_metrics` carries anything beyond the seed's fields."""
+
+    test_name: str = Field(min_length=1)
+    provider_name: str
+    model_name: str = Field(min_length=1)
+    duration: Duration
+    tokens_used: TokenUsage
+    latency_percentiles: LatencyMetrics | None = None
+    throughput_rps: NonNegFloat
+    error_rate: Rate
+    memory_usage: MemoryUsage | None = None
+    timestamp: UtcDatetime
+    additional_metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("test_name", "model_name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("provider_name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in registered_providers():
+            raise ValueError(
+                f"unknown provider {value!r}; registered: {', '.join(registered_providers())}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BenchmarkResult:
+        if self.error_rate < 1.0 and self.latency_percentiles is None and self.throughput_rps > 0:
+            raise ValueError("latency_percentiles is required when any request succeeded")
+        return self

@@ -1,0 +1,121 @@
+"""What to run: the seed's `BenchmarkScenario` and `MockConfiguration`.
+
+`add_scenario_validator` is the seed's scenario-level custom validation hook: a function that
+raises `ValueError` for a scenario it refuses; it runs on every scenario validated afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas._types import Duration, NonNegativeDuration, SafeName
+
+__all__ = [
+    "ERROR_KINDS",
+    "BenchmarkScenario",
+    "MockConfiguration",
+    "ScenarioSet",
+    "add_scenario_validator",
+]
+
+ScenarioValidator = Callable[["BenchmarkScenario"], None]
+_VALIDATORS: list[ScenarioValidator] = []
+
+ERROR_KINDS = ("rate_limit", "server_error", "unavailable", "hang", "cut", "malformed")
+ErrorKind = Literal["rate_limit", "server_error", "unavailable", "hang", "cut", "malformed"]
+
+
+def add_scenario_validator(func: ScenarioValidator) -> Callable[[], None]:
+    """Register a custom check for every scenario; returns a function that removes it."""
+    _VALIDATORS.append(func)
+    return lambda: _VALIDATORS.remove(func)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class MockConfiguration(_Frozen):
+    """The mock provider's knobs (in-process and `pipeline mock-server`)."""
+
+    simulated_latency: NonNegativeDuration = timedelta(milliseconds=50)
+    """Delay before the first token."""
+    token_generation_rate: float = Field(default=100.0, gt=0.0, allow_inf_nan=False)
+    """Tokens per second after the first one."""
+    error_injection_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    memory_usage_simulation: int = Field(default=0, ge=0)
+    """Bytes held per request in flight."""
+    concurrency_limit: int = Field(default=100, ge=1)
+    response_variability: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Relative spread of the timings."""
+    output_tokens: int | None = Field(default=None, ge=1)
+    """Tokens per response; None: the request's max_tokens."""
+    seed: int = 0
+    error_kinds: tuple[ErrorKind, ...] = ("rate_limit", "server_error", "unavailable")
+    """Which failures `error_injection_rate` draws from, uniformly."""
+    overload: Literal["queue", "reject"] = "queue"
+    """Past `concurrency_limit`: queue (latency grows) or reject with 429."""
+    retry_after: NonNegativeDuration = timedelta(seconds=1)
+    hang: NonNegativeDuration = timedelta(seconds=600)
+    """How long an injected hang lasts (past any sane client timeout)."""
+
+    @field_validator("error_kinds")
+    @classmethod
+    def _some_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one error kind is needed")
+        return tuple(dict.fromkeys(value))
+
+
+class BenchmarkScenario(_Frozen):
+    """A workload: prompts, how many requests, how concurrent, and what it requires."""
+
+    name: SafeName
+    description: str = ""
+    test_prompts: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    prompts_file: str | None = None
+    """JSONL file of prompts ({"prompt": "..."} or a string per line), relative to the config."""
+    expected_operations: int = Field(default=10, ge=1, le=10_000_000)
+    concurrency_level: int = Field(default=1, ge=1, le=100)
+    timeout_duration: Duration = timedelta(seconds=120)
+    tools_required: bool = False
+    streaming_required: bool = False
+    max_tokens: int = Field(default=64, ge=1, le=1_000_000)
+    warmup: int = Field(default=0, ge=0)
+    """Requests sent first, recorded with warmup=true, excluded from every result."""
+    rate: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    """Open loop: requests per second (None: closed loop at `concurrency_level`)."""
+    arrival: Literal["constant", "poisson"] = "poisson"
+    ramp_up: NonNegativeDuration = timedelta(0)
+    duration: Duration | None = None
+    """Open loop: stop scheduling after this long (else after `expected_operations`)."""
+    system_prompt: str | None = None
+    tags: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _prompts_and_hooks(self) -> BenchmarkScenario:
+        if not self.test_prompts and not self.prompts_file:
+            raise ValueError("test_prompts: at least one prompt is needed (or a prompts_file)")
+        for check in list(_VALIDATORS):
+            check(self)
+        return self
+
+
+class ScenarioSet(_Frozen):
+    """A set of scenarios whose names are unique."""
+
+    scenarios: list[BenchmarkScenario]
+
+    @field_validator("scenarios")
+    @classmethod
+    def _unique(cls, value: list[BenchmarkScenario]) -> list[BenchmarkScenario]:
+        seen: set[str] = set()
+        for scenario in value:
+            if scenario.name in seen:
+                raise ValueError(f"scenario name {scenario.name!r} is used more than once")
+            seen.add(scenario.name)
+        return value
