@@ -39,7 +39,9 @@ __all__ = ["cli", "main"]
 @click.option("-v", "--verbose", count=True, help="More detail (repeatable).")
 @click.version_option(package_name="llm-bench-pipeline", prog_name="pipeline")
 @click.pass_context
-def cli(ctx: click.Context, data_dir: Path, config_path: Path | None, quiet: bool, verbose: int) -> None:
+def cli(
+    ctx: click.Context, data_dir: Path, config_path: Path | None, quiet: bool, verbose: int
+) -> None:
     """Benchmark LLM providers; keep every request as an event; rebuild results, trends and advice.
 
     \b

@@ -43,7 +43,9 @@ def _loc(parts: Sequence[int | str]) -> str:
     return out or "(top level)"
 
 
-def format_validation_error(source: str, error: ValidationError, prefix: Sequence[int | str] = ()) -> str:
+def format_validation_error(
+    source: str, error: ValidationError, prefix: Sequence[int | str] = ()
+) -> str:
     """`source: field.path: message` for each problem, one per line."""
     lines = []
     for problem in error.errors(include_url=False):

@@ -18,7 +18,8 @@ _LONG_CONTEXT = (
     "You are given a long report. Summarise its key points in three bullets.\n\n"
     + " ".join(
         f"Section {i}: the quarterly figures show steady growth in region {i % 7}, with costs "
-        f"held flat and customer satisfaction up by {i % 5} points." for i in range(120)
+        f"held flat and customer satisfaction up by {i % 5} points."
+        for i in range(120)
     )
 )
 

@@ -1,14 +1,14 @@
 """Every error the pipeline raises on purpose. Each message says what to do next.
 
-    PipelineError
-    ├── ConfigError                bad config, scenario or option (exit 2)
-    ├── InputError                 bad input that is not the config (exit 2)
-    │   └── InvalidNameError       a name that would become a path is unsafe
-    ├── StoreError                 the event log or an output could not be used (exit 1)
-    │   ├── CorruptEventFileError  an event file cannot be read; names it
-    │   ├── LockTimeoutError       another process holds the data directory's lock
-    │   └── StageInputMissingError a stage's input has not been built yet
-    └── NotBuiltError              a command that exists but is not implemented yet (exit 1)
+PipelineError
+├── ConfigError                bad config, scenario or option (exit 2)
+├── InputError                 bad input that is not the config (exit 2)
+│   └── InvalidNameError       a name that would become a path is unsafe
+├── StoreError                 the event log or an output could not be used (exit 1)
+│   ├── CorruptEventFileError  an event file cannot be read; names it
+│   ├── LockTimeoutError       another process holds the data directory's lock
+│   └── StageInputMissingError a stage's input has not been built yet
+└── NotBuiltError              a command that exists but is not implemented yet (exit 1)
 """
 
 from __future__ import annotations

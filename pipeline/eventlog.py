@@ -27,6 +27,8 @@ from schemas import TABLES, TableSpec, check_safe_name
 
 __all__ = [
     "REPLACES_KEY",
+    "Replay",
+    "conform",
     "EventFile",
     "EventLog",
     "EventWriter",
@@ -56,7 +58,9 @@ class EventFile:
         return self.path.name
 
 
-def write_ipc(table: pa.Table, handle: BinaryIO, metadata: Mapping[bytes, bytes] | None = None) -> None:
+def write_ipc(
+    table: pa.Table, handle: BinaryIO, metadata: Mapping[bytes, bytes] | None = None
+) -> None:
     schema = table.schema
     if metadata:
         schema = schema.with_metadata({**(schema.metadata or {}), **metadata})
@@ -90,7 +94,9 @@ def _spec(table: str) -> TableSpec:
         raise InputError(f"unknown event table {table!r}; tables: {', '.join(TABLES)}") from None
 
 
-def conform(spec: TableSpec, batch: pa.Table | pa.RecordBatch | Mapping[str, Sequence[Any]]) -> pa.Table:
+def conform(
+    spec: TableSpec, batch: pa.Table | pa.RecordBatch | Mapping[str, Sequence[Any]]
+) -> pa.Table:
     """Give a batch exactly the table's schema (column order and types); refuse what does not fit."""
     try:
         if isinstance(batch, Mapping):
@@ -135,17 +141,24 @@ class EventWriter:
         self.writer = writer
         self.seq = 0
 
-    def append(self, table: str, batch: pa.Table | pa.RecordBatch | Mapping[str, Sequence[Any]]) -> list[Path]:
+    def append(
+        self, table: str, batch: pa.Table | pa.RecordBatch | Mapping[str, Sequence[Any]]
+    ) -> list[Path]:
         """Publish the batch as one file per date partition it touches; return the new paths."""
         spec = _spec(table)
         data = conform(spec, batch)
         if data.num_rows == 0:
             return []
         dates = pc.strftime(data.column(spec.time_column), format="%Y-%m-%d")
+        days = sorted(set(dates.to_pylist()))
         published = []
-        for day in sorted(set(dates.to_pylist())):
-            part = data.filter(pc.equal(dates, day)) if len(set(dates.to_pylist())) > 1 else data
-            tmp = staged_file(self.log.staging, lambda h, t=part: write_ipc(t, h))
+        for day in days:
+            part = data.filter(pc.equal(dates, day)) if len(days) > 1 else data
+
+            def write(handle: BinaryIO, part: pa.Table = part) -> None:
+                write_ipc(part, handle)
+
+            tmp = staged_file(self.log.staging, write)
             directory = self.log.table_dir(table) / f"date={day}"
             while True:
                 final = directory / f"{self.run_id}-{self.writer}-{self.seq:06d}.arrow"
@@ -181,13 +194,22 @@ class EventLog:
         return EventWriter(self, run_id, writer)
 
     def append(
-        self, table: str, batch: pa.Table | Mapping[str, Sequence[Any]], *, run_id: str, writer: str = "w0"
+        self,
+        table: str,
+        batch: pa.Table | Mapping[str, Sequence[Any]],
+        *,
+        run_id: str,
+        writer: str = "w0",
     ) -> list[Path]:
         """One-shot append (a new writer each call: use `writer()` for a stream of batches)."""
         out = self.writer(run_id, writer)
         existing = self.files(table, run_ids=[run_id])
         out.seq = 1 + max(
-            (int(m["seq"]) for f in existing if (m := _FILE.match(f.name)) and m["writer"] == writer),
+            (
+                int(m["seq"])
+                for f in existing
+                if (m := _FILE.match(f.name)) and m["writer"] == writer
+            ),
             default=-1,
         )
         return out.append(table, batch)
@@ -198,7 +220,9 @@ class EventLog:
         root = self.table_dir(table)
         if not root.is_dir():
             return []
-        return sorted(m.group(1) for p in root.iterdir() if p.is_dir() and (m := _PARTITION.match(p.name)))
+        return sorted(
+            m.group(1) for p in root.iterdir() if p.is_dir() and (m := _PARTITION.match(p.name))
+        )
 
     def files(
         self,
@@ -239,7 +263,9 @@ class EventLog:
         raw = metadata.get(REPLACES_KEY)
         return list(json.loads(raw)) if raw else []
 
-    def check(self, files: Sequence[EventFile]) -> tuple[list[tuple[EventFile, pa.Schema]], list[EventFile]]:
+    def check(
+        self, files: Sequence[EventFile]
+    ) -> tuple[list[tuple[EventFile, pa.Schema]], list[EventFile]]:
         """Open every footer: (readable files with their schemas, corrupt files)."""
         good, bad = [], []
         for item in files:
@@ -295,7 +321,8 @@ class Replay:
     def collect(self, **kwargs: Any) -> pl.DataFrame:
         """Collect; if a file turns out corrupt past its footer, fail naming it."""
         try:
-            return self.frame.collect(**kwargs)
+            frame: pl.DataFrame = self.frame.collect(**kwargs)
+            return frame
         except (pl.exceptions.PolarsError, OSError) as exc:
             for item in self.files:
                 read_file_table(item.path)  # raises CorruptEventFileError naming the file

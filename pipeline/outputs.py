@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 import pyarrow as pa
@@ -47,7 +48,7 @@ def write_output(frame: pl.DataFrame, path: Path, sort_by: Sequence[str], stagin
         frame = frame.sort(list(sort_by), nulls_last=True, maintain_order=True)
     table = plain_arrow(frame)
 
-    def write(handle: object) -> None:
+    def write(handle: BinaryIO) -> None:
         pq.write_table(
             table,
             handle,
@@ -58,7 +59,7 @@ def write_output(frame: pl.DataFrame, path: Path, sort_by: Sequence[str], stagin
             use_dictionary=True,
         )
 
-    tmp = staged_file(staging, write)  # type: ignore[arg-type]
+    tmp = staged_file(staging, write)
     replace_atomic(tmp, path)
     return path
 

@@ -43,7 +43,9 @@ def print_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence
         return
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, justify="left" if column in ("run_id", "scenario", "target") else "right")
+        table.add_column(
+            column, justify="left" if column in ("run_id", "scenario", "target") else "right"
+        )
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
     console.print(table)
@@ -66,7 +68,9 @@ class ProgressReporter:
 
 
 @contextmanager
-def progress(description: str, total: int | None, enabled: bool, status: str = "") -> Iterator[ProgressReporter]:
+def progress(
+    description: str, total: int | None, enabled: bool, status: str = ""
+) -> Iterator[ProgressReporter]:
     """A progress bar on stderr when `enabled` and stderr is a terminal; silent otherwise."""
     console = Console(stderr=True)
     if not enabled or not console.is_terminal:

@@ -74,7 +74,9 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-_serialize_duration = PlainSerializer(lambda v: v.total_seconds(), return_type=float, when_used="json")
+_serialize_duration = PlainSerializer(
+    lambda v: v.total_seconds(), return_type=float, when_used="json"
+)
 
 Duration = Annotated[
     timedelta, BeforeValidator(parse_duration), AfterValidator(_positive), _serialize_duration

@@ -10,7 +10,13 @@ from schemas._types import UtcDatetime
 from schemas.registry import registered_providers
 from schemas.results import BenchmarkResult
 
-__all__ = ["MIN_TREND_POINTS", "MetricTrend", "PerformanceProfile", "TrendDirection", "TrendMetrics"]
+__all__ = [
+    "MIN_TREND_POINTS",
+    "MetricTrend",
+    "PerformanceProfile",
+    "TrendDirection",
+    "TrendMetrics",
+]
 
 MIN_TREND_POINTS = 3
 TrendDirection = Literal["improving", "degrading", "stable", "insufficient_data"]

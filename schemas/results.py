@@ -61,9 +61,8 @@ class LatencyMetrics(_Frozen):
 
     @model_validator(mode="after")
     def _ordered(self) -> LatencyMetrics:
-        # Tolerance for float rounding in interpolated percentiles and means.
-        eps = 1e-9 * max(1.0, self.max)
-        if not self.min - eps <= self.mean <= self.max + eps:
+        # Exact comparisons: producers clamp float rounding (a mean one ulp below min) themselves.
+        if not self.min <= self.mean <= self.max:
             raise ValueError(f"need min <= mean <= max, got {self.min}, {self.mean}, {self.max}")
         chain = [("min", self.min), ("p50", self.p50)]
         if self.p90 is not None:
@@ -73,7 +72,7 @@ class LatencyMetrics(_Frozen):
             chain.append(("p999", self.p999))
         chain.append(("max", self.max))
         for (lo_name, lo), (hi_name, hi) in zip(chain, chain[1:], strict=False):
-            if lo > hi + eps:
+            if lo > hi:
                 raise ValueError(f"need {lo_name} <= {hi_name}, got {lo} > {hi}")
         return self
 

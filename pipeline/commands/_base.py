@@ -61,7 +61,9 @@ pass_ctx = click.make_pass_decorator(Context)
 
 
 def json_option(func: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")(func)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print a machine-readable summary."
+    )(func)
 
 
 def not_built(command: str, issue: str) -> NotBuiltError:

@@ -42,7 +42,17 @@ def list_(ctx: Context, as_json: bool) -> int:
     if as_json:
         echo_json(rows)
     else:
-        columns = ["name", "origin", "mode", "operations", "concurrency", "rate", "streaming", "tools", "description"]
+        columns = [
+            "name",
+            "origin",
+            "mode",
+            "operations",
+            "concurrency",
+            "rate",
+            "streaming",
+            "tools",
+            "description",
+        ]
         print_table("scenarios", rows, columns)
     return EXIT_OK
 

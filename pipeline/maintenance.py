@@ -1,0 +1,182 @@
+"""Housekeeping of the event log: compaction of closed partitions, archiving of old ones.
+
+Compaction is crash-safe at every step because readers already follow one rule: a compacted file
+names, in its metadata, the files it replaces, and those are skipped. So the steps are
+(1) write the merged file to staging, (2) publish it (from now on the inputs are invisible),
+(3) delete the inputs. A kill between any two steps leaves the same set of events readable, and
+the next compaction finishes the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.errors import CorruptEventFileError
+from pipeline.eventlog import (
+    COMPACTED_PREFIX,
+    REPLACES_KEY,
+    EventFile,
+    EventLog,
+    read_file_table,
+    write_ipc,
+)
+from pipeline.fsutil import fsync_dir, makedirs_durable, publish_new, staged_file
+from schemas import TABLES
+
+__all__ = ["ArchiveResult", "CompactResult", "archive", "compact"]
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    table: str
+    date: str
+    files_in: int
+    events: int
+    duplicates_dropped: int
+    quarantined: int
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    table: str
+    date: str
+    files: int
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def _leftovers(log: EventLog, table: str, day: str) -> list[Path]:
+    """Files still on disk that a published compacted file already replaces."""
+    directory = log.table_dir(table) / f"date={day}"
+    replaced: set[str] = set()
+    for path in directory.glob(f"{COMPACTED_PREFIX}*.arrow"):
+        replaced |= set(log.replaced_by(path))
+    return [directory / name for name in sorted(replaced) if (directory / name).exists()]
+
+
+def _read_all(
+    log: EventLog, files: list[EventFile], skip_corrupt: bool
+) -> tuple[list[pa.Table], list[EventFile], int]:
+    tables, used, bad = [], [], []
+    for item in files:
+        try:
+            tables.append(read_file_table(item.path))
+            used.append(item)
+        except CorruptEventFileError:
+            bad.append(item)
+    if bad and not skip_corrupt:
+        raise CorruptEventFileError([b.path for b in bad], "cannot be read; compaction stopped")
+    log.quarantine(bad)
+    return tables, used, len(bad)
+
+
+def compact_partition(
+    log: EventLog, table: str, day: str, *, skip_corrupt: bool = False
+) -> CompactResult | None:
+    directory = log.table_dir(table) / f"date={day}"
+    for path in _leftovers(log, table, day):  # finish a compaction a crash interrupted
+        path.unlink(missing_ok=True)
+    files = log.files(table, since=date.fromisoformat(day), until=date.fromisoformat(day))
+    if len(files) <= 1:
+        fsync_dir(directory)
+        return None
+    tables, used, quarantined = _read_all(log, files, skip_corrupt)
+    if not used:
+        return CompactResult(table, day, len(files), 0, 0, quarantined)
+    spec = TABLES[table]
+    merged = pa.concat_tables(tables, promote_options="default")
+    merged = _conform(merged, spec.schema)
+    before = merged.num_rows
+    merged = _dedupe(merged)
+    merged = merged.sort_by([(spec.time_column, "ascending"), ("event_id", "ascending")])
+    names = sorted(item.name for item in used)
+    digest = hashlib.blake2b("\n".join(names).encode(), digest_size=8).hexdigest()
+    metadata = {REPLACES_KEY: json.dumps(names).encode()}
+    tmp = staged_file(log.staging, lambda h: write_ipc(merged, h, metadata))
+    final = directory / f"{COMPACTED_PREFIX}-{digest}.arrow"
+    if not publish_new(tmp, final):
+        tmp.unlink()  # the same inputs were merged before a crash: that file is the result
+    for item in used:
+        item.path.unlink(missing_ok=True)
+    fsync_dir(directory)
+    return CompactResult(
+        table, day, len(used), merged.num_rows, before - merged.num_rows, quarantined
+    )
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.chunked_array([pa.nulls(table.num_rows, field.type)]))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _dedupe(table: pa.Table) -> pa.Table:
+    """Keep the first row of each event_id (a retried publish can only ever repeat a whole event)."""
+    ids = table.column("event_id")
+    indices = pa.table({"event_id": ids, "i": pa.array(range(table.num_rows), pa.int64())})
+    first = indices.group_by("event_id", use_threads=False).aggregate([("i", "min")])
+    keep = pc.sort_indices(first.column("i_min"))
+    return table.take(pc.take(first.column("i_min"), keep))
+
+
+def compact(
+    log: EventLog,
+    tables: Iterable[str] | None = None,
+    *,
+    before: date | None = None,
+    skip_corrupt: bool = False,
+) -> list[CompactResult]:
+    """Compact every partition dated before `before` (default: today, UTC: a closed day)."""
+    cutoff = (before or _today()).isoformat()
+    results = []
+    for table in tables or TABLES:
+        for day in log.partitions(table):
+            if day < cutoff:
+                result = compact_partition(log, table, day, skip_corrupt=skip_corrupt)
+                if result is not None:
+                    results.append(result)
+    return results
+
+
+def archive(
+    log: EventLog, older_than_days: int, tables: Iterable[str] | None = None
+) -> list[ArchiveResult]:
+    """Move partitions older than N days to `DATA/archive/events/` (not read by replay)."""
+    cutoff = (_today() - timedelta(days=older_than_days)).isoformat()
+    results = []
+    for table in tables or TABLES:
+        for day in log.partitions(table):
+            if day >= cutoff:
+                continue
+            source = log.table_dir(table) / f"date={day}"
+            dest = log.data_dir / "archive" / "events" / table / f"date={day}"
+            files = sorted(source.iterdir())
+            makedirs_durable(dest.parent)
+            if not dest.exists():
+                os.rename(source, dest)  # one atomic step for the whole partition
+            else:
+                for path in files:
+                    os.rename(path, dest / path.name)
+                fsync_dir(dest)
+                source.rmdir()
+            fsync_dir(source.parent)
+            fsync_dir(dest.parent)
+            results.append(
+                ArchiveResult(table, day, len([f for f in files if f.suffix == ".arrow"]))
+            )
+    return results

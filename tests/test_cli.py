@@ -1,0 +1,187 @@
+"""The CLI frame: help everywhere and in the README, config errors as `file: field: message`, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click
+import pytest
+
+from pipeline.cli import cli as group
+from tests.conftest import ROOT, CliResult, run_pipeline
+from tests.writer_proc import batch
+
+Run = Callable[..., CliResult]
+
+
+def walk(command: click.Command, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        path = f"{prefix} {name}".strip()
+        yield path, sub
+        yield from walk(sub, path)
+
+
+def test_every_command_has_help_and_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    commands = list(walk(group))
+    assert len(commands) >= 15
+    for path, command in commands:
+        assert command.help and command.help.strip(), f"{path} has no help text"
+        assert f"pipeline {path}" in readme, f"`pipeline {path}` is not documented in README.md"
+
+
+def test_help_works_for_every_command(cli: Run) -> None:
+    for path, _ in walk(group):
+        result = cli(*path.split(), "--help")
+        assert result.code == 0 and "Usage:" in result.out, path
+
+
+def test_a_bad_config_exits_2_naming_file_and_field(cli: Run, tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        '[[targets]]\nname = "m"\nprovider = "mock"\nmodel = "x"\n'
+        "mock = { error_injection_rate = 1.5 }\n"
+        '[[scenarios]]\nname = "s"\ntest_prompts = ["hi"]\nconcurrency_level = 500\n'
+    )
+    result = cli("--config", str(config), "scenarios", "list")
+    assert result.code == 2
+    assert (
+        f"{config}: targets[0].mock.error_injection_rate: Input should be less than or equal to 1"
+        in result.err
+    )
+    assert (
+        f"{config}: scenarios[0].concurrency_level: Input should be less than or equal to 100"
+        in result.err
+    )
+    assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("targets = [", "invalid TOML"),
+        (
+            '[[targets]]\nname = "../up"\nprovider = "mock"\nmodel = "x"\n',
+            "targets[0].name: invalid name '../up'",
+        ),
+        ('[[targets]]\nname = "a"\nprovider = "nope"\nmodel = "x"\n', "targets[0].provider"),
+        (
+            '[[targets]]\nname = "a"\nprovider = "mock"\nmodel = "x"\ncolour = 1\n',
+            "targets[0].colour: Extra inputs",
+        ),
+        (
+            'default_scenarios = ["nope"]\n[[targets]]\nname = "a"\nprovider = "mock"\nmodel = "x"\n',
+            "default_scenarios[0]: unknown scenario 'nope'",
+        ),
+    ],
+)
+def test_config_errors_name_the_field(cli: Run, tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    result = cli("--config", str(config), "scenarios", "validate")
+    assert result.code == 2 and message in result.err and str(config) in result.err
+
+
+def test_a_missing_config_file_exits_2(cli: Run) -> None:
+    result = cli("--config", "nowhere.toml", "scenarios", "list")
+    assert result.code == 2 and "nowhere.toml: config file not found" in result.err
+
+
+def test_a_bad_prompts_file_names_file_and_line(cli: Run, tmp_path: Path) -> None:
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "ok"}\n{"prompt": \n')
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[[targets]]\nname = "a"\nprovider = "mock"\nmodel = "x"\n'
+        '[[scenarios]]\nname = "s"\nprompts_file = "prompts.jsonl"\n'
+    )
+    result = cli("--config", str(config), "scenarios", "validate")
+    assert result.code == 2 and "prompts.jsonl: line 2: invalid JSON" in result.err
+
+
+def test_the_built_in_default_lists_the_builtin_scenarios(cli: Run) -> None:
+    result = cli("scenarios", "list", "--json")
+    assert result.code == 0
+    names = {row["name"] for row in json.loads(result.out)}
+    assert {"quickstart", "chat-stream", "tool-calling", "long-prompt", "load-test"} <= names
+    shown = json.loads(cli("scenarios", "show", "quickstart").out)
+    assert shown["concurrency_level"] == 4 and shown["origin"] == "built-in"
+    assert cli("scenarios", "show", "nope").code == 2
+
+
+def test_pipeline_toml_in_the_working_directory_is_picked_up(cli: Run, tmp_path: Path) -> None:
+    (tmp_path / "pipeline.toml").write_text(
+        '[[targets]]\nname = "a"\nprovider = "mock"\nmodel = "x"\n'
+        '[[scenarios]]\nname = "mine"\ntest_prompts = ["hi"]\n'
+    )
+    rows = json.loads(cli("scenarios", "list", "--json").out)
+    assert {"name": "mine", "origin": "config"}.items() <= next(
+        r for r in rows if r["name"] == "mine"
+    ).items()
+
+
+def test_usage_errors_exit_2(cli: Run) -> None:
+    assert cli("no-such-command").code == 2
+    assert cli("archive").code == 2  # --older-than is required
+
+
+def test_compact_and_archive_from_the_cli(cli: Run, tmp_path: Path) -> None:
+    from pipeline.eventlog import EventLog
+
+    data = tmp_path / "d"
+    for number in range(3):
+        EventLog(data).writer("r1", f"w{number}").append("requests", batch("r1", "w0", number, 5))
+    result = cli("--data-dir", str(data), "compact", "--json")
+    assert result.code == 0
+    assert json.loads(result.out)[0]["events"] == 15
+    result = cli("--data-dir", str(data), "archive", "--older-than", "30", "--json")
+    assert json.loads(result.out) == [{"table": "requests", "date": "2026-01-02", "files": 1}]
+
+
+def test_data_dir_comes_from_the_environment(
+    cli: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.eventlog import EventLog
+
+    data = tmp_path / "from-env"
+    for number in range(2):
+        EventLog(data).writer("r1", f"w{number}").append("requests", batch("r1", "w0", number, 5))
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(data))
+    assert json.loads(cli("compact", "--json").out)[0]["files_in"] == 2
+
+
+def test_a_second_process_waits_for_the_lock_then_fails_clearly(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from pipeline.lock import exclusive_lock\n"
+            "with exclusive_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(30)\n",
+            str(data),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        (tmp_path / "pipeline.toml").write_text(
+            'lock_timeout = "0.5s"\n[[targets]]\nname = "a"\nprovider = "mock"\nmodel = "x"\n'
+        )
+        started = time.monotonic()
+        result = run_pipeline("--data-dir", str(data), "compact", cwd=tmp_path)
+        assert time.monotonic() - started >= 0.5  # it waited for the lock before giving up
+        assert result.returncode == 1
+        assert f"another pipeline process (pid {holder.pid})" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout:
+            holder.stdout.close()
+    assert run_pipeline("--data-dir", str(data), "compact", cwd=tmp_path).returncode == 0

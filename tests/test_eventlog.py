@@ -1,0 +1,213 @@
+"""The append-only event log: what is appended is what is replayed, whatever happens to writers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.errors import CorruptEventFileError, InputError, InvalidNameError
+from pipeline.eventlog import EventLog, conform
+from schemas import TABLES, RequestEvent
+from tests.conftest import ROOT
+from tests.strategies import request_events, to_batch
+from tests.writer_proc import batch
+
+
+def event_ids(log: EventLog, table: str = "requests", **kwargs: object) -> list[str]:
+    return sorted(log.replay(table, **kwargs).collect()["event_id"].to_list())  # type: ignore[arg-type]
+
+
+def writer_cmd(data: Path, run_id: str, writer: str, batches: int, size: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tests.writer_proc",
+        str(data),
+        run_id,
+        writer,
+        str(batches),
+        str(size),
+    ]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    events=st.lists(
+        request_events(run_id="run-1"), min_size=1, max_size=30, unique_by=lambda e: e.event_id
+    ),
+    cuts=st.lists(st.integers(0, 30), max_size=5),
+    writers=st.integers(1, 3),
+)
+def test_replay_returns_exactly_the_appended_events(
+    tmp_path_factory: pytest.TempPathFactory,
+    events: list[RequestEvent],
+    cuts: list[int],
+    writers: int,
+) -> None:
+    log = EventLog(tmp_path_factory.mktemp("data"))
+    bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
+    outs = [log.writer("run-1", f"w{i}") for i in range(writers)]
+    for n, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        outs[n % writers].append("requests", to_batch("requests", events[lo:hi]))
+    frame = log.replay("requests").collect()
+    back = sorted(
+        (RequestEvent.model_validate(r) for r in frame.to_dicts()), key=lambda e: e.event_id
+    )
+    assert back == sorted(events, key=lambda e: e.event_id)
+    assert not list((log.data_dir / ".staging").glob("*"))
+
+
+def test_files_are_partitioned_by_date_and_named_by_run_writer_seq(data_dir: Path) -> None:
+    log = EventLog(data_dir)
+    paths = log.writer("r1", "w3").append("requests", batch("r1", "w3", 0, 2))
+    assert [p.relative_to(data_dir).as_posix() for p in paths] == [
+        "events/requests/date=2026-01-02/r1-w3-000000.arrow"
+    ]
+    with pa.ipc.open_file(paths[0]) as reader:
+        assert reader.schema.equals(TABLES["requests"].schema)
+
+
+def test_filters_by_date_and_run_are_pushed_to_the_files(data_dir: Path) -> None:
+    log = EventLog(data_dir)
+    log.writer("r1").append("requests", batch("r1", "w0", 0, 3))  # 2026-01-02
+    rows = batch("r2", "w0", 0, 2)
+    rows["started_at"] = [datetime(2026, 1, 5, tzinfo=UTC)] * 2
+    log.writer("r2").append("requests", rows)
+    assert len(event_ids(log)) == 5
+    assert len(event_ids(log, run_ids=["r2"])) == 2
+    assert len(event_ids(log, since=date(2026, 1, 3))) == 2
+    assert len(event_ids(log, until=date(2026, 1, 2))) == 3
+    assert len(log.replay("requests", run_ids=["r1"]).files) == 1
+
+
+def test_an_older_file_without_a_newer_column_reads_as_null_or_default(data_dir: Path) -> None:
+    log = EventLog(data_dir)
+    full = conform(TABLES["requests"], batch("old", "w0", 0, 2))
+    old = full.drop_columns(["server_request_id", "worker"])  # as a file from before those columns
+    path = data_dir / "events/requests/date=2026-01-02/old-w0-000000.arrow"
+    path.parent.mkdir(parents=True)
+    with pa.ipc.new_file(str(path), old.schema) as writer:
+        writer.write_table(old)
+    log.writer("new").append("requests", batch("new", "w0", 1, 2))
+    frame = log.replay("requests").collect().sort("run_id")
+    assert frame.columns == TABLES["requests"].schema.names
+    assert frame.filter(pl.col("run_id") == "old")["server_request_id"].to_list() == [None, None]
+    assert frame.filter(pl.col("run_id") == "old")["worker"].to_list() == [
+        0,
+        0,
+    ]  # the model's default
+
+
+def test_staging_and_temporary_files_are_never_read(data_dir: Path) -> None:
+    log = EventLog(data_dir)
+    log.writer("r1").append("requests", batch("r1", "w0", 0, 2))
+    (data_dir / ".staging" / "abc.tmp").write_bytes(b"half a file")
+    partition = data_dir / "events/requests/date=2026-01-02"
+    (partition / "r1-w0-000009.arrow.tmp").write_bytes(b"half a file")
+    (partition / ".r1-w0-000010.partial").write_bytes(b"junk")
+    assert len(event_ids(log)) == 2
+
+
+def test_a_corrupt_file_is_named_and_quarantined_only_when_asked(data_dir: Path) -> None:
+    log = EventLog(data_dir)
+    log.writer("good").append("requests", batch("good", "w0", 0, 2))
+    (bad,) = log.writer("bad").append("requests", batch("bad", "w0", 0, 2))
+    bad.write_bytes(bad.read_bytes()[:-40])  # truncated: the footer is gone
+    with pytest.raises(CorruptEventFileError, match="bad-w0-000000.arrow"):
+        log.replay("requests")
+    replay = log.replay("requests", skip_corrupt=True)
+    assert len(replay.quarantined) == 1 and replay.quarantined[0].name == bad.name
+    assert replay.quarantined[0].is_relative_to(data_dir / "quarantine")
+    assert replay.collect()["run_id"].unique().to_list() == ["good"]
+
+
+def test_corruption_past_the_footer_is_named_at_collect(data_dir: Path) -> None:
+    log = EventLog(data_dir)
+    (path,) = log.writer("r1").append("requests", batch("r1", "w0", 0, 50))
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    for i in range(middle, middle + 200):
+        raw[i] ^= 0xFF  # scramble compressed record-batch bytes, keep the footer
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptEventFileError, match="r1-w0-000000.arrow"):
+        log.replay("requests").collect()
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "", ".."])
+def test_unsafe_run_ids_are_refused(data_dir: Path, bad: str) -> None:
+    with pytest.raises(InvalidNameError, match="run_id"):
+        EventLog(data_dir).writer(bad)
+    assert not data_dir.exists()
+
+
+def test_a_batch_that_does_not_fit_the_schema_is_refused(data_dir: Path) -> None:
+    rows = batch("r1", "w0", 0, 2)
+    del rows["status"]
+    with pytest.raises(InputError, match="status"):
+        EventLog(data_dir).writer("r1").append("requests", rows)
+    with pytest.raises(InputError, match="unknown event table"):
+        EventLog(data_dir).writer("r1").append("nope", rows)
+
+
+def test_a_name_already_taken_is_never_overwritten(data_dir: Path) -> None:
+    log = EventLog(data_dir)
+    (first,) = log.writer("r1").append("requests", batch("r1", "w0", 0, 2))
+    before = first.read_bytes()
+    (second,) = log.writer("r1").append("requests", batch("r1", "w0", 1, 2))  # a restarted writer
+    assert first.read_bytes() == before and second != first
+    assert len(event_ids(log)) == 4
+
+
+def test_two_writer_processes_appending_at_once_lose_nothing(data_dir: Path) -> None:
+    procs = [
+        subprocess.Popen(
+            writer_cmd(data_dir, "run-x", f"w{i}", 20, 50), cwd=ROOT, stdout=subprocess.PIPE
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        proc.communicate(timeout=120)
+        assert proc.returncode == 0
+    ids = event_ids(EventLog(data_dir))
+    assert len(ids) == len(set(ids)) == 2 * 20 * 50
+
+
+def test_a_writer_killed_mid_append_leaves_only_whole_files(data_dir: Path) -> None:
+    proc = subprocess.Popen(
+        writer_cmd(data_dir, "run-k", "w0", 100_000, 2000),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    published = []
+    deadline = time.monotonic() + 60
+    while len(published) < 5 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("published"):
+            published.append(int(line.split()[1]))
+    time.sleep(0.013)  # land the kill somewhere inside the next append
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    published += [int(line.split()[1]) for line in proc.stdout.read().splitlines() if line]
+    proc.stdout.close()
+    log = EventLog(data_dir)
+    frame = log.replay("requests").collect()  # every visible file opens and reads whole
+    batches = frame["request_index"] // 2000
+    counts = frame.group_by(batches).len()["len"].to_list()
+    assert set(counts) == {2000}, "a batch is either wholly visible or not at all"
+    seen = set(batches.unique().to_list())
+    assert set(published) <= seen <= set(published) | {max(published) + 1}
