@@ -38,7 +38,7 @@ def makedirs_durable(path: Path) -> None:
         fsync_dir(directory.parent)
 
 
-def staged_file(staging: Path, write: Callable[[BinaryIO], None]) -> Path:
+def staged_file(staging: Path, write: Callable[[BinaryIO], object]) -> Path:
     """Write a complete, fsynced file under `staging` and return its path."""
     makedirs_durable(staging)
     tmp = staging / f"{uuid.uuid4().hex}.tmp"

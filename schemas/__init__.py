@@ -1,7 +1,7 @@
 """Declarations only: the entities, events, config and stored-table schemas. No I/O, no imports of ours."""
 
 from schemas._types import Duration, NonNegativeDuration, SafeName, check_safe_name, parse_duration
-from schemas.config import ModelPrice, PipelineConfig, TargetConfig
+from schemas.config import CompareWeights, ModelPrice, PipelineConfig, TargetConfig, TrendSettings
 from schemas.events import (
     ERROR_TYPES,
     RUN_STATUSES,
@@ -39,6 +39,7 @@ __all__ = [
     "TABLES",
     "BenchmarkResult",
     "BenchmarkScenario",
+    "CompareWeights",
     "Duration",
     "LatencyMetrics",
     "MemoryUsage",
@@ -58,6 +59,7 @@ __all__ = [
     "TargetConfig",
     "TokenUsage",
     "TrendMetrics",
+    "TrendSettings",
     "add_scenario_validator",
     "check_safe_name",
     "event_id",

@@ -12,7 +12,7 @@ from schemas._types import Duration, SafeName
 from schemas.registry import get_provider
 from schemas.scenario import BenchmarkScenario, MockConfiguration
 
-__all__ = ["ModelPrice", "PipelineConfig", "TargetConfig"]
+__all__ = ["CompareWeights", "ModelPrice", "PipelineConfig", "TargetConfig", "TrendSettings"]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -90,6 +90,33 @@ class ModelPrice(_Strict):
     as_of: date | None = None
 
 
+class TrendSettings(_Strict):
+    """Thresholds of `profile` (calibrated defaults; see the README's Trends section)."""
+
+    min_change: float = Field(default=0.05, ge=0.0)
+    """A direction needs at least this relative change over the window."""
+    confidence_threshold: float = Field(default=0.99, gt=0.0, le=1.0)
+    """...and at least this one-sided Mann-Kendall confidence."""
+    step_p: float = Field(default=0.001, gt=0.0, lt=1.0)
+    """A change point needs a Welch p-value at most this."""
+    min_points: int = Field(default=3, ge=2)
+    min_segment: int = Field(default=3, ge=2)
+
+
+class CompareWeights(_Strict):
+    """Weights of `compare`'s 0-100 overall score (normalised to sum 1)."""
+
+    latency: float = Field(default=0.4, ge=0.0)
+    cost: float = Field(default=0.3, ge=0.0)
+    reliability: float = Field(default=0.3, ge=0.0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> CompareWeights:
+        if self.latency + self.cost + self.reliability <= 0:
+            raise ValueError("at least one weight must be positive")
+        return self
+
+
 class PipelineConfig(_Strict):
     targets: list[TargetConfig] = Field(min_length=1)
     scenarios: list[BenchmarkScenario] = Field(default_factory=list)
@@ -98,10 +125,8 @@ class PipelineConfig(_Strict):
     default_scenarios: list[SafeName] = Field(default_factory=lambda: ["quickstart"])
     """What `execute` runs when no --scenario is given."""
     lock_timeout: Duration = timedelta(seconds=30)
-    trends: dict[str, float] = Field(default_factory=dict)
-    """Trend thresholds for `profile` (see README)."""
-    compare_weights: dict[str, float] = Field(default_factory=dict)
-    """Weights of the overall score of `compare` (see README)."""
+    trends: TrendSettings = Field(default_factory=TrendSettings)
+    compare_weights: CompareWeights = Field(default_factory=CompareWeights)
 
     @field_validator("targets")
     @classmethod

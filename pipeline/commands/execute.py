@@ -1,19 +1,142 @@
-"""`pipeline execute`: run scenarios against targets and append events."""
+"""`pipeline execute`: run scenarios against targets and append one event per request attempt.
+
+Thin by design: it turns options into `ExecuteOptions`, hands `stages.execute.runner.execute`
+a progress factory (a bar only on a terminal and without -q), and prints the summary. Failed
+requests are data, so the exit code is 0 even when some failed; 2 for bad input; 130 when
+interrupted.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import click
 
-from pipeline.commands._base import Context, not_built, pass_ctx
+from pipeline.commands._base import Context, json_option, pass_ctx
+from pipeline.ui import ProgressReporter, echo_json, print_table, progress
+from schemas import parse_duration
 
 __all__ = ["COMMANDS"]
 
+_COLUMNS = [
+    "scenario",
+    "target",
+    "status",
+    "requests",
+    "ok",
+    "errors",
+    "latency_p50_ms",
+    "ttft_p50_ms",
+    "throughput_rps",
+]
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+
+class _DurationType(click.ParamType):  # type: ignore[type-arg]
+    name = "duration"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            seconds = parse_duration(value).total_seconds()
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds <= 0:
+            self.fail("must be a positive duration", param, ctx)
+        return seconds
+
+
+@click.command()
+@click.option(
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    metavar="NAME",
+    help="Scenario to run (repeatable). Default: the config's default_scenarios.",
+)
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="NAME",
+    help="Target to run against (repeatable). Default: every target.",
+)
+@click.option(
+    "--requests", type=click.IntRange(min=1), default=None, help="Override expected_operations."
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=100),
+    default=None,
+    help="Override concurrency_level (the open loop's in-flight cap).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Open loop at R requests/s (arrival as the scenario says).",
+)
+@click.option(
+    "--duration",
+    type=_DurationType(),
+    default=None,
+    help="Stop scheduling after this long (e.g. 30s, 5m).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed for prompt choice and arrivals (default: random, recorded).",
+)
+@json_option
 @pass_ctx
-def execute(ctx: Context) -> int:
-    """Run scenarios against targets; append one event per request attempt."""
-    raise not_built("execute", "issue 4")
+def execute(
+    ctx: Context,
+    scenarios: tuple[str, ...],
+    targets: tuple[str, ...],
+    requests: int | None,
+    concurrency: int | None,
+    rate: float | None,
+    duration: float | None,
+    seed: int | None,
+    as_json: bool,
+) -> int:
+    """Run scenarios against targets; append one event per request attempt.
+
+    Every selected scenario runs against every selected target, one after the other, under one
+    run id. Exit 0 even when requests failed (failures are events), 2 for bad input, 130 when
+    interrupted (SIGINT/SIGTERM: in-flight requests are recorded as cancelled).
+    """
+    from stages.execute.runner import ExecuteOptions
+    from stages.execute.runner import execute as run_execute
+
+    options = ExecuteOptions(
+        scenarios=scenarios,
+        targets=targets,
+        requests=requests,
+        concurrency=concurrency,
+        rate=rate,
+        duration_s=duration,
+        seed=seed,
+    )
+    enabled = ctx.show_progress and not as_json
+
+    @contextmanager
+    def bar(description: str, total: int | None) -> Iterator[ProgressReporter]:
+        with progress(description, total, enabled, status="") as reporter:
+            yield reporter
+
+    result = run_execute(ctx.config, ctx.data_dir, options, progress=bar)
+    if as_json:
+        echo_json(result.as_dict())
+    else:
+        rows = [p.as_dict() for p in result.pairs]
+        print_table(f"run {result.run_id} ({result.status})", rows, _COLUMNS)
+        ctx.info(f"events in {ctx.data_dir}/events (run_id {result.run_id}, seed {result.seed})")
+    if result.status == "interrupted":
+        ctx.info("interrupted: the run is recorded as interrupted")
+    return result.exit_code
 
 
 COMMANDS = [execute]

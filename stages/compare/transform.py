@@ -1,0 +1,118 @@
+"""compare's pure transform: the latest run of each target for a scenario, scored 0-100.
+
+Scores per criterion are relative to the best target in the comparison (the best gets 1):
+latency = mean of best_p50/p50 and best_p95/p95; cost = best/own USD per million output tokens;
+reliability = success rate. Overall = 100 × weighted mean with the configured weights. When any
+target lacks a price, cost is left out of every target's score (and the result says so), so an
+unpriced target is neither rewarded nor punished for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from schemas import CompareWeights
+
+__all__ = ["COMPARE_COLUMNS", "Comparison", "compare"]
+
+COMPARE_COLUMNS = (
+    "target",
+    "provider",
+    "model",
+    "run_id",
+    "concurrency",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "ttft_p50_ms",
+    "throughput_rps",
+    "success_rate",
+    "usd_per_million_output_tokens",
+    "latency_score",
+    "cost_score",
+    "reliability_score",
+    "score",
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    scenario: str
+    table: pl.DataFrame
+    fastest: str | None
+    most_cost_effective: str | None
+    most_reliable: str | None
+    cost_included: bool
+
+
+def _pick(table: pl.DataFrame, by: list[str], descending: bool = False) -> str | None:
+    valid = table.drop_nulls(by[0])
+    if valid.is_empty():
+        return None
+    return str(
+        valid.sort([*by, "target"], descending=[descending] * len(by) + [False])["target"][0]
+    )
+
+
+def compare(results: pl.DataFrame, scenario: str, weights: CompareWeights) -> Comparison:
+    latest = (
+        results.filter(
+            (pl.col("scenario") == scenario)
+            & pl.col("run_status").is_in(("completed", "timed_out"))
+            & (pl.col("successful") > 0)
+        )
+        .sort(["timestamp", "run_id"])
+        .group_by("target", maintain_order=True)
+        .last()
+        .with_columns(
+            (pl.col("successful") / pl.col("operations")).alias("success_rate"),
+            pl.when(pl.col("output_tokens") > 0)
+            .then(pl.col("cost_usd") / pl.col("output_tokens") * 1e6)
+            .alias("usd_per_million_output_tokens"),
+        )
+    )
+    cost_included = latest.height > 0 and latest["usd_per_million_output_tokens"].null_count() == 0
+    w_cost = weights.cost if cost_included else 0.0
+    total = weights.latency + w_cost + weights.reliability or 1.0
+    table = latest.with_columns(
+        (
+            (
+                pl.col("latency_p50_ms").min() / pl.col("latency_p50_ms")
+                + pl.col("latency_p95_ms").min() / pl.col("latency_p95_ms")
+            )
+            / 2
+        )
+        .fill_nan(1.0)
+        .alias("latency_score"),
+        (pl.col("usd_per_million_output_tokens").min() / pl.col("usd_per_million_output_tokens"))
+        .fill_nan(1.0)
+        .alias("cost_score"),
+        pl.col("success_rate").alias("reliability_score"),
+    ).with_columns(
+        (
+            100
+            * (
+                weights.latency * pl.col("latency_score")
+                + w_cost * pl.col("cost_score").fill_null(0.0)
+                + weights.reliability * pl.col("reliability_score")
+            )
+            / total
+        ).alias("score")
+    )
+    table = table.select(COMPARE_COLUMNS).sort(["score", "target"], descending=[True, False])
+    return Comparison(
+        scenario=scenario,
+        table=table,
+        fastest=_pick(table, ["latency_p50_ms", "latency_p95_ms"]),
+        most_cost_effective=_pick(table, ["usd_per_million_output_tokens"]),
+        most_reliable=None if table.is_empty() else _most_reliable(table),
+        cost_included=cost_included,
+    )
+
+
+def _most_reliable(table: pl.DataFrame) -> str:
+    ordered = table.sort(
+        ["success_rate", "latency_p50_ms", "target"], descending=[True, False, False]
+    )
+    return str(ordered["target"][0])

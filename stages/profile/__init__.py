@@ -1,0 +1,1 @@
+"""profile: trends across runs per (provider, model, scenario, target)."""

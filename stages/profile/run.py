@@ -1,0 +1,37 @@
+"""profile's thin wrapper: read results, compute trends, write the profiles file under the lock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.layout import Layout
+from pipeline.lock import exclusive_lock
+from pipeline.outputs import read_output, write_output
+from schemas import TrendSettings
+from stages.profile.transform import PROFILE_KEYS, profile
+
+__all__ = ["ProfileSummary", "run_profile"]
+
+
+@dataclass(frozen=True)
+class ProfileSummary:
+    path: Path
+    profiles: pl.DataFrame
+
+    @property
+    def regressions(self) -> pl.DataFrame:
+        return self.profiles.filter(pl.col("regression"))
+
+
+def run_profile(
+    data_dir: Path, settings: TrendSettings, lock_timeout_s: float = 30.0
+) -> ProfileSummary:
+    layout = Layout(data_dir)
+    with exclusive_lock(data_dir, lock_timeout_s):
+        results = read_output(layout.results, "aggregate")
+        frame = profile(results.lazy(), settings)
+        write_output(frame, layout.profiles, PROFILE_KEYS, layout.staging)
+    return ProfileSummary(layout.profiles, frame)

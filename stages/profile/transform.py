@@ -1,0 +1,213 @@
+"""profile's pure transform: benchmark results in, one trend row per (provider, model, scenario, target).
+
+One summary value per run, never pooled requests. Runs compare like with like: a series holds the
+runs at the latest run's concurrency and mode (a sweep over concurrencies is not a trend), and
+only runs whose status is completed or timed_out (an interrupted run is partial).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from schemas import MetricTrend, PerformanceProfile, TrendMetrics, TrendSettings
+from stages.profile.trends import TrendOutcome, analyze_trend
+
+__all__ = [
+    "METRICS",
+    "PROFILE_KEYS",
+    "PROFILE_SCHEMA",
+    "Metric",
+    "profile",
+    "to_performance_profile",
+]
+
+PROFILE_KEYS = ("provider", "model", "scenario", "target")
+TRENDED_STATUSES = ("completed", "timed_out")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    column: str
+    higher_is_better: bool
+
+
+METRICS = (
+    Metric("latency", "latency_mean_ms", higher_is_better=False),
+    Metric("throughput", "throughput_rps", higher_is_better=True),
+    Metric("error_rate", "error_rate", higher_is_better=False),
+    Metric("cost_efficiency", "cost_efficiency", higher_is_better=True),
+)
+"""cost_efficiency: output tokens per USD (null when the price is unknown)."""
+
+_F, _I, _S = pl.Float64(), pl.Int64(), pl.String()
+_TS = pl.Datetime("us", "UTC")
+_LATEST = (
+    ("latest_latency_mean_ms", "latency_mean_ms"),
+    ("latest_latency_p50_ms", "latency_p50_ms"),
+    ("latest_latency_p95_ms", "latency_p95_ms"),
+    ("latest_ttft_p50_ms", "ttft_p50_ms"),
+    ("latest_throughput_rps", "throughput_rps"),
+    ("latest_error_rate", "error_rate"),
+    ("latest_cost_per_request_usd", "cost_per_request_usd"),
+    ("latest_cost_efficiency", "cost_efficiency"),
+)
+
+PROFILE_SCHEMA = pl.Schema(
+    [
+        *((key, _S) for key in PROFILE_KEYS),
+        ("concurrency", _I),
+        ("mode", _S),
+        ("data_points", _I),
+        ("runs_excluded", _I),
+        ("first_run_id", _S),
+        ("latest_run_id", _S),
+        ("created_at", _TS),
+        ("updated_at", _TS),
+        *((name, _F) for name, _ in _LATEST),
+        *(
+            col
+            for m in METRICS
+            for col in (
+                (f"{m.name}_trend", _S),
+                (f"{m.name}_relative_change", _F),
+                (f"{m.name}_confidence", _F),
+                (f"{m.name}_change_point_run_id", _S),
+                (f"{m.name}_change_point_relative_change", _F),
+                (f"{m.name}_change_point_direction", _S),
+                (f"{m.name}_change_point_p", _F),
+            )
+        ),
+        ("overall_confidence", _F),
+        ("regression", pl.Boolean()),
+        ("regression_reasons", _S),
+    ]
+)
+"""The columns of profiles/performance_profiles.parquet, in order."""
+
+
+def _metric_columns(
+    metric: Metric, outcome: TrendOutcome, run_ids: Sequence[str]
+) -> dict[str, Any]:
+    point = outcome.change_point
+    return {
+        f"{metric.name}_trend": outcome.direction,
+        f"{metric.name}_relative_change": outcome.relative_change,
+        f"{metric.name}_confidence": outcome.confidence,
+        f"{metric.name}_change_point_run_id": run_ids[point] if point is not None else None,
+        f"{metric.name}_change_point_relative_change": outcome.step_relative_change,
+        f"{metric.name}_change_point_direction": outcome.change_point_direction,
+        f"{metric.name}_change_point_p": outcome.change_point_p,
+    }
+
+
+def _reasons(metric: Metric, outcome: TrendOutcome, run_ids: Sequence[str]) -> list[str]:
+    reasons = []
+    if outcome.direction == "degrading" and outcome.relative_change is not None:
+        reasons.append(
+            f"{metric.name} degrading {outcome.relative_change:+.1%} over {len(run_ids)} runs "
+            f"(confidence {outcome.confidence:.3f})"
+        )
+    if outcome.change_point_direction == "degrading" and outcome.change_point is not None:
+        step = outcome.step_relative_change or 0.0
+        reasons.append(
+            f"{metric.name} stepped {step:+.1%} at run {run_ids[outcome.change_point]} "
+            f"(p={outcome.change_point_p:.2g})"
+        )
+    return reasons
+
+
+def _profile_group(runs: pl.DataFrame, settings: TrendSettings) -> dict[str, Any]:
+    latest = runs.row(-1, named=True)
+    same = runs.filter(
+        (pl.col("concurrency") == latest["concurrency"]) & (pl.col("mode") == latest["mode"])
+    )
+    run_ids = same["run_id"].to_list()
+    row: dict[str, Any] = {key: latest[key] for key in PROFILE_KEYS}
+    row |= {
+        "concurrency": latest["concurrency"],
+        "mode": latest["mode"],
+        "data_points": same.height,
+        "runs_excluded": runs.height - same.height,
+        "first_run_id": run_ids[0],
+        "latest_run_id": latest["run_id"],
+        "created_at": same["timestamp"][0],
+        "updated_at": latest["timestamp"],
+    }
+    row |= {name: latest[column] for name, column in _LATEST}
+    confidences, reasons = [], []
+    for metric in METRICS:
+        outcome = analyze_trend(
+            same[metric.column].to_list(),
+            higher_is_better=metric.higher_is_better,
+            min_change=settings.min_change,
+            confidence_threshold=settings.confidence_threshold,
+            step_p=settings.step_p,
+            min_points=settings.min_points,
+            min_segment=settings.min_segment,
+        )
+        row |= _metric_columns(metric, outcome, run_ids)
+        if outcome.direction != "insufficient_data":
+            confidences.append(outcome.confidence)
+        reasons += _reasons(metric, outcome, run_ids)
+    row["overall_confidence"] = sum(confidences) / len(confidences) if confidences else 0.0
+    row["regression"] = bool(reasons)
+    row["regression_reasons"] = "; ".join(reasons) or None
+    return row
+
+
+def profile(results: pl.LazyFrame, settings: TrendSettings) -> pl.DataFrame:
+    """Trends per (provider, model, scenario, target) over runs ordered by start time."""
+    runs = (
+        results.filter(pl.col("run_status").is_in(TRENDED_STATUSES))
+        .with_columns(
+            pl.when(pl.col("cost_usd") > 0)
+            .then(pl.col("output_tokens") / pl.col("cost_usd"))
+            .alias("cost_efficiency")
+        )
+        .sort([*PROFILE_KEYS, "timestamp", "run_id"])
+        .collect()
+    )
+    rows = [
+        _profile_group(group, settings)
+        for group in runs.partition_by(list(PROFILE_KEYS), maintain_order=True)
+    ]
+    return (
+        pl.DataFrame(rows, schema=PROFILE_SCHEMA, orient="row")
+        if rows
+        else PROFILE_SCHEMA.to_frame()
+    )
+
+
+def _trend(row: dict[str, Any], name: str) -> MetricTrend:
+    return MetricTrend(
+        direction=row[f"{name}_trend"],
+        relative_change=row[f"{name}_relative_change"],
+        confidence=row[f"{name}_confidence"],
+    )
+
+
+def to_performance_profile(row: dict[str, Any]) -> PerformanceProfile:
+    """The seed's `PerformanceProfile` for one output row (trends only from 3 runs on)."""
+    trends = None
+    if row["data_points"] >= 3:
+        trends = TrendMetrics(
+            average_latency_trend=_trend(row, "latency"),
+            throughput_trend=_trend(row, "throughput"),
+            error_rate_trend=_trend(row, "error_rate"),
+            cost_efficiency_trend=_trend(row, "cost_efficiency"),
+            confidence_level=row["overall_confidence"],
+            data_points=row["data_points"],
+        )
+    return PerformanceProfile(
+        provider_name=row["provider"],
+        model_name=row["model"],
+        trend_analysis=trends,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        metadata={k: row[k] for k in ("scenario", "target", "latest_run_id", "regression_reasons")},
+    )

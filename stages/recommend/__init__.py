@@ -1,0 +1,1 @@
+"""recommend: rules over results and profiles into prioritised, evidenced recommendations."""

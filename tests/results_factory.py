@@ -1,0 +1,103 @@
+"""Benchmark-result rows with the real output schema, for testing the stages that read results."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline.layout import Layout
+from pipeline.outputs import write_output
+from stages.aggregate.transform import RESULT_SCHEMA
+
+BASE_TIME = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+def result_row(index: int = 0, **overrides: Any) -> dict[str, Any]:
+    """A plausible healthy result (run `index` of a daily history); override what a test is about."""
+    row: dict[str, Any] = {name: None for name in RESULT_SCHEMA.names()}
+    ops = overrides.get("operations", 100)
+    row |= {
+        "run_id": f"run-{index:03d}",
+        "scenario": "chat",
+        "target": "alpha",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "run_status": "completed",
+        "mode": "closed",
+        "concurrency": 4,
+        "planned_requests": ops,
+        "timestamp": BASE_TIME + timedelta(days=index),
+        "duration_s": 10.0,
+        "operations": ops,
+        "successful": ops,
+        "failed": 0,
+        "retries": 0,
+        "error_rate": 0.0,
+        "throughput_rps": 10.0,
+        "output_tokens_per_s": 400.0,
+        "latency_p50_ms": 400.0,
+        "latency_p90_ms": 480.0,
+        "latency_p95_ms": 500.0,
+        "latency_p99_ms": 600.0,
+        "latency_p999_ms": 650.0,
+        "latency_mean_ms": 420.0,
+        "latency_min_ms": 300.0,
+        "latency_max_ms": 700.0,
+        "latency_std_ms": 60.0,
+        "ttft_p50_ms": 80.0,
+        "ttft_p95_ms": 120.0,
+        "ttft_p99_ms": 150.0,
+        "ttft_mean_ms": 85.0,
+        "itl_p50_ms": 8.0,
+        "itl_p95_ms": 12.0,
+        "itl_p99_ms": 15.0,
+        "itl_mean_ms": 8.5,
+        "tpot_mean_ms": 8.5,
+        "input_tokens": 30 * ops,
+        "output_tokens": 40 * ops,
+        "total_tokens": 70 * ops,
+        "cached_tokens": 0,
+        "efficiency_ratio": 40 / 30,
+        "price_input_per_mtok": 0.15,
+        "price_output_per_mtok": 0.60,
+        "price_cached_input_per_mtok": 0.075,
+        "peak_memory_bytes": 100 << 20,
+        "mean_memory_bytes": 90 << 20,
+    }
+    for name in RESULT_SCHEMA.names():
+        if name.startswith("error_") and name != "error_rate":
+            row[name] = 0
+    row |= overrides
+    row["test_name"] = f"{row['scenario']}@{row['target']}"
+    row["total_tokens"] = row["input_tokens"] + row["output_tokens"]
+    if "cost_usd" not in overrides:
+        row["cost_input_usd"] = (
+            row["input_tokens"] * row["price_input_per_mtok"] / 1e6
+            if row["price_input_per_mtok"] is not None
+            else None
+        )
+        row["cost_output_usd"] = (
+            row["output_tokens"] * row["price_output_per_mtok"] / 1e6
+            if row["price_output_per_mtok"] is not None
+            else None
+        )
+        parts = (row["cost_input_usd"], row["cost_output_usd"])
+        row["cost_usd"] = None if None in parts else sum(parts)  # type: ignore[arg-type]
+    if row["cost_usd"] is not None and "cost_per_request_usd" not in overrides:
+        row["cost_per_request_usd"] = row["cost_usd"] / max(row["successful"], 1)
+    return row
+
+
+def results_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=RESULT_SCHEMA, orient="row")
+
+
+def write_results(data_dir: Path, rows: list[dict[str, Any]]) -> Path:
+    layout = Layout(data_dir)
+    write_output(
+        results_frame(rows), layout.results, ["run_id", "scenario", "target"], layout.staging
+    )
+    return layout.results

@@ -1,0 +1,173 @@
+"""Each recommendation rule fires on the data it is for and stays silent on data it is not for."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from schemas import TrendSettings
+from stages.profile.transform import PROFILE_SCHEMA, profile
+from stages.recommend.run import run_recommend
+from stages.recommend.transform import recommend, to_markdown
+from tests.conftest import CliResult
+from tests.results_factory import result_row, results_frame, write_results
+
+Run = Callable[..., CliResult]
+NO_PROFILES = PROFILE_SCHEMA.to_frame()
+
+
+def fired(rows: list[dict[str, Any]], profiles: pl.DataFrame = NO_PROFILES) -> pl.DataFrame:
+    return recommend(results_frame(rows), profiles)
+
+
+def rules(rows: list[dict[str, Any]]) -> list[str]:
+    return fired(rows)["rule_id"].to_list()
+
+
+def test_healthy_results_get_no_recommendation() -> None:
+    assert rules([result_row(0), result_row(1, target="beta")]) == []
+
+
+@pytest.mark.parametrize(
+    ("rule", "firing", "silent"),
+    [
+        (
+            "rate-limited",
+            {"failed": 10, "successful": 90, "error_rate": 0.1, "error_rate_limited": 10},
+            {"failed": 0},
+        ),
+        (
+            "error-rate",
+            {"failed": 10, "successful": 90, "error_rate": 0.1, "error_server_error": 10},
+            {"failed": 1, "successful": 99, "error_rate": 0.01, "error_server_error": 1},
+        ),
+        (
+            "tail-latency",
+            {"latency_p99_ms": 2000.0, "latency_max_ms": 2500.0},
+            {"latency_p99_ms": 700.0},
+        ),
+        ("enable-streaming", {"ttft_p50_ms": 395.0}, {"ttft_p50_ms": 80.0}),
+        (
+            "prompt-caching",
+            {"input_tokens": 2000 * 100},
+            {"input_tokens": 2000 * 100, "cached_tokens": 150000},
+        ),
+        ("client-memory", {"peak_memory_bytes": 2 << 30}, {"peak_memory_bytes": 900 << 20}),
+    ],
+)
+def test_single_result_rules(rule: str, firing: dict[str, Any], silent: dict[str, Any]) -> None:
+    assert rule in rules([result_row(0, **firing)])
+    assert rule not in rules([result_row(0, **silent)])
+
+
+def test_rate_limiting_priority_grows_with_its_share() -> None:
+    high = fired([result_row(0, failed=10, successful=90, error_rate=0.1, error_rate_limited=10)])
+    low = fired([result_row(0, failed=1, successful=99, error_rate=0.01, error_rate_limited=1)])
+    assert high.filter(pl.col("rule_id") == "rate-limited")["priority"].to_list() == ["high"]
+    assert low.filter(pl.col("rule_id") == "rate-limited")["priority"].to_list() == ["medium"]
+    evidence = json.loads(high.filter(pl.col("rule_id") == "rate-limited")["evidence"][0])
+    assert evidence == {"attempts": 100, "rate_limited": 10, "share": 0.1}
+
+
+def sweep(throughputs: list[float], latencies: list[float]) -> list[dict[str, Any]]:
+    return [
+        result_row(
+            i,
+            concurrency=c,
+            throughput_rps=t,
+            latency_p50_ms=lat,
+            latency_mean_ms=lat,
+            latency_p90_ms=lat * 1.1,
+            latency_p95_ms=lat * 1.2,
+            latency_p99_ms=lat * 1.3,
+            latency_p999_ms=lat * 1.4,
+            latency_max_ms=lat * 1.5,
+            latency_min_ms=lat * 0.5,
+        )
+        for i, (c, t, lat) in enumerate(zip([1, 4, 16, 64], throughputs, latencies, strict=False))
+    ]
+
+
+def test_the_saturation_knee_is_found_where_throughput_stops_growing() -> None:
+    out = fired(sweep([10, 38, 40, 41], [100, 105, 400, 1600]))
+    knee = out.filter(pl.col("rule_id") == "saturation-knee")
+    assert knee["title"].to_list() == ["alpha saturates at concurrency 4 on chat"]
+    assert knee["evidence_run_ids"].to_list() == [["run-000", "run-001", "run-002", "run-003"]]
+    assert "saturation-knee" not in rules(sweep([10, 40, 150, 600], [100, 100, 105, 110]))
+    assert "saturation-knee" not in rules(sweep([10, 38], [100, 400]))  # two points are no sweep
+
+
+def test_a_cheaper_target_with_similar_latency_is_suggested() -> None:
+    expensive = result_row(0, target="alpha", price_input_per_mtok=2.5, price_output_per_mtok=10.0)
+    cheap = result_row(
+        1, target="beta", latency_p95_ms=520.0, latency_p99_ms=620.0, latency_max_ms=720.0
+    )
+    out = fired([expensive, cheap]).filter(pl.col("rule_id") == "cheaper-target")
+    assert out["target"].to_list() == ["alpha"]
+    assert out["title"][0].startswith("beta costs 94% less than alpha")
+    slow_cheap = {
+        **cheap,
+        "latency_p95_ms": 900.0,
+        "latency_p99_ms": 950.0,
+        "latency_max_ms": 999.0,
+    }
+    assert "cheaper-target" not in rules([expensive, slow_cheap])
+    similar_price = result_row(
+        1, target="beta", price_input_per_mtok=2.0, price_output_per_mtok=9.0
+    )
+    assert "cheaper-target" not in rules([expensive, similar_price])
+
+
+def test_a_degrading_profile_is_a_high_priority_recommendation() -> None:
+    rows = [result_row(i, latency_mean_ms=400.0 * 1.05**i) for i in range(8)]
+    profiles = profile(results_frame(rows).lazy(), TrendSettings())
+    out = fired(rows, profiles)
+    top = out.row(0, named=True)
+    assert (top["rule_id"], top["priority"]) == ("trend-degrading", "high")
+    assert top["evidence_run_ids"][0] == "run-000" and top["evidence_run_ids"][-1] == "run-007"
+    steady = profile(results_frame([result_row(i) for i in range(8)]).lazy(), TrendSettings())
+    assert (
+        "trend-degrading"
+        not in fired([result_row(i) for i in range(8)], steady)["rule_id"].to_list()
+    )
+
+
+def test_order_is_deterministic_whatever_the_input_order() -> None:
+    rows = [
+        result_row(0, failed=10, successful=90, error_rate=0.1, error_rate_limited=10),
+        result_row(1, target="beta", ttft_p50_ms=395.0, peak_memory_bytes=2 << 30),
+        result_row(2, target="gamma", latency_p99_ms=2000.0, latency_max_ms=2500.0),
+    ]
+    first = fired(rows)
+    random.Random(3).shuffle(rows)
+    assert fired(rows).equals(first)
+    assert first["priority"].to_list() == sorted(
+        first["priority"].to_list(), key=["high", "medium", "low"].index
+    )
+
+
+def test_markdown_lists_each_recommendation_with_its_evidence() -> None:
+    out = fired([result_row(0, peak_memory_bytes=2 << 30)])
+    text = to_markdown(out)
+    assert "## Low priority" in text and out["title"][0] in text and "`run-000`" in text
+    assert "no rule fired" in to_markdown(fired([result_row(0)]))
+
+
+def test_the_stage_writes_parquet_and_markdown(cli: Run, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_results(data, [result_row(0, peak_memory_bytes=2 << 30)])
+    assert cli("--data-dir", str(data), "recommend").code == 1  # profiles are missing
+    assert cli("--data-dir", str(data), "profile").code == 0
+    result = cli("--data-dir", str(data), "recommend", "--json")
+    assert result.code == 0
+    assert [r["rule_id"] for r in json.loads(result.out)["recommendations"]] == ["client-memory"]
+    assert "client-memory" in (data / "recommendations/recommendations.md").read_text()
+    before = (data / "recommendations/recommendations.parquet").read_bytes()
+    run_recommend(data)
+    assert (data / "recommendations/recommendations.parquet").read_bytes() == before
