@@ -1,0 +1,21 @@
+"""aggregate: replay request events into benchmark results and time series.
+
+`transform.aggregate` is the pure part (LazyFrames in, DataFrames out), `run.run_aggregate` reads the
+event log and writes the outputs under the data directory's lock, and `result.to_benchmark_result`
+maps a row onto the seed's `BenchmarkResult`.
+"""
+
+from stages.aggregate.result import to_benchmark_result
+from stages.aggregate.run import AggregateReport, output_paths, run_aggregate
+from stages.aggregate.transform import RESULT_SCHEMA, TIMESERIES_SCHEMA, Aggregates, aggregate
+
+__all__ = [
+    "RESULT_SCHEMA",
+    "TIMESERIES_SCHEMA",
+    "AggregateReport",
+    "Aggregates",
+    "aggregate",
+    "output_paths",
+    "run_aggregate",
+    "to_benchmark_result",
+]

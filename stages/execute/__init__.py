@@ -1,0 +1,1 @@
+"""execute: providers, load generation, the mock; appends one event per request attempt."""
