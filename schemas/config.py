@@ -33,7 +33,7 @@ class TargetConfig(_Strict):
     max_retries: int = Field(default=0, ge=0, le=10)
     """Retries per request (each attempt is its own event); backoff honours retry-after."""
     request_timeout: Duration | None = None
-    """Per-request timeout; default: the scenario's timeout_duration."""
+    """Per-request timeout; default: the shorter of 60 s and the scenario's timeout_duration."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Extra HTTP headers (not secrets: they are recorded with the run)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -26,10 +27,19 @@ _COLUMNS = [
     "requests",
     "ok",
     "errors",
-    "latency_p50_ms",
-    "ttft_p50_ms",
-    "throughput_rps",
+    "p50 ms",
+    "ttft p50 ms",
+    "req/s",
 ]
+
+
+def _row(pair: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **pair,
+        "p50 ms": pair["latency_p50_ms"],
+        "ttft p50 ms": pair["ttft_p50_ms"],
+        "req/s": pair["throughput_rps"],
+    }
 
 
 class _DurationType(click.ParamType):  # type: ignore[type-arg]
@@ -131,7 +141,7 @@ def execute(
     if as_json:
         echo_json(result.as_dict())
     else:
-        rows = [p.as_dict() for p in result.pairs]
+        rows = [_row(p.as_dict()) for p in result.pairs]
         print_table(f"run {result.run_id} ({result.status})", rows, _COLUMNS)
         ctx.info(f"events in {ctx.data_dir}/events (run_id {result.run_id}, seed {result.seed})")
     if result.status == "interrupted":

@@ -1,0 +1,254 @@
+"""The HTTP attempt shared by every wire-format provider: send, time, frame, classify.
+
+A subclass says only what differs per API: the path, the headers, the body, and how to read one
+payload (an SSE event or an NDJSON line) or a whole non-streamed body. Everything about time and
+failure is here, once: `start_ns` is taken just before the request goes out, each network read is
+stamped before it is parsed, and every transport or protocol failure becomes `Attempt.fail`.
+Bodies are read with `aiter_raw` and `accept-encoding: identity`, so `bytes_received` counts what
+crossed the wire and no decompression sits between a chunk and its timestamp.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from time import perf_counter_ns
+from typing import Any, ClassVar, cast
+
+import httpx
+
+from stages.execute.framing import Framer, NdjsonFramer, SseFramer
+from stages.execute.providers.base import Attempt, ProviderSettings, RequestSpec
+from stages.execute.taxonomy import error_type_for_status, parse_retry_after, scrub
+
+__all__ = ["HttpProvider", "StreamState"]
+
+_ERROR_BODY_LIMIT = 4096
+_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
+
+
+async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
+    yield data
+
+
+def _raw(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The body's raw reads; a transport that buffered the body already gives it as one read."""
+    if response.is_stream_consumed:
+        return _once(response.content)
+    return cast(AsyncGenerator[bytes, None], response.aiter_raw())  # it is one
+
+
+class StreamState:
+    """Per-attempt parsing state of one streamed response; subclasses add what they track."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+        """The stream's own end marker was seen ([DONE], message_stop, done: true)."""
+
+
+class HttpProvider:
+    """A provider speaking JSON over HTTP with a streamed (SSE or NDJSON) or whole response."""
+
+    kind: ClassVar[str] = ""
+    default_base_url: ClassVar[str] = ""
+    path: ClassVar[str] = ""
+    ndjson: ClassVar[bool] = False
+    end_marker: ClassVar[str] = "its end marker"
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        target = settings.target
+        self.target = target
+        self.model = target.model
+        self._secrets: tuple[str, ...] = (settings.api_key,) if settings.api_key else ()
+        headers = {
+            "content-type": "application/json",
+            "accept-encoding": "identity",
+            **self.auth_headers(settings.api_key),
+            **target.headers,
+        }
+        limit = max(1, settings.concurrency)
+        self.client = httpx.AsyncClient(
+            base_url=target.base_url or self.default_base_url,
+            headers=headers,
+            transport=settings.transport,
+            timeout=httpx.Timeout(settings.timeout_s),
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            follow_redirects=False,
+        )
+
+    # -- what a subclass says -----------------------------------------------------------------
+
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def body(self, spec: RequestSpec) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def new_state(self) -> StreamState:
+        return StreamState()
+
+    def on_payload(self, payload: bytes, now_ns: int, state: Any, attempt: Attempt) -> bool:
+        """Read one streamed payload; return True to stop reading (end marker or a failure)."""
+        raise NotImplementedError
+
+    def on_stream_end(self, state: Any, attempt: Attempt) -> None:
+        """Called after the stream ended (a failure recorded first stays the one recorded)."""
+        if not state.done:
+            self.fail(attempt, "protocol", f"stream ended before {self.end_marker}")
+
+    def on_body(self, body: Any, attempt: Attempt) -> None:
+        """Read a whole non-streamed JSON response."""
+        raise NotImplementedError
+
+    def error_detail(self, body: Any) -> str | None:
+        """The message inside a provider's JSON error shape, if there is one."""
+        if isinstance(body, dict):
+            err = body.get("error")
+            if isinstance(err, dict):
+                message = err.get("message") or err.get("type")
+                return str(message) if message else None
+            if isinstance(err, str):
+                return err
+            if isinstance(body.get("message"), str):
+                return str(body["message"])
+        return None
+
+    # -- the attempt ----------------------------------------------------------------------------
+
+    def fail(self, attempt: Attempt, error_type: str, message: str) -> None:
+        attempt.fail(error_type, message, self._secrets)
+
+    async def send(self, spec: RequestSpec, attempt: Attempt) -> None:
+        content = json.dumps(self.body(spec), separators=(",", ":")).encode()
+        attempt.bytes_sent = len(content)
+        request = self.client.build_request("POST", self.path, content=content)
+        got_headers = False
+        attempt.start_ns = perf_counter_ns()
+        try:
+            response = await self.client.send(request, stream=True)
+            got_headers = True
+            try:
+                await self._read(response, spec, attempt)
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            self.fail(
+                attempt,
+                "timeout",
+                f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+            )
+        except httpx.RemoteProtocolError as exc:
+            kind = "protocol" if got_headers else "connection"
+            self.fail(attempt, kind, f"{type(exc).__name__}: {exc}")
+        except httpx.TransportError as exc:
+            kind = "protocol" if got_headers else "connection"
+            self.fail(attempt, kind, f"{type(exc).__name__}: {exc}")
+        finally:
+            if not attempt.end_ns:
+                attempt.end_ns = perf_counter_ns()
+
+    async def _read(self, response: httpx.Response, spec: RequestSpec, attempt: Attempt) -> None:
+        status = response.status_code
+        attempt.http_status = status
+        headers = response.headers
+        for name in _REQUEST_ID_HEADERS:
+            value = headers.get(name)
+            if value:
+                attempt.server_request_id = scrub(value[:128], self._secrets)
+                break
+        if status >= 400:
+            await self._read_error(response, attempt)
+            return
+        if status >= 300:
+            self.fail(attempt, "client_error", f"HTTP {status}: unexpected redirect")
+            return
+        if spec.stream:
+            await self._read_stream(response, attempt)
+        else:
+            await self._read_whole(response, attempt)
+
+    async def _read_error(self, response: httpx.Response, attempt: Attempt) -> None:
+        status = response.status_code
+        headers = response.headers
+        attempt.retry_after_s = parse_retry_after(
+            headers.get("retry-after"), headers.get("retry-after-ms")
+        )
+        raw = b""
+        async with aclosing(_raw(response)) as reads:
+            async for data in reads:
+                attempt.bytes_received += len(data)
+                if len(raw) < _ERROR_BODY_LIMIT:
+                    raw += data[: _ERROR_BODY_LIMIT - len(raw)]
+        attempt.end_ns = perf_counter_ns()
+        detail: str | None
+        try:
+            detail = self.error_detail(json.loads(raw))
+        except ValueError:
+            detail = raw.decode("utf-8", "replace").strip() or None
+        reason = response.reason_phrase or ""
+        message = f"HTTP {status} {reason}".rstrip() + (f": {detail}" if detail else "")
+        self.fail(attempt, error_type_for_status(status), message)
+
+    async def _read_stream(self, response: httpx.Response, attempt: Attempt) -> None:
+        framer: Framer = NdjsonFramer() if self.ndjson else SseFramer()
+        state = self.new_state()
+        on_payload = self.on_payload
+        stopped = False
+        async with aclosing(_raw(response)) as reads:
+            # Read to the end even after the end marker or a failure: latency is to the last
+            # byte, and an abandoned httpx stream iterator would only be finalised by the GC.
+            async for data in reads:
+                now = perf_counter_ns()
+                attempt.bytes_received += len(data)
+                if stopped:
+                    continue
+                for payload in framer.feed(data):
+                    if on_payload(payload, now, state, attempt):
+                        stopped = True
+                        break
+        now = attempt.end_ns = perf_counter_ns()
+        if not stopped:
+            for payload in framer.close():
+                if on_payload(payload, now, state, attempt):
+                    break
+        self.on_stream_end(state, attempt)
+
+    async def _read_whole(self, response: httpx.Response, attempt: Attempt) -> None:
+        parts: list[bytes] = []
+        async with aclosing(_raw(response)) as reads:
+            async for data in reads:
+                attempt.bytes_received += len(data)
+                parts.append(data)
+        now = perf_counter_ns()
+        attempt.end_ns = now
+        try:
+            body = json.loads(b"".join(parts))
+        except ValueError:
+            self.fail(attempt, "protocol", "response body is not valid JSON")
+            return
+        if not isinstance(body, dict):
+            self.fail(attempt, "protocol", "response body is not a JSON object")
+            return
+        self.on_body(body, attempt)
+        if attempt.ok:
+            attempt.chunk_ns.append(now)  # a whole body is one chunk: its TTFT is its latency
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    # -- helpers for subclasses ------------------------------------------------------------------
+
+    def loads(self, payload: bytes, attempt: Attempt) -> dict[str, Any] | None:
+        """Parse one payload as a JSON object; a malformed one fails the attempt (protocol)."""
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            self.fail(attempt, "protocol", f"malformed JSON in stream: {payload[:60]!r}")
+            return None
+        if not isinstance(obj, dict):
+            self.fail(attempt, "protocol", "stream payload is not a JSON object")
+            return None
+        return obj

@@ -1,0 +1,77 @@
+"""Ollama's native chat API (`POST {base_url}/api/chat`), streamed as NDJSON or whole.
+
+The last line (`done: true`) carries `prompt_eval_count` and `eval_count`, which become the
+input and output tokens. Ollama omits `prompt_eval_count` when the prompt was cached entirely,
+so a missing input count is estimated. An `error` field mid-stream fails the attempt.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from stages.execute.providers.base import WEATHER_TOOL, Attempt, RequestSpec
+from stages.execute.providers.http import HttpProvider, StreamState
+
+__all__ = ["OllamaProvider"]
+
+
+def _message(attempt: Attempt, message: Any) -> bool:
+    """Count a message's content and tool calls; True if it carried any."""
+    if not isinstance(message, dict):
+        return False
+    text = message.get("content") or message.get("thinking")
+    calls = message.get("tool_calls")
+    if isinstance(text, str):
+        attempt.text_chars += len(text)
+    if isinstance(calls, list):
+        attempt.tool_calls += len(calls)
+    return bool(text or calls)
+
+
+def _usage(attempt: Attempt, obj: dict[str, Any]) -> None:
+    attempt.set_usage(obj.get("prompt_eval_count"), obj.get("eval_count"), None)
+
+
+class OllamaProvider(HttpProvider):
+    kind: ClassVar[str] = "ollama"
+    default_base_url: ClassVar[str] = "http://localhost:11434"
+    path: ClassVar[str] = "api/chat"
+    ndjson: ClassVar[bool] = True
+    end_marker: ClassVar[str] = "a line with done: true"
+
+    def body(self, spec: RequestSpec) -> dict[str, Any]:
+        messages = []
+        if spec.system_prompt:
+            messages.append({"role": "system", "content": spec.system_prompt})
+        messages.append({"role": "user", "content": spec.prompt})
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "stream": spec.stream,
+            "options": {"num_predict": spec.max_tokens},
+        }
+        if spec.tools:
+            body["tools"] = [{"type": "function", "function": WEATHER_TOOL}]
+        return body
+
+    def on_payload(self, payload: bytes, now_ns: int, state: StreamState, attempt: Attempt) -> bool:
+        obj = self.loads(payload, attempt)
+        if obj is None:
+            return True
+        if obj.get("error"):
+            self.fail(attempt, "server_error", f"error in stream: {self.error_detail(obj)}")
+            return True
+        if _message(attempt, obj.get("message")):
+            attempt.chunk_ns.append(now_ns)
+        if obj.get("done"):
+            _usage(attempt, obj)
+            state.done = True
+            return True
+        return False
+
+    def on_body(self, body: Any, attempt: Attempt) -> None:
+        if "message" not in body:
+            self.fail(attempt, "protocol", "response has no message")
+            return
+        _message(attempt, body.get("message"))
+        _usage(attempt, body)

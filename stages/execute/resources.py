@@ -1,0 +1,55 @@
+"""Samples the client's own resources during a run: RSS, CPU time, requests in flight.
+
+A benchmark client that runs out of CPU or memory distorts what it measures; these samples make
+that visible (and make the seed's peak memory a measured number). psutil reads are a few tens of
+microseconds, cheap enough to take on the event loop every ~100 ms.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter_ns
+
+import psutil
+import trio
+
+from stages.execute.recorder import Recorder
+
+__all__ = ["InFlight", "ResourceSampler"]
+
+
+class InFlight:
+    """A counter of requests in flight, bumped by the runner around each attempt."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+class ResourceSampler:
+    """Appends a `samples` row every `interval_s` until cancelled; remembers the peak RSS."""
+
+    def __init__(self, recorder: Recorder, in_flight: InFlight, interval_s: float = 0.1) -> None:
+        self.recorder = recorder
+        self.in_flight = in_flight
+        self.interval_s = interval_s
+        self.process = psutil.Process()
+        self.peak_rss = 0
+
+    def sample(self) -> None:
+        now = perf_counter_ns()
+        rss = int(self.process.memory_info().rss)
+        cpu = self.process.cpu_times()
+        self.peak_rss = max(self.peak_rss, rss)
+        self.recorder.add_sample(
+            now, rss, int(cpu.user * 1e6), int(cpu.system * 1e6), self.in_flight.value
+        )
+
+    async def run(self) -> None:
+        """Sample at once, then on absolute deadlines (no drift), until cancelled."""
+        start = trio.current_time()
+        tick = 0
+        while True:
+            self.sample()
+            tick += 1
+            await trio.sleep_until(start + tick * self.interval_s)
