@@ -8,8 +8,8 @@ __all__ = ["register_all"]
 
 
 def register_all(group: click.Group) -> None:
-    from pipeline.commands import analysis, data, execute, insight, mock_server, scenarios
+    from pipeline.commands import analysis, data, execute, insight, mock_server, run, scenarios
 
-    for module in (execute, analysis, insight, mock_server, scenarios, data):
+    for module in (execute, analysis, insight, run, mock_server, scenarios, data):
         for command in module.COMMANDS:
             group.add_command(command)

@@ -1,0 +1,128 @@
+"""Everything the report reads, loaded once into one plain dataclass (the only I/O before writing).
+
+Why a single load step: the chart and page builders stay pure functions of frames, so a test can
+feed them frames directly and the same inputs always give the same page. Every input but the
+results is optional: a missing one is recorded with the command that builds it, and the page shows
+what it has instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.errors import InputError, StageInputMissingError
+from pipeline.eventlog import EventLog
+from pipeline.layout import Layout
+from pipeline.outputs import read_output
+
+__all__ = [
+    "Missing",
+    "ReportData",
+    "latest_per_target",
+    "load_report_data",
+]
+
+_KEYS = ["run_id", "scenario", "target"]
+
+
+@dataclass(frozen=True)
+class Missing:
+    """An input that was not there: which report section lacks it and which command builds it."""
+
+    section: str
+    command: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """The frames the report is drawn from, already narrowed to the chosen scenarios.
+
+    `requests` holds the successful, non-warmup attempts of each target's latest run per scenario
+    (ttft_us and chunk_offsets_us), for the TTFT and ITL distributions.
+    """
+
+    results: pl.DataFrame
+    timeseries: pl.DataFrame | None = None
+    profiles: pl.DataFrame | None = None
+    recommendations: pl.DataFrame | None = None
+    requests: pl.DataFrame | None = None
+    missing: tuple[Missing, ...] = field(default_factory=tuple)
+
+
+def latest_per_target(results: pl.DataFrame) -> pl.DataFrame:
+    """The latest run (by start time, then run id) of each (scenario, target), sorted by both."""
+    return (
+        results.sort(["scenario", "target", "timestamp", "run_id"], nulls_last=True)
+        .group_by(["scenario", "target"], maintain_order=True)
+        .last()
+    )
+
+
+def _only(frame: pl.DataFrame, scenarios: Sequence[str] | None) -> pl.DataFrame:
+    if scenarios is None or "scenario" not in frame.columns:
+        return frame
+    # A recommendation about no scenario in particular (null) applies to every selection.
+    return frame.filter(pl.col("scenario").is_in(list(scenarios)) | pl.col("scenario").is_null())
+
+
+def _optional(
+    path: Path, producer: str, section: str, scenarios: Sequence[str] | None
+) -> tuple[pl.DataFrame | None, Missing | None]:
+    try:
+        return _only(read_output(path, producer), scenarios), None
+    except StageInputMissingError as exc:
+        return None, Missing(section, f"pipeline {producer}", str(exc))
+
+
+def _latest_requests(data_dir: Path, latest: pl.DataFrame) -> pl.DataFrame:
+    keys = latest.select(_KEYS)
+    frame = (
+        EventLog(data_dir)
+        .replay("requests", run_ids=sorted(set(keys["run_id"].to_list())))
+        .frame.filter(~pl.col("warmup") & (pl.col("status") == "ok"))
+        .select(*_KEYS, "ttft_us", "chunk_offsets_us")
+        .join(keys.lazy(), on=_KEYS, how="semi")
+    )
+    return frame.collect().sort(_KEYS, maintain_order=True)
+
+
+def load_report_data(data_dir: Path, scenarios: Sequence[str] | None = None) -> ReportData:
+    """Read the outputs (and the latest runs' request events) under `data_dir`.
+
+    Raises StageInputMissingError when there are no results at all (nothing to report), and
+    InputError when a requested scenario has none.
+    """
+    layout = Layout(data_dir)
+    results = read_output(layout.results, "aggregate")
+    if results.is_empty():
+        raise StageInputMissingError(
+            f"{layout.results} holds no results: run `pipeline execute` and "
+            "`pipeline aggregate` first"
+        )
+    if scenarios:
+        unknown = sorted(set(scenarios) - set(results["scenario"].to_list()))
+        if unknown:
+            known = ", ".join(sorted(set(results["scenario"].to_list())))
+            raise InputError(f"no results for scenario(s) {', '.join(unknown)}; known: {known}")
+    results = _only(results, scenarios)
+    missing: list[Missing] = []
+    timeseries, gap = _optional(layout.timeseries, "aggregate", "timeseries", scenarios)
+    profiles, gap2 = _optional(layout.profiles, "profile", "trends", scenarios)
+    recs, gap3 = _optional(layout.recommendations, "recommend", "recommendations", scenarios)
+    missing += [g for g in (gap, gap2, gap3) if g is not None]
+    requests: pl.DataFrame | None = _latest_requests(data_dir, latest_per_target(results))
+    if requests is not None and requests.is_empty():
+        requests = None
+        missing.append(
+            Missing(
+                "distributions",
+                "pipeline execute",
+                f"no request events for the latest runs under {data_dir / 'events'}",
+            )
+        )
+    return ReportData(results, timeseries, profiles, recs, requests, tuple(missing))

@@ -1,0 +1,50 @@
+"""`pipeline report`'s library entry: load the outputs, build the page, write it atomically.
+
+Thin on purpose: reading is `data`, drawing is `charts`, assembling is `html`; this module only
+wires them and publishes the file so a reader (a browser, a web server, a CI artefact upload) never
+sees half a page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pipeline.fsutil import replace_atomic, staged_file
+from stages.report.charts import build_charts
+from stages.report.data import Missing, ReportData, load_report_data
+from stages.report.html import Page, render_page
+
+__all__ = ["ReportWritten", "build_page", "write_report"]
+
+
+@dataclass(frozen=True)
+class ReportWritten:
+    """Where the page went, which sections had data, and which inputs were missing."""
+
+    path: Path
+    sections: tuple[str, ...]
+    missing: tuple[Missing, ...]
+
+
+def build_page(data: ReportData) -> Page:
+    """The page for already-loaded data (pure: equal data gives byte-identical HTML)."""
+    return render_page(data, build_charts(data))
+
+
+def write_report(
+    data_dir: Path, out: Path, scenarios: Sequence[str] | None = None
+) -> ReportWritten:
+    """Build the report from `data_dir` and atomically replace `out` with it."""
+    page = build_page(load_report_data(data_dir, scenarios))
+    content = page.html.encode("utf-8")
+
+    def write(handle: BinaryIO) -> None:
+        handle.write(content)
+
+    # Staged beside the destination: the final rename must not cross file systems.
+    out = out.absolute()
+    replace_atomic(staged_file(out.parent, write), out)
+    return ReportWritten(out, page.sections, page.missing)
