@@ -19,6 +19,7 @@ __all__ = [
     "SafeName",
     "UtcDatetime",
     "check_safe_name",
+    "require_unique_names",
     "parse_duration",
 ]
 
@@ -66,6 +67,13 @@ def check_safe_name(value: str) -> str:
             f"invalid name {value!r}: use 1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
         )
     return value
+
+
+def require_unique_names(names: list[str], what: str) -> None:
+    """Refuse a list in which a name repeats, naming the repeats."""
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
 
 
 def _utc(value: datetime) -> datetime:

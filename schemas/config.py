@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas._types import Duration, SafeName
-from schemas.registry import get_provider
+from schemas._types import Duration, SafeName, require_unique_names
+from schemas.registry import ProviderName, get_provider
 from schemas.scenario import BenchmarkScenario, MockConfiguration
 
 __all__ = ["CompareWeights", "ModelPrice", "PipelineConfig", "TargetConfig", "TrendSettings"]
@@ -25,7 +25,7 @@ class TargetConfig(_Strict):
     """A provider endpoint + model under a name. Never holds a key: only its variable's name."""
 
     name: SafeName
-    provider: str
+    provider: ProviderName
     model: str = Field(min_length=1)
     base_url: str | None = None
     api_key_env: str | None = None
@@ -46,12 +46,6 @@ class TargetConfig(_Strict):
                 "and name that variable in api_key_env"
             )
         return data
-
-    @field_validator("provider")
-    @classmethod
-    def _registered(cls, value: str) -> str:
-        get_provider(value)
-        return value
 
     @field_validator("api_key_env")
     @classmethod
@@ -131,17 +125,11 @@ class PipelineConfig(_Strict):
     @field_validator("targets")
     @classmethod
     def _unique_targets(cls, value: list[TargetConfig]) -> list[TargetConfig]:
-        names = [t.name for t in value]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"target names must be unique; repeated: {', '.join(dupes)}")
+        require_unique_names([t.name for t in value], "target")
         return value
 
     @field_validator("scenarios")
     @classmethod
     def _unique_scenarios(cls, value: list[BenchmarkScenario]) -> list[BenchmarkScenario]:
-        names = [s.name for s in value]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"scenario names must be unique; repeated: {', '.join(dupes)}")
+        require_unique_names([s.name for s in value], "scenario")
         return value

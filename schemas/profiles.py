@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas._types import UtcDatetime
-from schemas.registry import registered_providers
+from schemas.registry import ProviderName
 from schemas.results import BenchmarkResult
 
 __all__ = [
@@ -46,7 +46,7 @@ class TrendMetrics(_Frozen):
 
 
 class PerformanceProfile(_Frozen):
-    provider_name: str
+    provider_name: ProviderName
     model_name: str = Field(min_length=1)
     benchmark_results: list[BenchmarkResult] = Field(default_factory=list)
     trend_analysis: TrendMetrics | None = None
@@ -54,15 +54,6 @@ class PerformanceProfile(_Frozen):
     created_at: UtcDatetime
     updated_at: UtcDatetime
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("provider_name")
-    @classmethod
-    def _registered(cls, value: str) -> str:
-        if value not in registered_providers():
-            raise ValueError(
-                f"unknown provider {value!r}; registered: {', '.join(registered_providers())}"
-            )
-        return value
 
     @model_validator(mode="after")
     def _times(self) -> PerformanceProfile:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 __all__ = [
     "ProviderKind",
+    "ProviderName",
+    "check_registered",
     "get_provider",
     "register_provider",
     "registered_providers",
@@ -57,6 +61,16 @@ def get_provider(name: str) -> ProviderKind:
     except KeyError:
         known = ", ".join(registered_providers())
         raise ValueError(f"unknown provider {name!r}; registered providers: {known}") from None
+
+
+def check_registered(name: str) -> str:
+    """A field validator: the name must be a registered provider kind."""
+    get_provider(name)
+    return name
+
+
+ProviderName = Annotated[str, AfterValidator(check_registered)]
+"""A provider kind's name, checked against the registry when a model is validated."""
 
 
 for _builtin in (

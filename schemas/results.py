@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas._types import Duration, UtcDatetime
-from schemas.registry import registered_providers
+from schemas.registry import ProviderName
 
 __all__ = ["BenchmarkResult", "LatencyMetrics", "MemoryUsage", "TokenUsage"]
 
@@ -94,7 +94,7 @@ class BenchmarkResult(_Frozen):
     """One benchmark's outcome. `additional_metrics` carries anything beyond the seed's fields."""
 
     test_name: str = Field(min_length=1)
-    provider_name: str
+    provider_name: ProviderName
     model_name: str = Field(min_length=1)
     duration: Duration
     tokens_used: TokenUsage
@@ -110,15 +110,6 @@ class BenchmarkResult(_Frozen):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
-        return value
-
-    @field_validator("provider_name")
-    @classmethod
-    def _registered(cls, value: str) -> str:
-        if value not in registered_providers():
-            raise ValueError(
-                f"unknown provider {value!r}; registered: {', '.join(registered_providers())}"
-            )
         return value
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas._types import Duration, NonNegativeDuration, SafeName
+from schemas._types import Duration, NonNegativeDuration, SafeName, require_unique_names
 
 __all__ = [
     "ERROR_KINDS",
@@ -113,9 +113,5 @@ class ScenarioSet(_Frozen):
     @field_validator("scenarios")
     @classmethod
     def _unique(cls, value: list[BenchmarkScenario]) -> list[BenchmarkScenario]:
-        seen: set[str] = set()
-        for scenario in value:
-            if scenario.name in seen:
-                raise ValueError(f"scenario name {scenario.name!r} is used more than once")
-            seen.add(scenario.name)
+        require_unique_names([s.name for s in value], "scenario")
         return value

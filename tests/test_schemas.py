@@ -176,7 +176,7 @@ def test_a_scenario_needs_a_prompt() -> None:
 
 
 def test_scenario_names_are_unique_within_a_set() -> None:
-    with pytest.raises(ValidationError, match="'a' is used more than once"):
+    with pytest.raises(ValidationError, match="scenario names must be unique; repeated: a"):
         ScenarioSet(scenarios=[scenario(name="a"), scenario(name="a")])
     assert len(ScenarioSet(scenarios=[scenario(name="a"), scenario(name="b")]).scenarios) == 2
 

@@ -23,37 +23,26 @@ fail_on_regression_option = click.option(
 )
 
 
+_PROFILE_COLUMNS = [
+    "scenario",
+    "target",
+    "data_points",
+    "latency_trend",
+    "throughput_trend",
+    "error_rate_trend",
+    "cost_efficiency_trend",
+    "overall_confidence",
+]
+
+
 def report_profile(ctx: Context, summary: ProfileSummary, as_json: bool) -> None:
-    rows = summary.profiles.select(
-        "scenario",
-        "target",
-        "data_points",
-        "latency_trend",
-        "throughput_trend",
-        "error_rate_trend",
-        "cost_efficiency_trend",
-        "overall_confidence",
-        "regression_reasons",
-    ).to_dicts()
+    rows = summary.profiles.select(*_PROFILE_COLUMNS, "regression_reasons").to_dicts()
     if as_json:
         echo_json(
             {"path": str(summary.path), "profiles": rows, "regressions": summary.regressions.height}
         )
         return
-    print_table(
-        f"profiles ({summary.path})",
-        rows,
-        [
-            "scenario",
-            "target",
-            "data_points",
-            "latency_trend",
-            "throughput_trend",
-            "error_rate_trend",
-            "cost_efficiency_trend",
-            "overall_confidence",
-        ],
-    )
+    print_table(f"profiles ({summary.path})", rows, _PROFILE_COLUMNS)
     for row in summary.regressions.iter_rows(named=True):
         click.echo(
             f"REGRESSION {row['scenario']} @ {row['target']}: {row['regression_reasons']}", err=True
