@@ -4,6 +4,7 @@ PipelineError
 ├── ConfigError                bad config, scenario or option (exit 2)
 ├── InputError                 bad input that is not the config (exit 2)
 │   └── InvalidNameError       a name that would become a path is unsafe
+├── WorkerFailedError          an execute worker process died or failed mid-run (exit 1)
 ├── StoreError                 the event log or an output could not be used (exit 1)
 │   ├── CorruptEventFileError  an event file cannot be read; names it
 │   ├── LockTimeoutError       another process holds the data directory's lock
@@ -25,6 +26,7 @@ __all__ = [
     "PipelineError",
     "StageInputMissingError",
     "StoreError",
+    "WorkerFailedError",
 ]
 
 
@@ -46,6 +48,10 @@ class InvalidNameError(InputError):
 
 class StoreError(PipelineError):
     pass
+
+
+class WorkerFailedError(PipelineError):
+    """A worker process of `execute` died (killed, crashed) or raised; the run is marked failed."""
 
 
 class CorruptEventFileError(StoreError):

@@ -30,6 +30,7 @@ _COLUMNS = [
     "p50 ms",
     "ttft p50 ms",
     "req/s",
+    "workers",
 ]
 
 
@@ -99,6 +100,13 @@ class _DurationType(click.ParamType):  # type: ignore[type-arg]
     default=None,
     help="Seed for prompt choice and arrivals (default: random, recorded).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=None,
+    help="Worker processes per pair (default: from the CPU count and the expected "
+    "chunk rate; 1 for a small run). See docs/accuracy.md.",
+)
 @json_option
 @pass_ctx
 def execute(
@@ -110,6 +118,7 @@ def execute(
     rate: float | None,
     duration: float | None,
     seed: int | None,
+    workers: int | None,
     as_json: bool,
 ) -> int:
     """Run scenarios against targets; append one event per request attempt.
@@ -129,6 +138,7 @@ def execute(
         rate=rate,
         duration_s=duration,
         seed=seed,
+        workers=workers,
     )
     enabled = ctx.show_progress and not as_json
 
@@ -144,6 +154,15 @@ def execute(
         rows = [_row(p.as_dict()) for p in result.pairs]
         print_table(f"run {result.run_id} ({result.status})", rows, _COLUMNS)
         ctx.info(f"events in {ctx.data_dir}/events (run_id {result.run_id}, seed {result.seed})")
+    for pair in result.pairs:
+        if pair.client_saturated:
+            share = pair.client_cpu_saturation or 0.0
+            click.echo(
+                f"warning: {pair.scenario} × {pair.target}: the client was CPU-saturated for "
+                f"{share:.0%} of the run, so its timings include its own queueing; rerun with "
+                "more --workers or lower concurrency (client_saturated in the runs events)",
+                err=True,
+            )
     if result.status == "interrupted":
         ctx.info("interrupted: the run is recorded as interrupted")
     return result.exit_code

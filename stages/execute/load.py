@@ -8,17 +8,20 @@ flight, and a due request that must wait for a slot keeps its due time as `sched
 queueing delay shows as `queue_us` instead of vanishing (coordinated omission).
 
 The schedule is a pure function of (scenario, seed), so `--seed` reproduces arrivals and the
-choice of prompts exactly; the runner only plays it.
+choice of prompts exactly; the runner only plays it. With worker processes the same schedule is
+played by all of them: a closed loop draws indexes from one shared counter (so the concurrency
+is kept until the last index, as in one process) and an open loop deals its arrivals out by
+weight; the concurrency is split so the workers' slots sum to it exactly.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Literal
+from typing import Literal, Protocol
 
 import trio
 
@@ -26,12 +29,17 @@ from schemas import BenchmarkScenario
 
 __all__ = [
     "DropFn",
+    "IndexCounter",
     "LoadPlan",
+    "LocalCounter",
     "SendFn",
     "arrival_offsets",
     "plan_load",
     "run_closed",
     "run_open",
+    "schedule_share",
+    "split_concurrency",
+    "trio_time_at",
 ]
 
 SendFn = Callable[[int, int], Awaitable[None]]
@@ -131,37 +139,99 @@ def plan_load(scenario: BenchmarkScenario, prompts: int, seed: int) -> LoadPlan:
     )
 
 
+def split_concurrency(concurrency: int, workers: int) -> list[int]:
+    """Slots per worker, summing exactly to `concurrency` (the first ones get the remainder)."""
+    base, extra = divmod(concurrency, workers)
+    return [base + (1 if w < extra else 0) for w in range(workers)]
+
+
+def schedule_share(plan: LoadPlan, slots: Sequence[int], worker: int) -> list[tuple[int, float]]:
+    """Worker `worker`'s (request_index, due offset) pairs of the open-loop schedule.
+
+    Arrivals are dealt by smooth weighted round robin over the workers' slots, so each worker
+    gets a share of the arrivals proportional to its share of the concurrency cap, spread evenly
+    in time. Every worker computes the same deal from the same plan: the shares are disjoint and
+    their union is exactly the one-process schedule.
+    """
+    total = sum(slots)
+    credit = [0] * len(slots)
+    mine: list[tuple[int, float]] = []
+    for i, offset in enumerate(plan.arrivals_s):
+        for w, weight in enumerate(slots):
+            credit[w] += weight
+        chosen = max(range(len(slots)), key=credit.__getitem__)
+        credit[chosen] -= total
+        if chosen == worker:
+            mine.append((plan.warmup + i, offset))
+    return mine
+
+
+class IndexCounter(Protocol):
+    """Hands out request indexes in order, each once, to whoever asks next."""
+
+    def take(self, stop_at: int) -> Iterator[int]:
+        """Indexes from the current position up to (excluding) `stop_at`."""
+        ...
+
+
+class LocalCounter:
+    """The one-process `IndexCounter`: a plain integer (trio tasks never race between awaits)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, start: int = 0) -> None:
+        self.value = start
+
+    def take(self, stop_at: int) -> Iterator[int]:
+        while self.value < stop_at:
+            index = self.value
+            self.value += 1
+            yield index
+
+
+def trio_time_at(mono_ns: int) -> float:
+    """The trio clock's reading at the perf_counter_ns instant `mono_ns` (a shared start)."""
+    return trio.current_time() + (mono_ns - perf_counter_ns()) / 1e9
+
+
 async def run_closed(
-    indexes: Sequence[int], concurrency: int, send: SendFn, deadline: float | None = None
+    indexes: Iterable[int], concurrency: int, send: SendFn, deadline: float | None = None
 ) -> None:
     """Send `indexes` with `concurrency` workers, each starting its next as its last one ends.
 
-    With a `deadline` (trio time), no request starts after it (a closed loop with a duration).
+    `indexes` is one shared iterator, so each index is sent exactly once whichever worker (or,
+    with worker processes, whichever process) is free first. With a `deadline` (trio time), no
+    request starts after it (a closed loop with a duration).
     """
     pending = iter(indexes)
+    if isinstance(indexes, Sized):
+        concurrency = min(concurrency, len(indexes))
 
     async def worker() -> None:
-        for index in pending:  # one shared iterator: each index is sent exactly once
+        for index in pending:
             if deadline is not None and trio.current_time() >= deadline:
                 return
             await send(index, perf_counter_ns())
 
     async with trio.open_nursery() as nursery:
-        for _ in range(min(concurrency, len(indexes))):
+        for _ in range(concurrency):
             nursery.start_soon(worker)
 
 
 async def run_open(
-    first_index: int,
-    arrivals_s: Sequence[float],
+    schedule: Iterable[tuple[int, float]],
     concurrency: int,
     send: SendFn,
     dropped: DropFn | None = None,
+    start_ns: int | None = None,
 ) -> None:
-    """Start request `first_index + i` at `arrivals_s[i]`; at most `concurrency` in flight."""
+    """Start each (request_index, offset) at `start_ns + offset`; at most `concurrency` in flight.
+
+    `start_ns` (perf_counter_ns, default now) lets worker processes share one start instant.
+    """
     limiter = trio.CapacityLimiter(concurrency)
-    t0 = trio.current_time()
-    base_ns = perf_counter_ns()
+    base_ns = perf_counter_ns() if start_ns is None else start_ns
+    t0 = trio_time_at(base_ns)
 
     async def limited(index: int, scheduled_ns: int) -> None:
         try:
@@ -176,6 +246,6 @@ async def run_open(
             limiter.release()
 
     async with trio.open_nursery() as nursery:
-        for i, offset in enumerate(arrivals_s):
+        for index, offset in schedule:
             await trio.sleep_until(t0 + offset)
-            nursery.start_soon(limited, first_index + i, base_ns + round(offset * 1e9))
+            nursery.start_soon(limited, index, base_ns + round(offset * 1e9))

@@ -79,9 +79,18 @@ class Clock:
 
     __slots__ = ("mono_ns", "wall_us")
 
-    def __init__(self) -> None:
-        self.wall_us = time.time_ns() // 1000
-        self.mono_ns = perf_counter_ns()
+    def __init__(self, anchor: tuple[int, int] | None = None) -> None:
+        """`anchor` (wall µs, perf_counter ns): a worker process shares its parent's clock.
+
+        perf_counter is the system-wide monotonic clock, so one anchor serves every process.
+        """
+        if anchor is None:
+            anchor = (time.time_ns() // 1000, perf_counter_ns())
+        self.wall_us, self.mono_ns = anchor
+
+    @property
+    def anchor(self) -> tuple[int, int]:
+        return self.wall_us, self.mono_ns
 
     def utc_us(self, mono_ns: int) -> int:
         return self.wall_us + (mono_ns - self.mono_ns) // 1000

@@ -35,15 +35,17 @@ class ResourceSampler:
         self.interval_s = interval_s
         self.process = psutil.Process()
         self.peak_rss = 0
+        self.cpu: list[tuple[int, int]] = []
+        """(perf_counter_ns, user + system CPU µs) of every sample, for the saturation verdict."""
 
     def sample(self) -> None:
         now = perf_counter_ns()
         rss = int(self.process.memory_info().rss)
         cpu = self.process.cpu_times()
         self.peak_rss = max(self.peak_rss, rss)
-        self.recorder.add_sample(
-            now, rss, int(cpu.user * 1e6), int(cpu.system * 1e6), self.in_flight.value
-        )
+        user_us, system_us = int(cpu.user * 1e6), int(cpu.system * 1e6)
+        self.cpu.append((now, user_us + system_us))
+        self.recorder.add_sample(now, rss, user_us, system_us, self.in_flight.value)
 
     async def run(self) -> None:
         """Sample at once, then on absolute deadlines (no drift), until cancelled."""

@@ -37,22 +37,17 @@ import trio
 from pydantic import ValidationError
 
 from pipeline.config import LoadedConfig, format_validation_error
-from pipeline.errors import ConfigError, InvalidNameError
+from pipeline.errors import ConfigError, InvalidNameError, WorkerFailedError
 from pipeline.eventlog import EventLog
 from schemas import BenchmarkScenario, TargetConfig, check_safe_name, event_id, get_provider
-from stages.execute.load import LoadPlan, plan_load, run_closed, run_open
-from stages.execute.providers import (
-    Attempt,
-    Provider,
-    ProviderSettings,
-    RequestSpec,
-    api_key_env,
-    build_provider,
-)
+from stages.execute.capacity import Saturation, default_workers, saturation
+from stages.execute.load import LoadPlan, LocalCounter, plan_load
+from stages.execute.pair import LoadOutcome, PairLoad, Stop, run_measured, run_warmup
+from stages.execute.providers import ProviderSettings, api_key_env, build_provider
 from stages.execute.recorder import Clock, Recorder
-from stages.execute.resources import InFlight, ResourceSampler
+from stages.execute.resources import ResourceSampler
 from stages.execute.summary import PairResult, PairStats
-from stages.execute.taxonomy import RETRYABLE
+from stages.execute.workers import run_in_workers
 
 __all__ = [
     "DEFAULT_REQUEST_TIMEOUT_S",
@@ -71,7 +66,6 @@ __all__ = [
 
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 """Per-request timeout when a target sets none (capped by the scenario's timeout_duration)."""
-MAX_BACKOFF_S = 60.0
 _SENSITIVE_HEADER = ("authorization", "key", "token", "secret", "cookie", "auth")
 
 
@@ -95,6 +89,8 @@ class ExecuteOptions:
     rate: float | None = None
     duration_s: float | None = None
     seed: int | None = None
+    workers: int | None = None
+    """Worker processes per pair; None: `stages.execute.capacity.default_workers`."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +104,8 @@ class PreparedRun:
     plan: LoadPlan
     request_timeout_s: float
     api_key: str | None = field(default=None, repr=False)
+    workers: int = 1
+    """Processes that play the load; 1 runs it in this process's own loop."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +161,25 @@ def _request_timeout(scenario: BenchmarkScenario, target: TargetConfig) -> float
     return min(DEFAULT_REQUEST_TIMEOUT_S, scenario.timeout_duration.total_seconds())
 
 
+def _workers(scenario: BenchmarkScenario, target: TargetConfig, requested: int | None) -> int:
+    """The explicit count, else the capacity rule; never more than the concurrency.
+
+    The in-process `mock` provider always runs in one process: it has no network client to
+    spread, and its `concurrency_limit` is one process's state.
+    """
+    if target.provider == "mock":
+        return 1
+    if requested is None:
+        requested = default_workers(
+            scenario.concurrency_level,
+            scenario.max_tokens,
+            scenario.streaming_required,
+            scenario.rate,
+            os.cpu_count(),
+        )
+    return max(1, min(requested, scenario.concurrency_level))
+
+
 def prepare(
     config: LoadedConfig, options: ExecuteOptions, environ: Mapping[str, str] | None = None
 ) -> tuple[list[PreparedRun], int]:
@@ -204,6 +221,7 @@ def prepare(
                     plan=plan_load(scenario, len(prompts), seed),
                     request_timeout_s=_request_timeout(scenario, target),
                     api_key=keys[target.name],
+                    workers=_workers(scenario, target, options.workers),
                 )
             )
     return runs, seed
@@ -235,22 +253,7 @@ def _public_target(target: TargetConfig) -> str:
     return json.dumps(data, sort_keys=True)
 
 
-class _Stop:
-    """Why the current run should end early, and the scope to cancel for it."""
-
-    def __init__(self) -> None:
-        self.interrupted = False
-        self.signal_name = ""
-        self.scope: trio.CancelScope | None = None
-
-    def interrupt(self, name: str) -> None:
-        self.interrupted = True
-        self.signal_name = self.signal_name or name
-        if self.scope is not None:
-            self.scope.cancel()
-
-
-async def _watch_signals(stop: _Stop, *, task_status: trio.TaskStatus[None]) -> None:
+async def _watch_signals(stop: Stop, *, task_status: trio.TaskStatus[None]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
         async for signum in signals:
@@ -267,135 +270,85 @@ def _no_progress(description: str, total: int | None) -> Iterator[ProgressHandle
     yield _NoProgress()
 
 
-def _backoff(attempt_no: int, retry_after_s: float | None, rng: random.Random) -> float:
-    """The server's retry-after when given (capped), else exponential with jitter."""
-    if retry_after_s is not None:
-        return min(MAX_BACKOFF_S, retry_after_s)
-    base = min(MAX_BACKOFF_S, 0.5 * 2.0 ** (attempt_no - 1))
-    return base * (0.5 + rng.random() / 2)
-
-
-@dataclass
-class _Pair:
-    """Everything one scenario × target run shares while it runs."""
-
-    run: PreparedRun
-    provider: Provider
-    recorder: Recorder
-    stop: _Stop
-    stats: PairStats = field(default_factory=PairStats)
-    in_flight: InFlight = field(default_factory=InFlight)
-    rng: random.Random = field(default_factory=random.Random)
-    sent: int = 0
-
-    def record(
-        self, index: int, attempt_no: int, scheduled_ns: int, attempt: Attempt, spec: RequestSpec
-    ) -> None:
-        now = perf_counter_ns()
-        if not attempt.start_ns:
-            attempt.start_ns = now
-        if attempt.ok or attempt.chunk_ns:
-            attempt.finish_tokens(spec)
-        warmup = index < self.run.plan.warmup
-        self.recorder.add_request(
-            request_index=index,
-            prompt_index=self.run.plan.prompt_indexes[index],
-            attempt_no=attempt_no,
-            warmup=warmup,
-            streaming=spec.stream,
-            scheduled_ns=scheduled_ns,
-            attempt=attempt,
-        )
-        self.stats.add(attempt, warmup)
-
-    async def send(self, index: int, scheduled_ns: int) -> None:
-        """One request: its attempts (retries when the target allows), each recorded."""
-        run = self.run
-        scenario = run.scenario
-        spec = RequestSpec(
-            prompt=run.prompts[run.plan.prompt_indexes[index]],
-            max_tokens=scenario.max_tokens,
-            stream=scenario.streaming_required,
-            tools=scenario.tools_required,
-            system_prompt=scenario.system_prompt,
-            request_index=index,
-        )
-        attempt_no = 1
-        while True:
-            attempt = Attempt()
-            self.in_flight.value += 1
-            self.sent += 1
-            try:
-                with trio.move_on_after(run.request_timeout_s) as deadline:
-                    await self.provider.send(spec, attempt)
-                if deadline.cancelled_caught:
-                    attempt.fail(
-                        "timeout", f"no complete response within {run.request_timeout_s:g}s"
-                    )
-            except trio.Cancelled:
-                reason = (
-                    f"run interrupted ({self.stop.signal_name})"
-                    if self.stop.interrupted
-                    else "run timed out"
-                )
-                attempt.fail("cancelled", f"cancelled: {reason}")
-                if not attempt.end_ns:
-                    attempt.end_ns = perf_counter_ns()
-                self.record(index, attempt_no, scheduled_ns, attempt, spec)
-                raise
-            finally:
-                self.in_flight.value -= 1
-            self.record(index, attempt_no, scheduled_ns, attempt, spec)
-            retryable = attempt.error_type in RETRYABLE
-            if attempt.ok or not retryable or attempt_no > run.target.max_retries:
-                break
-            await trio.sleep(_backoff(attempt_no, attempt.retry_after_s, self.rng))
-            attempt_no += 1
-            scheduled_ns = perf_counter_ns()
-        self.stats.finished += 1
-
-    def dropped(self, index: int, scheduled_ns: int) -> None:
-        """An open-loop request that was due but never got a slot before the run ended."""
-        attempt = Attempt()
-        attempt.fail("cancelled", "cancelled before it was sent (waiting for a concurrency slot)")
-        spec = RequestSpec("", 0, self.run.scenario.streaming_required)
-        self.record(index, 1, scheduled_ns, attempt, spec)
-
-
-async def _load(pair: _Pair) -> None:
-    plan = pair.run.plan
-    if plan.warmup:
-        await run_closed(range(plan.warmup), plan.concurrency, pair.send)
-    if plan.mode == "closed":
-        await run_closed(
-            range(plan.warmup, plan.total), plan.concurrency, pair.send, _duration_deadline(pair)
-        )
-    else:
-        await run_open(plan.warmup, plan.arrivals_s, plan.concurrency, pair.send, pair.dropped)
-
-
-def _duration_deadline(pair: _Pair) -> float | None:
-    duration = pair.run.scenario.duration
-    return trio.current_time() + duration.total_seconds() if duration else None
-
-
 async def _tick(handle: ProgressHandle, stats: PairStats) -> None:
     while True:
         handle.update(completed=stats.finished, status=stats.status_line())
         await trio.sleep(0.25)
 
 
+async def _play_here(
+    run: PreparedRun,
+    recorder: Recorder,
+    stop: Stop,
+    stats: PairStats,
+    transport: httpx.AsyncBaseTransport | None,
+    outcome: LoadOutcome,
+) -> None:
+    """The whole load in this process's loop (one worker): the small-run path, no spawning."""
+    plan = run.plan
+    settings = ProviderSettings(
+        run.target, run.api_key, plan.concurrency, run.request_timeout_s, transport
+    )
+    pair = PairLoad(
+        run,
+        build_provider(settings),
+        recorder,
+        stop,
+        stats=stats,
+        rng=random.Random(f"backoff:{plan.seed}"),
+    )
+    sampler = ResourceSampler(recorder, pair.in_flight)
+    try:
+        async with trio.open_nursery() as background:
+            background.start_soon(recorder.flush_every)
+            background.start_soon(sampler.run)
+            with trio.CancelScope() as load_scope:
+                stop.scope = load_scope
+                load_scope.deadline = (
+                    trio.current_time() + run.scenario.timeout_duration.total_seconds()
+                )
+                if stop.interrupted:
+                    load_scope.cancel()
+                counter = LocalCounter()
+                await run_warmup(pair, counter, plan.concurrency)
+                schedule = zip(range(plan.warmup, plan.total), plan.arrivals_s, strict=True)
+                await run_measured(pair, counter, plan.concurrency, schedule, perf_counter_ns())
+            stop.scope = None
+            outcome.cut_short = load_scope.cancelled_caught
+            background.cancel_scope.cancel()
+    finally:
+        stop.scope = None
+        with trio.CancelScope(shield=True):
+            await pair.provider.aclose()
+            sampler.sample()
+            await recorder.flush()
+            outcome.sent, outcome.peak_rss, outcome.cpu = pair.sent, sampler.peak_rss, [sampler.cpu]
+
+
+def _status(run: PreparedRun, stop: Stop, outcome: LoadOutcome) -> tuple[str, str | None]:
+    if outcome.failure is not None:
+        return "failed", outcome.failure
+    if stop.interrupted:
+        return "interrupted", f"stopped by {stop.signal_name}"
+    if outcome.cut_short:
+        timeout = run.scenario.timeout_duration.total_seconds()
+        return "timed_out", f"timeout_duration {timeout:g}s reached"
+    return "completed", None
+
+
 async def _run_pair(
     run: PreparedRun,
     run_id: str,
     recorder: Recorder,
-    stop: _Stop,
+    stop: Stop,
     env_info: Mapping[str, Any],
     progress: ProgressFactory,
     transport: httpx.AsyncBaseTransport | None,
 ) -> PairResult:
     scenario, target, plan = run.scenario, run.target, run.plan
     clock = recorder.clock
+    # An injected transport (tests) lives in this process only: such a run stays in-process.
+    workers = run.workers if transport is None else 1
     recorder.set_pair(scenario.name, target.name, target.provider, target.model)
     base: dict[str, Any] = {
         "schema_version": 1,
@@ -409,7 +362,7 @@ async def _run_pair(
         "planned_requests": plan.total,
         "rate": plan.rate,
         "seed": plan.seed,
-        "workers": 1,
+        "workers": workers,
         "config_hash": run.config_hash,
         "scenario_config": json.dumps(scenario.model_dump(mode="json"), sort_keys=True),
         "target_config": _public_target(target),
@@ -424,56 +377,42 @@ async def _run_pair(
             "status": "running",
         }
     )
-    settings = ProviderSettings(
-        target, run.api_key, plan.concurrency, run.request_timeout_s, transport
-    )
-    pair = _Pair(
-        run, build_provider(settings), recorder, stop, rng=random.Random(f"backoff:{plan.seed}")
-    )
-    sampler = ResourceSampler(recorder, pair.in_flight)
-    status, message = "completed", None
+    stats = PairStats()
+    outcome = LoadOutcome(workers=workers)
     failure: BaseException | None = None
+    status, message = "failed", None
+    verdict = Saturation(None, None)
     label = f"{scenario.name} × {target.name}"
     try:
         with progress(label, plan.total) as handle:
-            async with trio.open_nursery() as background:
-                background.start_soon(recorder.flush_every)
-                background.start_soon(sampler.run)
-                background.start_soon(_tick, handle, pair.stats)
-                with trio.CancelScope() as load_scope:
-                    stop.scope = load_scope
-                    load_scope.deadline = (
-                        trio.current_time() + scenario.timeout_duration.total_seconds()
+            async with trio.open_nursery() as ticker:
+                ticker.start_soon(_tick, handle, stats)
+                if workers == 1:
+                    await _play_here(run, recorder, stop, stats, transport, outcome)
+                else:
+                    data_dir = Path(recorder.writer.log.data_dir)
+                    timeout_s = scenario.timeout_duration.total_seconds()
+                    await run_in_workers(
+                        run, run_id, data_dir, clock, workers, stop, stats, timeout_s, outcome
                     )
-                    if stop.interrupted:
-                        load_scope.cancel()
-                    await _load(pair)
-                stop.scope = None
-                if load_scope.cancelled_caught:
-                    status = "interrupted" if stop.interrupted else "timed_out"
-                    message = (
-                        f"stopped by {stop.signal_name}"
-                        if stop.interrupted
-                        else f"timeout_duration {scenario.timeout_duration.total_seconds():g}s reached"
-                    )
-                handle.update(completed=pair.stats.finished, status=pair.stats.status_line())
-                background.cancel_scope.cancel()
+                handle.update(completed=stats.finished, status=stats.status_line())
+                ticker.cancel_scope.cancel()
+        status, message = _status(run, stop, outcome)
     except Exception as exc:  # noqa: BLE001 - recorded as the run's failure, then re-raised
         status, message, failure = "failed", f"{type(exc).__name__}: {exc}"[:500], exc
     finally:
-        stop.scope = None
+        verdict = saturation(outcome.cpu)
         with trio.CancelScope(shield=True):
-            await pair.provider.aclose()
-            sampler.sample()
-            await recorder.flush()
             finished = {
                 **base,
                 "event_id": event_id(run_id, scenario.name, target.name, "finished"),
                 "kind": "finished",
                 "at": clock.utc_us(perf_counter_ns()),
                 "status": status,
-                "requests_sent": pair.sent,
+                "requests_sent": outcome.sent,
                 "message": message,
+                "client_cpu_saturation": verdict.share,
+                "client_saturated": verdict.saturated,
             }
             if failure is None:
                 await recorder.write_run(finished)
@@ -484,14 +423,21 @@ async def _run_pair(
                     pass
     if failure is not None:
         raise failure
+    if outcome.failure is not None:
+        raise WorkerFailedError(
+            f"{label}: {outcome.failure}; the run {run_id} is recorded as failed"
+        )
     return PairResult.from_stats(
-        pair.stats,
+        stats,
         scenario=scenario.name,
         target=target.name,
         provider=target.provider,
         model=target.model,
         status=status,
-        peak_rss_bytes=sampler.peak_rss,
+        peak_rss_bytes=outcome.peak_rss,
+        workers=workers,
+        client_cpu_saturation=verdict.share,
+        client_saturated=verdict.saturated,
     )
 
 
@@ -507,7 +453,7 @@ async def run_prepared(
 ) -> ExecuteResult:
     """Run the prepared pairs in order inside trio; stop early on SIGINT/SIGTERM."""
     recorder = Recorder(EventLog(data_dir).writer(run_id), Clock())
-    stop = _Stop()
+    stop = Stop()
     env_info = environment()
     results: list[PairResult] = []
     async with trio.open_nursery() as nursery:

@@ -14,13 +14,28 @@ from typing import Any
 
 from stages.execute.providers.base import Attempt
 
-__all__ = ["PairResult", "PairStats"]
+__all__ = ["PairResult", "PairStats", "StatsDelta"]
+
+
+@dataclass(frozen=True, slots=True)
+class StatsDelta:
+    """What a worker process's `PairStats` gained since its last report (sent to the parent)."""
+
+    finished: int
+    attempts: int
+    ok: int
+    errors: int
+    first_ns: int
+    last_ns: int
+    latencies_us: list[int]
+    ttfts_us: list[int]
 
 
 class PairStats:
     """Running counts of one scenario × target, updated once per finished attempt."""
 
     __slots__ = (
+        "_reported",
         "attempts",
         "errors",
         "finished",
@@ -41,6 +56,41 @@ class PairStats:
         self.ttfts_us: list[int] = []
         self.first_ns = 0
         self.last_ns = 0
+        self._reported = (0, 0, 0, 0, 0, 0)
+
+    def delta(self) -> StatsDelta:
+        """What changed since the previous call (a worker's report to its parent)."""
+        finished, attempts, ok, errors, n_lat, n_ttft = self._reported
+        self._reported = (
+            self.finished,
+            self.attempts,
+            self.ok,
+            self.errors,
+            len(self.latencies_us),
+            len(self.ttfts_us),
+        )
+        return StatsDelta(
+            self.finished - finished,
+            self.attempts - attempts,
+            self.ok - ok,
+            self.errors - errors,
+            self.first_ns,
+            self.last_ns,
+            self.latencies_us[n_lat:],
+            self.ttfts_us[n_ttft:],
+        )
+
+    def merge(self, delta: StatsDelta) -> None:
+        """Add a worker's report (the parent's running totals over all workers)."""
+        self.finished += delta.finished
+        self.attempts += delta.attempts
+        self.ok += delta.ok
+        self.errors += delta.errors
+        if delta.first_ns and (not self.first_ns or delta.first_ns < self.first_ns):
+            self.first_ns = delta.first_ns
+        self.last_ns = max(self.last_ns, delta.last_ns)
+        self.latencies_us.extend(delta.latencies_us)
+        self.ttfts_us.extend(delta.ttfts_us)
 
     def add(self, attempt: Attempt, warmup: bool) -> None:
         if warmup:
@@ -96,6 +146,11 @@ class PairResult:
     ttft_p50_ms: float | None
     throughput_rps: float | None
     peak_rss_bytes: int
+    """The largest RSS sampled; with worker processes, the sum of each one's largest."""
+    workers: int = 1
+    client_cpu_saturation: float | None = None
+    client_saturated: bool | None = None
+    """The client was too busy for its timings to be trusted (stages.execute.capacity)."""
 
     @classmethod
     def from_stats(
@@ -108,6 +163,9 @@ class PairResult:
         model: str,
         status: str,
         peak_rss_bytes: int,
+        workers: int = 1,
+        client_cpu_saturation: float | None = None,
+        client_saturated: bool | None = None,
     ) -> PairResult:
         return cls(
             scenario=scenario,
@@ -122,6 +180,9 @@ class PairResult:
             ttft_p50_ms=stats.p50_ms(stats.ttfts_us),
             throughput_rps=stats.rate(),
             peak_rss_bytes=peak_rss_bytes,
+            workers=workers,
+            client_cpu_saturation=client_cpu_saturation,
+            client_saturated=client_saturated,
         )
 
     def as_dict(self) -> dict[str, Any]:

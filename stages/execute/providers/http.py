@@ -20,11 +20,14 @@ import httpx
 
 from stages.execute.framing import Framer, NdjsonFramer, SseFramer
 from stages.execute.providers.base import Attempt, ProviderSettings, RequestSpec
+from stages.execute.providers.lanes import ClientLanes
 from stages.execute.taxonomy import error_type_for_status, parse_retry_after, scrub
 
 __all__ = ["HttpProvider", "StreamState"]
 
 _ERROR_BODY_LIMIT = 4096
+_BODY_CACHE = 4096
+"""Distinct request bodies kept serialised (a prompts file can be large; past this, rebuilt)."""
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
 
 
@@ -69,15 +72,14 @@ class HttpProvider:
             **self.auth_headers(settings.api_key),
             **target.headers,
         }
-        limit = max(1, settings.concurrency)
-        self.client = httpx.AsyncClient(
+        self.lanes = ClientLanes(
             base_url=target.base_url or self.default_base_url,
             headers=headers,
+            timeout_s=settings.timeout_s,
             transport=settings.transport,
-            timeout=httpx.Timeout(settings.timeout_s),
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-            follow_redirects=False,
         )
+        self._url = self.lanes.url(self.path)
+        self._bodies: dict[tuple[str, str | None, int, bool, bool], bytes] = {}
 
     # -- what a subclass says -----------------------------------------------------------------
 
@@ -121,14 +123,33 @@ class HttpProvider:
     def fail(self, attempt: Attempt, error_type: str, message: str) -> None:
         attempt.fail(error_type, message, self._secrets)
 
+    def _content(self, spec: RequestSpec) -> bytes:
+        """The request body, serialised once per distinct prompt (the body ignores the index)."""
+        key = (spec.prompt, spec.system_prompt, spec.max_tokens, spec.stream, spec.tools)
+        content = self._bodies.get(key)
+        if content is None:
+            content = json.dumps(self.body(spec), separators=(",", ":")).encode()
+            if len(self._bodies) < _BODY_CACHE:
+                self._bodies[key] = content
+        return content
+
     async def send(self, spec: RequestSpec, attempt: Attempt) -> None:
-        content = json.dumps(self.body(spec), separators=(",", ":")).encode()
+        content = self._content(spec)
         attempt.bytes_sent = len(content)
-        request = self.client.build_request("POST", self.path, content=content)
+        client = self.lanes.acquire()
+        try:
+            await self._send(client, content, spec, attempt)
+        finally:
+            self.lanes.release(client)
+
+    async def _send(
+        self, client: httpx.AsyncClient, content: bytes, spec: RequestSpec, attempt: Attempt
+    ) -> None:
+        request = client.build_request("POST", self._url, content=content)
         got_headers = False
         attempt.start_ns = perf_counter_ns()
         try:
-            response = await self.client.send(request, stream=True)
+            response = await client.send(request, stream=True)
             got_headers = True
             try:
                 await self._read(response, spec, attempt)
@@ -237,7 +258,7 @@ class HttpProvider:
             attempt.chunk_ns.append(now)  # a whole body is one chunk: its TTFT is its latency
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.lanes.aclose()
 
     # -- helpers for subclasses ------------------------------------------------------------------
 

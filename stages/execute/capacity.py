@@ -1,0 +1,110 @@
+"""The client's CPU budget: how many worker processes a run needs, and whether it was enough.
+
+A benchmark client that runs short of CPU reports its own queueing as the server's latency.
+Two rules keep that honest, one before the run and one after:
+
+* `default_workers` (before): the expected CPU of the run, from the measured cost of our client
+  (`REQUEST_CPU_US` per request, `CHUNK_CPU_US` per streamed chunk, docs/accuracy.md) and the
+  expected request and chunk rates, divided by `WORKER_BUDGET` of a core per worker, rounded up,
+  and capped by the CPU count and the concurrency. A stream is assumed to deliver
+  `ASSUMED_CHUNK_RATE` chunks/s (the client cannot know a server's speed in advance); an open
+  loop cannot exceed its `rate`. A small run gets 1: no process it does not need.
+* `saturation` (after): from the `samples` (CPU time every ~100 ms, per process), the share of
+  the run during which a process used more than `BUSY_SHARE` of a core; the run is flagged
+  when any process was that busy for more than `SATURATED_SHARE` of it. A loop that busy delays
+  reading sockets, so the timings it took are inflated by its own queueing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "ASSUMED_CHUNK_RATE",
+    "BUSY_SHARE",
+    "CHUNK_CPU_US",
+    "REQUEST_CPU_US",
+    "SATURATED_SHARE",
+    "WORKER_BUDGET",
+    "Saturation",
+    "default_workers",
+    "expected_cpu",
+    "saturation",
+]
+
+REQUEST_CPU_US = 700.0
+"""CPU of one streamed request outside its chunks (connect reuse, headers, row), measured."""
+CHUNK_CPU_US = 30.0
+"""CPU of one SSE chunk (read, frame, parse, stamp), measured."""
+ASSUMED_CHUNK_RATE = 100.0
+"""Chunks per second one stream is assumed to deliver (a fast hosted model; the mock's default)."""
+WORKER_BUDGET = 0.5
+"""Share of a core one worker is planned to use: headroom keeps its event loop prompt."""
+BUSY_SHARE = 0.9
+"""A sampling interval in which a process used more than this share of a core counts as busy."""
+SATURATED_SHARE = 0.2
+"""A run is flagged when some process was busy for more than this share of its sampled time."""
+
+
+def expected_cpu(
+    concurrency: int, max_tokens: int, streaming: bool, rate: float | None = None
+) -> float:
+    """Cores the client is expected to need for a load (see the module docstring)."""
+    chunks = max_tokens + 2 if streaming else 1  # content chunks, then usage and the end marker
+    rps = concurrency * ASSUMED_CHUNK_RATE / max(1, max_tokens)
+    if rate is not None:
+        rps = min(rps, rate)
+    return rps * (REQUEST_CPU_US + chunks * CHUNK_CPU_US) / 1e6
+
+
+def default_workers(
+    concurrency: int,
+    max_tokens: int,
+    streaming: bool,
+    rate: float | None = None,
+    cpus: int | None = None,
+) -> int:
+    """Worker processes for a load: enough for `WORKER_BUDGET` each, within CPUs and slots."""
+    need = math.ceil(expected_cpu(concurrency, max_tokens, streaming, rate) / WORKER_BUDGET)
+    return max(1, min(need, cpus or 1, concurrency))
+
+
+@dataclass(frozen=True)
+class Saturation:
+    """The verdict on one run's client CPU, recorded on its `runs` finished event."""
+
+    share: float | None
+    """Largest share (0..1) of sampled time any process spent above `BUSY_SHARE` of a core."""
+    saturated: bool | None
+    """share > `SATURATED_SHARE`: the client was too busy for its timings to be trusted."""
+
+
+def _busy_share(samples: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """(busy ns, sampled ns) of one process's (mono_ns, cpu_us) samples, in time order."""
+    busy = total = 0
+    for (t0, c0), (t1, c1) in zip(samples, samples[1:], strict=False):
+        span = t1 - t0
+        if span <= 0:
+            continue
+        total += span
+        if (c1 - c0) * 1000 > BUSY_SHARE * span:
+            busy += span
+    return busy, total
+
+
+def saturation(per_process: Iterable[Sequence[tuple[int, int]]]) -> Saturation:
+    """The saturation verdict from each process's (mono_ns, cumulative CPU µs) samples.
+
+    Null when no process has two samples to compare (a run too short to judge).
+    """
+    shares = []
+    for samples in per_process:
+        busy, total = _busy_share(sorted(samples))
+        if total > 0:
+            shares.append(busy / total)
+    if not shares:
+        return Saturation(None, None)
+    share = max(shares)
+    return Saturation(share, share > SATURATED_SHARE)
