@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import polars as pl
 
-from pipeline.commands._base import EXIT_OK, Context, json_option, not_built, pass_ctx
+from pipeline.commands._base import EXIT_OK, Context, json_option, pass_ctx
 from pipeline.ui import echo_json, print_table
 
 __all__ = ["COMMANDS"]

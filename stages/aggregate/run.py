@@ -1,0 +1,160 @@
+"""The thin wrapper around the transform: replay the event log, aggregate, write both outputs.
+
+Why incremental mode is safe: a run's events stop changing once its `finished` record is written,
+and every value in a result row depends only on that run's events and its model's price. So the
+rows of finished runs whose price has not changed are copied from the previous output, the other
+runs are replayed, and the union written with the same writer gives the same bytes as a full
+rebuild. Runs still in progress (no `finished` record) are always re-aggregated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.eventlog import EventLog, read_file_table
+from pipeline.lock import exclusive_lock
+from pipeline.outputs import write_output
+from stages.aggregate.transform import (
+    FINAL_RUN_STATUSES,
+    KEYS,
+    RESULT_SCHEMA,
+    TIMESERIES_KEYS,
+    TIMESERIES_SCHEMA,
+    Engine,
+    PriceLookup,
+    aggregate,
+)
+
+__all__ = ["RESULTS_FILE", "TIMESERIES_FILE", "AggregateReport", "output_paths", "run_aggregate"]
+
+RESULTS_FILE = Path("results") / "benchmark_results.parquet"
+TIMESERIES_FILE = Path("results") / "timeseries.parquet"
+_PRICE_COLUMNS = (
+    "price_input_per_mtok",
+    "price_output_per_mtok",
+    "price_cached_input_per_mtok",
+    "price_as_of",
+)
+
+
+@dataclass(frozen=True)
+class AggregateReport:
+    """What one `run_aggregate` did: the rows it (re)built, and what the caller should mention."""
+
+    mode: str
+    """"full" or "incremental"."""
+    rebuilt: pl.DataFrame
+    """The result rows computed by this call (in incremental mode, only the new or changed runs)."""
+    total_rows: int
+    timeseries_rows: int
+    results_path: Path
+    timeseries_path: Path
+    unpriced_models: tuple[str, ...]
+    quarantined: tuple[Path, ...]
+
+
+def output_paths(data_dir: Path) -> tuple[Path, Path]:
+    return data_dir / RESULTS_FILE, data_dir / TIMESERIES_FILE
+
+
+def _event_run_ids(log: EventLog) -> set[str]:
+    """Every run id in the requests table: from file names, and from compacted files' contents."""
+    ids: set[str] = set()
+    compacted = []
+    for item in log.files("requests"):
+        if item.run_id is None:
+            compacted.append(str(item.path))
+        else:
+            ids.add(item.run_id)
+    if compacted:
+        found = pl.scan_ipc(compacted, glob=False).select(pl.col("run_id").unique()).collect()
+        ids |= set(found.get_column("run_id").to_list())
+    return ids
+
+
+def _reusable_runs(existing: pl.DataFrame, runs: pl.DataFrame, price_of: PriceLookup) -> set[str]:
+    """Runs whose previous rows are final: finished, every (scenario, target) present, same price."""
+    stale_models = set()
+    for row in existing.select("model", *_PRICE_COLUMNS).unique().iter_rows(named=True):
+        price = price_of(row["model"])
+        now = (
+            (None, None, None, None)
+            if price is None
+            else (
+                price.input,
+                price.output,
+                price.cached_input if price.cached_input is not None else price.input,
+                price.as_of,
+            )
+        )
+        if now != tuple(row[c] for c in _PRICE_COLUMNS):
+            stale_models.add(row["model"])
+    bad = existing.filter(
+        ~pl.col("run_status").is_in(list(FINAL_RUN_STATUSES)).fill_null(True)
+        | pl.col("model").is_in(list(stale_models))
+    )
+    missing = runs.select(KEYS).unique().join(existing.select(KEYS), on=KEYS, how="anti")
+    blocked = set(bad.get_column("run_id").to_list()) | set(missing.get_column("run_id").to_list())
+    return set(existing.get_column("run_id").to_list()) - blocked
+
+
+def run_aggregate(
+    data_dir: Path,
+    price_of: PriceLookup,
+    *,
+    incremental: bool = False,
+    skip_corrupt: bool = False,
+    lock_timeout_s: float = 30.0,
+    engine: Engine = "streaming",
+) -> AggregateReport:
+    """Rebuild results/ from the event log (all runs, or only those not yet final) under the lock."""
+    log = EventLog(data_dir)
+    results_path, timeseries_path = output_paths(data_dir)
+    with exclusive_lock(data_dir, lock_timeout_s):
+        # Runs first: a run's `finished` record is written after its last request event.
+        runs = log.replay("runs", skip_corrupt=skip_corrupt)
+        keep: set[str] = set()
+        old_results = old_series = None
+        if incremental and results_path.is_file() and timeseries_path.is_file():
+            old_results = pl.read_parquet(results_path)
+            old_series = pl.read_parquet(timeseries_path)
+            if old_results.columns != list(RESULT_SCHEMA) or old_series.columns != list(
+                TIMESERIES_SCHEMA
+            ):  # written by another version of this stage: rebuild everything
+                old_results = old_series = None
+        if old_results is not None:
+            present = _event_run_ids(log)  # a run archived since is dropped, as a rebuild would
+            keep = _reusable_runs(old_results, runs.collect(), price_of) & present
+        todo = None if old_results is None else sorted(present - keep)
+        requests = log.replay("requests", run_ids=todo, skip_corrupt=skip_corrupt)
+        samples = log.replay("samples", run_ids=todo, skip_corrupt=skip_corrupt)
+        runs_todo = runs.frame if todo is None else runs.frame.filter(pl.col("run_id").is_in(todo))
+        try:
+            built = aggregate(requests.frame, runs_todo, samples.frame, price_of, engine=engine)
+        except (pl.exceptions.PolarsError, OSError):
+            for item in (*runs.files, *requests.files, *samples.files):
+                read_file_table(item.path)  # a file corrupt past its footer: name it
+            raise
+        results, series = built.results, built.timeseries
+        if old_results is not None and old_series is not None:
+            kept = pl.col("run_id").is_in(sorted(keep))
+            results = pl.concat([old_results.filter(kept).cast(dict(RESULT_SCHEMA)), results])  # type: ignore[arg-type]
+            series = pl.concat([old_series.filter(kept).cast(dict(TIMESERIES_SCHEMA)), series])  # type: ignore[arg-type]
+        staging = log.staging
+        write_output(results, results_path, KEYS, staging)
+        write_output(series, timeseries_path, TIMESERIES_KEYS, staging)
+    unpriced = results.filter(pl.col("price_input_per_mtok").is_null()).get_column("model")
+    quarantined = (*runs.quarantined, *requests.quarantined, *samples.quarantined)
+    return AggregateReport(
+        mode="full" if old_results is None else "incremental",
+        rebuilt=built.results,
+        total_rows=results.height,
+        timeseries_rows=series.height,
+        results_path=results_path,
+        timeseries_path=timeseries_path,
+        unpriced_models=tuple(sorted(set(unpriced.to_list()) | set(built.unpriced_models))),
+        quarantined=tuple(quarantined),
+    )

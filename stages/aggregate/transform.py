@@ -1,0 +1,496 @@
+"""The pure aggregate transform: request, run and sample events in; results and time series out.
+
+Why it is shaped this way:
+- Streaming and bounded: one `collect_all` computes the per-result, per-error-type and per-second
+  aggregates, one streamed pass over the chunk lists the pooled ITL; only small per-group frames
+  are ever materialised.
+- Exact and order-independent. Percentiles are numpy's own (linear interpolation), computed per
+  result in one streamed pass over the successful requests (`distributions.py`). Means and the population standard deviation come from exact integer sums (µs in int64,
+  squares in int128), so the value does not depend on how the engine chunks or schedules the rows:
+  an incremental build gives the same bytes as a full one.
+- Pooled ITL percentiles come from exact value counts of the integer-µs gaps, so hundreds of
+  millions of gaps never have to sit in memory at once.
+- No clock, no config, no I/O: prices come in as a lookup function and every output column has a
+  fixed name and type (`RESULT_SCHEMA`, `TIMESERIES_SCHEMA`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from schemas import ERROR_TYPES, ModelPrice
+from stages.aggregate.distributions import success_percentiles
+
+__all__ = [
+    "ERROR_COLUMNS",
+    "FINAL_RUN_STATUSES",
+    "KEYS",
+    "RESULT_SCHEMA",
+    "TIMESERIES_KEYS",
+    "TIMESERIES_SCHEMA",
+    "Aggregates",
+    "Engine",
+    "PriceLookup",
+    "aggregate",
+    "make_test_name",
+]
+
+KEYS = ("run_id", "scenario", "target")
+TIMESERIES_KEYS = (*KEYS, "second")
+FINAL_RUN_STATUSES = ("completed", "interrupted", "failed", "timed_out")
+ERROR_COLUMNS = tuple(f"error_{kind}" for kind in ERROR_TYPES) + ("error_other",)
+PriceLookup = Callable[[str], ModelPrice | None]
+Engine = Literal["auto", "in-memory", "streaming"]
+
+_US = 1_000_000
+_LATENCY_Q = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p999": 0.999}
+_SHORT_Q = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+_F, _I, _S = pl.Float64(), pl.Int64(), pl.String()
+_TS = pl.Datetime("us", "UTC")
+
+RESULT_SCHEMA = pl.Schema(
+    [
+        ("run_id", _S),
+        ("test_name", _S),
+        ("scenario", _S),
+        ("target", _S),
+        ("provider", _S),
+        ("model", _S),
+        ("run_status", _S),
+        ("mode", _S),
+        ("concurrency", _I),
+        ("planned_requests", _I),
+        ("config_hash", _S),
+        ("timestamp", _TS),
+        ("duration_s", _F),
+        ("operations", _I),
+        ("successful", _I),
+        ("failed", _I),
+        ("retries", _I),
+        ("error_rate", _F),
+        *((name, _I) for name in ERROR_COLUMNS),
+        ("throughput_rps", _F),
+        ("output_tokens_per_s", _F),
+        *((f"latency_{q}_ms", _F) for q in _LATENCY_Q),
+        ("latency_mean_ms", _F),
+        ("latency_min_ms", _F),
+        ("latency_max_ms", _F),
+        ("latency_std_ms", _F),
+        *((f"ttft_{q}_ms", _F) for q in _SHORT_Q),
+        ("ttft_mean_ms", _F),
+        *((f"itl_{q}_ms", _F) for q in _SHORT_Q),
+        ("itl_mean_ms", _F),
+        ("tpot_mean_ms", _F),
+        ("input_tokens", _I),
+        ("output_tokens", _I),
+        ("total_tokens", _I),
+        ("cached_tokens", _I),
+        ("efficiency_ratio", _F),
+        ("cost_input_usd", _F),
+        ("cost_output_usd", _F),
+        ("cost_usd", _F),
+        ("cost_per_request_usd", _F),
+        ("price_input_per_mtok", _F),
+        ("price_output_per_mtok", _F),
+        ("price_cached_input_per_mtok", _F),
+        ("price_as_of", pl.Date()),
+        ("peak_memory_bytes", _I),
+        ("mean_memory_bytes", _I),
+    ]
+)
+"""The columns of results/benchmark_results.parquet, in order (docs/aggregate.md defines each)."""
+
+TIMESERIES_SCHEMA = pl.Schema(
+    [
+        ("run_id", _S),
+        ("scenario", _S),
+        ("target", _S),
+        ("second", _I),
+        ("at", _TS),
+        ("started", _I),
+        ("completed", _I),
+        ("errors", _I),
+        ("in_flight", _I),
+        ("output_tokens", _I),
+        ("latency_mean_ms", _F),
+    ]
+)
+"""The columns of results/timeseries.parquet: one row per (run, scenario, target, second)."""
+
+
+@dataclass(frozen=True)
+class Aggregates:
+    """What `aggregate` built; `unpriced_models` have null cost (the caller warns about them)."""
+
+    results: pl.DataFrame
+    timeseries: pl.DataFrame
+    unpriced_models: tuple[str, ...]
+
+
+def make_test_name(scenario: pl.Expr | str, target: pl.Expr | str) -> pl.Expr:
+    """`<scenario>@<target>`: unique per result within a run, readable in any table."""
+    return pl.concat_str(
+        [
+            pl.lit(scenario) if isinstance(scenario, str) else scenario,
+            pl.lit("@"),
+            pl.lit(target) if isinstance(target, str) else target,
+        ]
+    )
+
+
+# -- per-request columns ------------------------------------------------------------------------
+
+
+def _measured(requests: pl.LazyFrame) -> pl.LazyFrame:
+    """Non-warmup attempts with the per-request values every aggregate needs."""
+    ok = pl.col("status") == "ok"
+    latency, ttft, out = pl.col("latency_us"), pl.col("ttft_us"), pl.col("output_tokens")
+    start = pl.col("started_at").dt.epoch("us")
+    kind = (
+        pl.when(ok)
+        .then(None)
+        .otherwise(
+            pl.coalesce(
+                pl.col("error_type"),
+                pl.when(pl.col("status").is_in(["timeout", "cancelled"])).then(pl.col("status")),
+            )
+        )
+    )
+    has_tpot = ok & (out > 1) & latency.is_not_null() & ttft.is_not_null()
+    # TPOT per request in ns, rounded half up with integers only (exact, so sums are exact).
+    tpot_num = (latency - ttft) * 2000 + (out - 1)
+    return requests.filter(~pl.col("warmup")).select(
+        *KEYS,
+        "provider",
+        "model",
+        "attempt",
+        "input_tokens",
+        "output_tokens",
+        "cached_tokens",
+        ok.alias("ok"),
+        kind.alias("error_kind"),
+        start.alias("start_us"),
+        (start + latency.fill_null(0)).alias("end_us"),
+        pl.when(ok).then(latency).alias("lat_ok"),
+        pl.when(ok).then(ttft).alias("ttft_ok"),
+        pl.when(has_tpot).then(tpot_num // ((out - 1) * 2)).alias("tpot_ns"),
+    )
+
+
+def _main_aggs() -> list[pl.Expr]:
+    """One row per result: counts, extremes and exact sums (percentiles: `distributions.py`)."""
+    ok, lat, ttft = pl.col("ok"), pl.col("lat_ok"), pl.col("ttft_ok")
+    big = pl.Int128()
+    aggs = [
+        pl.len().cast(_I).alias("operations"),
+        ok.sum().cast(_I).alias("successful"),
+        (pl.col("attempt") > 1).sum().cast(_I).alias("retries"),
+        pl.col("start_us").min().alias("first_start_us"),
+        pl.col("end_us").max().alias("last_end_us"),
+        lat.min().alias("lat_min"),
+        lat.max().alias("lat_max"),
+        lat.count().cast(_I).alias("lat_n"),
+        lat.sum().alias("lat_sum"),
+        (lat.cast(big) * lat.cast(big)).sum().alias("lat_sq"),
+        ttft.count().cast(_I).alias("ttft_n"),
+        ttft.sum().alias("ttft_sum"),
+        pl.col("tpot_ns").count().cast(_I).alias("tpot_n"),
+        pl.col("tpot_ns").sum().alias("tpot_sum"),
+        pl.col("input_tokens").sum().cast(_I),
+        pl.col("output_tokens").sum().cast(_I),
+        pl.col("cached_tokens").sum().cast(_I),
+    ]
+    return aggs
+
+
+def _second_counts(measured: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Per result and epoch second: attempts started; attempts ended, by outcome."""
+    started = measured.group_by(*KEYS, (pl.col("start_us") // _US).alias("epoch_s")).agg(
+        pl.len().cast(_I).alias("started")
+    )
+    ended = measured.group_by(*KEYS, (pl.col("end_us") // _US).alias("epoch_s")).agg(
+        pl.col("ok").sum().cast(_I).alias("completed"),
+        (~pl.col("ok")).sum().cast(_I).alias("errors"),
+        pl.col("output_tokens").sum().cast(_I).alias("output_tokens"),
+        pl.col("lat_ok").sum().alias("lat_sum"),
+        pl.col("lat_ok").count().cast(_I).alias("lat_n"),
+    )
+    return started, ended
+
+
+# -- exact statistics from the small per-group frames ------------------------------------------
+
+
+def _error_columns(errors: pl.DataFrame) -> pl.DataFrame:
+    """(keys, error_kind, len) → one count column per known error type, the rest in error_other."""
+    known = pl.col("error_kind").is_in(list(ERROR_TYPES)).fill_null(False)
+    counted = errors.with_columns(
+        pl.when(known).then(pl.col("error_kind")).otherwise(pl.lit("other")).alias("error_kind")
+    )
+    return counted.group_by(KEYS).agg(
+        pl.col("len").filter(pl.col("error_kind") == kind).sum().alias(name)
+        for kind, name in zip((*ERROR_TYPES, "other"), ERROR_COLUMNS, strict=True)
+    )
+
+
+def _divide(frame: pl.DataFrame, quotients: Sequence[tuple[str, str, str | float]]) -> pl.DataFrame:
+    """Add `name = num / den` columns (in order, so one may use an earlier one); null when den is
+    0 or null. Done in numpy on purpose: polars sometimes divides through the reciprocal (off by an
+    ulp, depending on the frame's length or layout), which would make an incremental build differ
+    from a full one in the last bit. numpy's division is always the correctly rounded one."""
+    for name, num, den in quotients:
+        top = frame.get_column(num).cast(_F).to_numpy()
+        if isinstance(den, str):
+            bottom = frame.get_column(den).cast(_F).to_numpy()
+        else:
+            bottom = np.full(frame.height, den, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = np.where(bottom > 0, top / bottom, np.nan)
+        frame = frame.with_columns(pl.Series(name, value, dtype=_F).fill_nan(None))
+    return frame
+
+
+def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
+    """Per result: settings from the `started` record, status from the last `finished` one."""
+    started = (
+        runs.filter(pl.col("kind") == "started")
+        .sort([*KEYS, "at", "event_id"])
+        .group_by(KEYS, maintain_order=True)
+        .first()
+        .select(*KEYS, "mode", "concurrency", "planned_requests", "config_hash")
+    )
+    finished = (
+        runs.filter(pl.col("kind") == "finished")
+        .sort([*KEYS, "at", "event_id"])
+        .group_by(KEYS, maintain_order=True)
+        .last()
+        .select(*KEYS, pl.col("status").alias("final_status"))
+    )
+    keys = runs.select(KEYS).unique()
+    return (
+        keys.join(started, on=KEYS, how="left")
+        .join(finished, on=KEYS, how="left")
+        .select(
+            *KEYS,
+            "mode",
+            "concurrency",
+            "planned_requests",
+            "config_hash",
+            pl.coalesce("final_status", pl.lit("running")).alias("run_status"),
+        )
+    )
+
+
+def _memory(samples: pl.LazyFrame, keys: pl.DataFrame) -> pl.LazyFrame:
+    """Peak and mean client RSS per result; a sample with no scenario/target covers the whole run."""
+    per_key = samples.group_by("run_id", "scenario", "target").agg(
+        pl.col("rss_bytes").max().alias("peak"),
+        pl.col("rss_bytes").sum().alias("sum"),
+        pl.len().cast(_I).alias("n"),
+    )
+    matched = (
+        keys.lazy()
+        .join(per_key, on="run_id", how="inner", suffix="_s")
+        .filter(
+            (pl.col("scenario_s").is_null() | (pl.col("scenario_s") == pl.col("scenario")))
+            & (pl.col("target_s").is_null() | (pl.col("target_s") == pl.col("target")))
+        )
+    )
+    return matched.group_by(KEYS).agg(
+        pl.col("peak").max().cast(_I).alias("peak_memory_bytes"),
+        (pl.col("sum").sum() // pl.col("n").sum()).cast(_I).alias("mean_memory_bytes"),
+    )
+
+
+def _prices(models: Sequence[str], price_of: PriceLookup) -> tuple[pl.DataFrame, tuple[str, ...]]:
+    rows, unknown = [], []
+    for model in sorted(set(models)):
+        price = price_of(model)
+        if price is None:
+            unknown.append(model)
+            continue
+        cached = price.cached_input if price.cached_input is not None else price.input
+        rows.append((model, price.input, price.output, cached, price.as_of))
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "model": _S,
+            "price_input_per_mtok": _F,
+            "price_output_per_mtok": _F,
+            "price_cached_input_per_mtok": _F,
+            "price_as_of": pl.Date(),
+        },
+        orient="row",
+    )
+    return frame, tuple(unknown)
+
+
+def _finish_results(
+    main: pl.DataFrame,
+    percentiles: pl.DataFrame,
+    runs: pl.DataFrame,
+    memory: pl.DataFrame,
+    prices: pl.DataFrame,
+) -> pl.DataFrame:
+    """Join the per-result pieces and derive every output column (exact, see `_divide`)."""
+    col, big, ms = pl.col, pl.Int128(), 1000.0
+    uncached = (col("input_tokens") - col("cached_tokens")).clip(lower_bound=0)
+    # Population variance × n², exactly in integers: n·Σx² − (Σx)².
+    var_num = col("lat_n").cast(big) * col("lat_sq") - col("lat_sum").cast(big) ** 2
+    frame = (
+        main.join(percentiles, on=KEYS, how="left")
+        .join(runs, on=KEYS, how="left")
+        .join(memory, on=KEYS, how="left")
+        .join(prices, on="model", how="left")
+        .with_columns(
+            make_test_name(col("scenario"), col("target")).alias("test_name"),
+            pl.from_epoch("first_start_us", time_unit="us")
+            .dt.replace_time_zone("UTC")
+            .alias("timestamp"),
+            (col("last_end_us") - col("first_start_us")).alias("duration_us"),
+            (col("operations") - col("successful")).alias("failed"),
+            *(col(name).fill_null(0) for name in ERROR_COLUMNS),
+            (col("input_tokens") + col("output_tokens")).alias("total_tokens"),
+            (
+                uncached * col("price_input_per_mtok")
+                + col("cached_tokens") * col("price_cached_input_per_mtok")
+            ).alias("cost_in_e6"),
+            (col("output_tokens") * col("price_output_per_mtok")).alias("cost_out_e6"),
+            var_num.cast(_F).alias("var_num"),
+            (col("lat_n").cast(_F) ** 2).alias("var_den"),
+        )
+    )
+    frame = _divide(
+        frame,
+        [
+            ("duration_s", "duration_us", float(_US)),
+            ("error_rate", "failed", "operations"),
+            ("throughput_rps", "successful", "duration_s"),
+            ("output_tokens_per_s", "output_tokens", "duration_s"),
+            *((f"latency_{q}_ms", f"lat_{q}", ms) for q in _LATENCY_Q),
+            ("lat_mean", "lat_sum", "lat_n"),
+            ("latency_mean_ms", "lat_mean", ms),
+            ("latency_min_ms", "lat_min", ms),
+            ("latency_max_ms", "lat_max", ms),
+            ("lat_var", "var_num", "var_den"),
+            *((f"ttft_{q}_ms", f"ttft_{q}", ms) for q in _SHORT_Q),
+            ("ttft_mean", "ttft_sum", "ttft_n"),
+            ("ttft_mean_ms", "ttft_mean", ms),
+            *((f"itl_{q}_ms", f"itl_{q}", ms) for q in _SHORT_Q),
+            ("itl_mean_ms", "itl_mean", ms),
+            ("tpot_mean_ns", "tpot_sum", "tpot_n"),
+            ("tpot_mean_ms", "tpot_mean_ns", 1e6),
+            ("efficiency_ratio", "output_tokens", "input_tokens"),
+            ("cost_input_usd", "cost_in_e6", 1e6),
+            ("cost_output_usd", "cost_out_e6", 1e6),
+        ],
+    )
+    frame = frame.with_columns(
+        pl.when(col("lat_n") > 0).then(col("lat_var").fill_null(0.0).sqrt()).alias("lat_std"),
+        (col("cost_input_usd") + col("cost_output_usd")).alias("cost_usd"),
+    )
+    frame = _divide(
+        frame,
+        [("latency_std_ms", "lat_std", ms), ("cost_per_request_usd", "cost_usd", "successful")],
+    )
+    return _conform(frame, RESULT_SCHEMA)
+
+
+def _finish_timeseries(started: pl.DataFrame, ended: pl.DataFrame) -> pl.DataFrame:
+    """Every second from a result's first start to its last end, gaps filled with zeros."""
+    both = pl.concat([started.select(*KEYS, "epoch_s"), ended.select(*KEYS, "epoch_s")])
+    spans = both.group_by(KEYS).agg(
+        pl.col("epoch_s").min().alias("t0"), pl.col("epoch_s").max().alias("t1")
+    )
+    grid = spans.select(
+        *KEYS, "t0", pl.int_ranges("t0", pl.col("t1") + 1, dtype=_I).alias("epoch_s")
+    ).explode("epoch_s")
+    counts = ("started", "completed", "errors", "output_tokens", "lat_sum", "lat_n")
+    frame = (
+        grid.join(started, on=[*KEYS, "epoch_s"], how="left")
+        .join(ended, on=[*KEYS, "epoch_s"], how="left")
+        .with_columns(pl.col(c).fill_null(0) for c in counts)
+        .sort([*KEYS, "epoch_s"])
+        .with_columns(
+            (pl.col("epoch_s") - pl.col("t0")).alias("second"),
+            pl.from_epoch("epoch_s", time_unit="s")
+            .cast(pl.Datetime("us"))
+            .dt.replace_time_zone("UTC")
+            .alias("at"),
+            (pl.col("started").cum_sum() - (pl.col("completed") + pl.col("errors")).cum_sum())
+            .over(KEYS)
+            .alias("in_flight"),
+        )
+    )
+    frame = _divide(
+        frame, [("lat_mean", "lat_sum", "lat_n"), ("latency_mean_ms", "lat_mean", 1000.0)]
+    )
+    return _conform(frame, TIMESERIES_SCHEMA)
+
+
+def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
+    """Exactly the schema's columns, order and types, so every build writes the same file."""
+    return frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
+
+
+def aggregate(
+    requests: pl.LazyFrame,
+    runs: pl.LazyFrame,
+    samples: pl.LazyFrame,
+    price_of: PriceLookup,
+    *,
+    engine: Engine = "streaming",
+) -> Aggregates:
+    """Replay events into one result row per (run_id, scenario, target) and its time series.
+
+    `requests`, `runs` and `samples` are the event tables' frames (any subset of runs). The big
+    scan runs once on `engine`; everything after it works on per-group frames.
+    """
+    measured = _measured(requests)
+    # provider and model are constant per (run, scenario, target): grouping by them is cheaper
+    # than picking one per group, and a violation shows up as a duplicate key below.
+    main = measured.group_by(*KEYS, "provider", "model").agg(_main_aggs())
+    errors = measured.filter(~pl.col("ok")).group_by(*KEYS, "error_kind").agg(pl.len().cast(_I))
+    started, ended = _second_counts(measured)
+    main_df, errors_df, started_df, ended_df = pl.collect_all(
+        [main, errors, started, ended], engine=engine
+    )
+    if main_df.select(KEYS).is_duplicated().any():
+        raise ValueError(
+            "a (run_id, scenario, target) has events from more than one provider/model"
+        )
+    successful = requests.filter(~pl.col("warmup") & (pl.col("status") == "ok"))
+    percentiles = success_percentiles(
+        successful,
+        KEYS,
+        latency={f"lat_{name}": q for name, q in _LATENCY_Q.items()},
+        ttft={f"ttft_{name}": q for name, q in _SHORT_Q.items()},
+        itl={f"itl_{name}": q for name, q in _SHORT_Q.items()},
+        engine=engine,
+    )
+    run_df = runs.select(
+        *KEYS,
+        "event_id",
+        "kind",
+        "at",
+        "status",
+        "mode",
+        "concurrency",
+        "planned_requests",
+        "config_hash",
+    ).collect()
+    memory_df = _memory(samples, main_df.select(KEYS)).collect()
+    prices, unknown = _prices(main_df.get_column("model").to_list(), price_of)
+    main_df = main_df.join(_error_columns(errors_df), on=KEYS, how="left")
+    results = _finish_results(main_df, percentiles, _run_info(run_df), memory_df, prices)
+    timeseries = _finish_timeseries(started_df, ended_df)
+    return Aggregates(
+        results.sort(KEYS),
+        timeseries.sort(TIMESERIES_KEYS),
+        unknown,
+    )

@@ -1,0 +1,180 @@
+"""`pipeline aggregate` over the real event log: byte-identical rebuilds, incremental = full,
+plain Parquet types, run status, unknown prices, corrupt files, and the CLI's output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.config import load_config
+from pipeline.eventlog import EventLog
+from schemas import ModelPrice
+from stages.aggregate import RESULT_SCHEMA, output_paths, run_aggregate, to_benchmark_result
+from tests.conftest import CliResult
+from tests.eventgen import RunSpec, many, write_run, write_runs
+
+PRICES = load_config(cwd=Path("/nonexistent")).price
+
+
+def outputs(data_dir: Path) -> tuple[bytes, bytes]:
+    results, series = output_paths(data_dir)
+    return results.read_bytes(), series.read_bytes()
+
+
+@pytest.fixture
+def log(data_dir: Path) -> EventLog:
+    return EventLog(data_dir)
+
+
+def test_rebuild_twice_gives_identical_bytes(log: EventLog, data_dir: Path) -> None:
+    write_runs(log, many("r", 4, requests=150))
+    first = run_aggregate(data_dir, PRICES)
+    before = outputs(data_dir)
+    second = run_aggregate(data_dir, PRICES)
+    assert outputs(data_dir) == before
+    assert first.total_rows == second.total_rows == 4
+    assert first.mode == second.mode == "full"
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.integers(0, 10**6), st.integers(1, 3))
+def test_incremental_equals_full(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, later: int
+) -> None:
+    data_dir = tmp_path_factory.mktemp("inc") / "data"
+    log = EventLog(data_dir)
+    specs = [
+        replace(s, seed=seed + i)
+        for i, s in enumerate(many(f"s{seed % 97}", 3 + later, requests=80))
+    ]
+    # One run still in progress at the first aggregate, finished before the second.
+    running = replace(specs[0], finished=False)
+    write_runs(log, [running, *specs[1:3]])
+    run_aggregate(data_dir, PRICES, incremental=True)
+    log.writer(specs[0].run_id, "w9").append("runs", _finished_only(specs[0]))
+    write_runs(log, specs[3:])
+    report = run_aggregate(data_dir, PRICES, incremental=True)
+    assert report.mode == "incremental"
+    assert sorted(report.rebuilt["run_id"]) == sorted(
+        [specs[0].run_id, *(s.run_id for s in specs[3:])]
+    )
+    incremental = outputs(data_dir)
+    run_aggregate(data_dir, PRICES)
+    assert outputs(data_dir) == incremental
+
+
+def _finished_only(spec: RunSpec) -> pa.Table:
+    from tests.eventgen import request_table, run_table
+
+    table = run_table(spec, request_table(spec))
+    return table.filter(pa.compute.equal(table.column("kind"), "finished"))
+
+
+def test_incremental_reprices_a_changed_model(log: EventLog, data_dir: Path) -> None:
+    write_runs(log, many("p", 2, requests=60))
+    run_aggregate(data_dir, PRICES)
+    cheap = ModelPrice(input=0.01, output=0.02, as_of=date(2027, 1, 1))
+
+    def repriced(model: str) -> ModelPrice | None:
+        return cheap if model == "mock-large" else PRICES(model)
+
+    report = run_aggregate(data_dir, repriced, incremental=True)
+    assert report.rebuilt["model"].to_list() == ["mock-large"]
+    incremental = outputs(data_dir)
+    run_aggregate(data_dir, repriced)
+    assert outputs(data_dir) == incremental
+
+
+def test_outputs_are_plain_for_duckdb_and_pyarrow(log: EventLog, data_dir: Path) -> None:
+    write_runs(log, many("d", 2, requests=60))
+    report = run_aggregate(data_dir, PRICES)
+    results, series = output_paths(data_dir)
+    schema = pq.read_schema(results)
+    assert not any(pa.types.is_dictionary(f.type) or "view" in str(f.type) for f in schema)
+    assert schema.names == list(RESULT_SCHEMA)
+    assert str(schema.field("timestamp").type) == "timestamp[us, tz=UTC]"
+    with duckdb.connect() as con:
+        rows = con.execute(
+            f"SELECT run_id, operations, latency_p95_ms, error_rate_limited FROM '{results}' ORDER BY run_id"
+        ).fetchall()
+        seconds = con.execute(f"SELECT sum(started) FROM '{series}'").fetchone()
+    assert [r[0] for r in rows] == ["d-000", "d-001"]
+    assert seconds is not None and seconds[0] == sum(r[1] for r in rows)
+    assert report.total_rows == 2
+    for row in pl.read_parquet(results).iter_rows(named=True):
+        to_benchmark_result(row)
+
+
+def test_unknown_model_has_null_cost_and_a_warning(
+    log: EventLog, data_dir: Path, cli: Callable[..., CliResult]
+) -> None:
+    write_run(log, RunSpec("u1", model="mystery-model", requests=40))
+    write_run(log, RunSpec("u2", requests=40))
+    result = cli("--data-dir", str(data_dir), "aggregate", "--json")
+    assert result.code == 0, result.err
+    payload = json.loads(result.out)
+    assert payload["unpriced_models"] == ["mystery-model"]
+    assert "mystery-model" in result.err and "null" in result.err
+    costs = {r["run_id"]: r["cost_usd"] for r in payload["rebuilt"]}
+    assert costs["u1"] is None and costs["u2"] > 0
+
+
+def test_cli_table_and_incremental(
+    log: EventLog, data_dir: Path, cli: Callable[..., CliResult]
+) -> None:
+    write_runs(log, many("c", 2, requests=40))
+    first = cli("--data-dir", str(data_dir), "aggregate")
+    assert first.code == 0, first.err
+    assert "c-000" in first.out and "p95_ms" in first.out and "completed" in first.out
+    again = cli("--data-dir", str(data_dir), "aggregate", "--incremental", "--json")
+    assert json.loads(again.out)["rebuilt"] == [] and json.loads(again.out)["rows"] == 2
+
+
+def test_corrupt_file_fails_naming_it_or_is_quarantined(
+    log: EventLog, data_dir: Path, cli: Callable[..., CliResult]
+) -> None:
+    write_runs(log, many("k", 2, requests=40))
+    victim = log.files("requests", run_ids=["k-001"])[0].path
+    victim.write_bytes(victim.read_bytes()[:100])
+    failed = cli("--data-dir", str(data_dir), "aggregate")
+    assert failed.code == 1 and victim.name in failed.err
+    skipped = cli("--data-dir", str(data_dir), "aggregate", "--skip-corrupt", "--json")
+    assert skipped.code == 0, skipped.err
+    payload = json.loads(skipped.out)
+    assert len(payload["quarantined"]) == 1 and "quarantined 1" in skipped.err
+    assert [r["run_id"] for r in payload["rebuilt"]] == ["k-000"]
+
+
+def test_no_events_writes_empty_outputs(data_dir: Path) -> None:
+    report = run_aggregate(data_dir, PRICES)
+    assert report.total_rows == 0
+    assert pl.read_parquet(report.results_path).schema == RESULT_SCHEMA
+
+
+def test_incremental_drops_archived_runs_and_rebuilds_foreign_outputs(
+    log: EventLog, data_dir: Path
+) -> None:
+    write_runs(log, many("a", 3, requests=40))
+    run_aggregate(data_dir, PRICES)
+    for item in log.files("requests", run_ids=["a-001"]):
+        item.path.unlink()  # as if archived
+    report = run_aggregate(data_dir, PRICES, incremental=True)
+    assert report.rebuilt.height == 0 and report.total_rows == 2
+    incremental = outputs(data_dir)
+    run_aggregate(data_dir, PRICES)
+    assert outputs(data_dir) == incremental
+    results, _ = output_paths(data_dir)
+    pl.DataFrame({"run_id": ["x"]}).write_parquet(results)  # another version's output
+    assert run_aggregate(data_dir, PRICES, incremental=True).mode == "full"
+    assert outputs(data_dir) == incremental
