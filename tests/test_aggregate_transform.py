@@ -232,3 +232,21 @@ def test_aggregating_runs_apart_equals_together(seed: int, count: int) -> None:
     apart = [run([f]) for f in frames]
     assert together[0].equals(pl.concat([a[0] for a in apart]))
     assert together[1].equals(pl.concat([a[1] for a in apart]))
+
+
+def test_a_saturated_client_is_flagged_in_the_results() -> None:
+    spec = RunSpec("busy", requests=50)
+    table = request_table(spec)
+    runs = pl.from_arrow(run_table(spec, table)).with_columns(  # type: ignore[union-attr]
+        pl.when(pl.col("kind") == "finished").then(pl.lit(0.6)).alias("client_cpu_saturation"),
+        pl.when(pl.col("kind") == "finished").then(pl.lit(True)).alias("client_saturated"),
+    )
+    samples = pl.from_arrow(sample_table(spec, 2.0))
+    built = aggregate(pl.from_arrow(table).lazy(), runs.lazy(), samples.lazy(), {}.get)  # type: ignore[union-attr]
+    row = built.results.row(0, named=True)
+    assert (row["client_saturated"], row["client_cpu_saturation"]) == (True, 0.6)
+    calm = pl.from_arrow(
+        run_table(spec, table)
+    )  # an older run without the columns: null, not False
+    built = aggregate(pl.from_arrow(table).lazy(), calm.lazy(), samples.lazy(), {}.get)  # type: ignore[union-attr]
+    assert built.results["client_saturated"].to_list() == [None]

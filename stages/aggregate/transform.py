@@ -101,6 +101,8 @@ RESULT_SCHEMA = pl.Schema(
         ("price_as_of", pl.Date()),
         ("peak_memory_bytes", _I),
         ("mean_memory_bytes", _I),
+        ("client_cpu_saturation", _F),
+        ("client_saturated", pl.Boolean()),
     ]
 )
 """The columns of results/benchmark_results.parquet, in order (docs/aggregate.md defines each)."""
@@ -269,7 +271,12 @@ def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
         .sort([*KEYS, "at", "event_id"])
         .group_by(KEYS, maintain_order=True)
         .last()
-        .select(*KEYS, pl.col("status").alias("final_status"))
+        .select(
+            *KEYS,
+            pl.col("status").alias("final_status"),
+            "client_cpu_saturation",
+            "client_saturated",
+        )
     )
     keys = runs.select(KEYS).unique()
     return (
@@ -282,6 +289,8 @@ def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
             "planned_requests",
             "config_hash",
             pl.coalesce("final_status", pl.lit("running")).alias("run_status"),
+            "client_cpu_saturation",
+            "client_saturated",
         )
     )
 
@@ -483,6 +492,8 @@ def aggregate(
         "concurrency",
         "planned_requests",
         "config_hash",
+        "client_cpu_saturation",
+        "client_saturated",
     ).collect()
     memory_df = _memory(samples, main_df.select(KEYS)).collect()
     prices, unknown = _prices(main_df.get_column("model").to_list(), price_of)
