@@ -36,7 +36,8 @@ def print_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence
     if not console.is_terminal:
         widths = [max([len(c), *(len(_cell(r.get(c))) for r in rows)]) for c in columns]
         sys.stdout.write(f"{title}\n")
-        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + "\n")
+        header = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+        sys.stdout.write(header.rstrip() + "\n")
         for row in rows:
             cells = (_cell(row.get(c)).ljust(w) for c, w in zip(columns, widths, strict=True))
             sys.stdout.write("  ".join(cells).rstrip() + "\n")

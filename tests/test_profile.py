@@ -126,3 +126,33 @@ def test_the_gate_exits_3_after_writing_and_0_when_healthy(cli: Run, tmp_path: P
 def test_profile_without_results_says_what_to_run(cli: Run, tmp_path: Path) -> None:
     result = cli("--data-dir", str(tmp_path / "empty"), "profile")
     assert result.code == 1 and "run `pipeline aggregate` first" in result.err
+
+
+def test_a_history_of_events_through_the_real_stages(cli: Run, tmp_path: Path) -> None:
+    """Eight daily runs whose TTFT creeps up: events → aggregate → profile → recommend → gate."""
+    from datetime import timedelta
+
+    from pipeline.eventlog import EventLog
+    from tests.eventgen import EPOCH, RunSpec, write_runs
+
+    data = tmp_path / "data"
+    specs = [
+        RunSpec(
+            f"day-{i}",
+            requests=120,
+            error_rate=0.0,
+            ttft_ms=40.0 * 1.08**i,
+            seed=i,
+            start=EPOCH + timedelta(days=i),
+        )
+        for i in range(8)
+    ]
+    write_runs(EventLog(data), specs)
+    assert cli("--data-dir", str(data), "aggregate").code == 0
+    result = cli("--data-dir", str(data), "profile", "--fail-on-regression", "--json")
+    assert result.code == 3
+    (row,) = json.loads(result.out)["profiles"]
+    assert (row["data_points"], row["latency_trend"]) == (8, "degrading")
+    assert "latency degrading" in row["regression_reasons"]
+    recs = json.loads(cli("--data-dir", str(data), "recommend", "--json").out)["recommendations"]
+    assert recs[0]["rule_id"] == "trend-degrading"
