@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from schemas import ERROR_TYPES, ModelPrice
 from stages.aggregate import RESULT_SCHEMA, TIMESERIES_SCHEMA, aggregate, to_benchmark_result
+from stages.aggregate.distributions import GapCounts
+from stages.aggregate.scan import _bin_sums, _sum_squares
 from stages.aggregate.transform import ERROR_COLUMNS
 from tests.eventgen import EPOCH, RunSpec, conform_table, request_table, run_table, sample_table
 
@@ -250,3 +252,71 @@ def test_a_saturated_client_is_flagged_in_the_results() -> None:
     )  # an older run without the columns: null, not False
     built = aggregate(pl.from_arrow(table).lazy(), calm.lazy(), samples.lazy(), {}.get)  # type: ignore[union-attr]
     assert built.results["client_saturated"].to_list() == [None]
+
+
+# -- the streamed pass's building blocks (stages/aggregate/scan.py, distributions.py) -----------
+
+
+@FAST
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.integers(-5, 40) | st.integers(0, 10**9), max_size=6),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(0, 5),
+)
+def test_gap_counts_read_off_arrow_equal_numpy_diffs(
+    lists: list[tuple[list[int], bool]], skip: int
+) -> None:
+    """Gaps come from the list column's flat buffers (sliced, crossing lists, unselected rows):
+    the counted multiset must be exactly the pooled `numpy.diff` of the selected lists."""
+    offsets = pl.Series([list(np.cumsum(steps)) for steps, _ in lists], dtype=pl.List(pl.Int64))
+    rows = np.array([chosen for _, chosen in lists])
+    skip = min(skip, len(lists) - 1)
+    counts = GapCounts()
+    counts.add_lists(offsets.slice(skip), rows[skip:])
+    values, weights = counts.merged()
+    expected = [
+        int(g)
+        for (steps, chosen) in lists[skip:]
+        if chosen
+        for g in np.diff(np.cumsum(steps).astype(np.int64))
+    ]
+    assert np.repeat(values, weights).tolist() == sorted(expected)
+
+
+def test_exact_sums_take_the_slow_path_when_a_shortcut_could_round() -> None:
+    big = np.array([3_000_000_000, 3_000_000_001, 7], dtype=np.int64)
+    assert _sum_squares(big) == sum(int(v) ** 2 for v in big)
+    assert _sum_squares(np.array([2**40 + 1] * 5000, dtype=np.int64)) == 5000 * (2**40 + 1) ** 2
+    weights = np.array([2**53 + 1, 2**53 + 3, 5], dtype=np.int64)
+    bins = np.array([0, 0, 1])
+    assert _bin_sums(bins, weights, 3).tolist() == [2**54 + 4, 5, 0]
+
+
+def test_rows_in_any_order_and_batching_give_the_same_results() -> None:
+    """Batches holding several results (compacted files, in-memory frames) take the split path."""
+    specs = [RunSpec(f"o{i}", requests=60, seed=i, error_rate=0.3) for i in range(3)]
+    tables = [request_table(s) for s in specs]
+
+    def frame(table: Any) -> pl.DataFrame:
+        out = pl.from_arrow(table)
+        assert isinstance(out, pl.DataFrame)
+        return out
+
+    requests = pl.concat([frame(t) for t in tables])
+    runs = pl.concat([frame(run_table(s, t)) for s, t in zip(specs, tables, strict=True)])
+    samples = pl.concat([frame(sample_table(s, 3.0)) for s in specs])
+    ordered = aggregate(requests.lazy(), runs.lazy(), samples.lazy(), PRICES.get)
+    shuffled = aggregate(
+        requests.sample(fraction=1.0, shuffle=True, seed=7).lazy(),
+        runs.lazy(),
+        samples.lazy(),
+        PRICES.get,
+    )
+    assert ordered.results.equals(shuffled.results)
+    assert ordered.timeseries.equals(shuffled.timeseries)

@@ -1,13 +1,13 @@
 """The pure aggregate transform: request, run and sample events in; results and time series out.
 
 Why it is shaped this way:
-- Streaming and bounded: one `collect_all` computes the per-result, per-error-type and per-second
-  aggregates, one streamed pass over the chunk lists the pooled ITL; only small per-group frames
-  are ever materialised.
-- Exact and order-independent. Percentiles are numpy's own (linear interpolation), computed per
-  result in one streamed pass over the successful requests (`distributions.py`). Means and the population standard deviation come from exact integer sums (µs in int64,
-  squares in int128), so the value does not depend on how the engine chunks or schedules the rows:
-  an incremental build gives the same bytes as a full one.
+- One streamed pass, bounded memory: `scan.py` reads every needed column of the request events
+  once, in batches, and reduces each batch in numpy (one result per batch, so no string hashing);
+  only small per-result frames are ever materialised. The run and sample tables are tiny.
+- Exact and order-independent. Percentiles are numpy's own (linear interpolation, see
+  `distributions.py`). Means and the population standard deviation come from exact integer sums
+  (µs, squares as Python integers/int128), so the value does not depend on how the engine chunks or
+  schedules the rows: an incremental build gives the same bytes as a full one.
 - Pooled ITL percentiles come from exact value counts of the integer-µs gaps, so hundreds of
   millions of gaps never have to sit in memory at once.
 - No clock, no config, no I/O: prices come in as a lookup function and every output column has a
@@ -23,8 +23,8 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from schemas import ERROR_TYPES, ModelPrice
-from stages.aggregate.distributions import success_percentiles
+from schemas import ModelPrice
+from stages.aggregate.scan import ERROR_COLUMNS, KEYS, LATENCY_Q, SHORT_Q, scan_requests
 
 __all__ = [
     "ERROR_COLUMNS",
@@ -40,16 +40,12 @@ __all__ = [
     "make_test_name",
 ]
 
-KEYS = ("run_id", "scenario", "target")
 TIMESERIES_KEYS = (*KEYS, "second")
 FINAL_RUN_STATUSES = ("completed", "interrupted", "failed", "timed_out")
-ERROR_COLUMNS = tuple(f"error_{kind}" for kind in ERROR_TYPES) + ("error_other",)
 PriceLookup = Callable[[str], ModelPrice | None]
 Engine = Literal["auto", "in-memory", "streaming"]
 
 _US = 1_000_000
-_LATENCY_Q = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p999": 0.999}
-_SHORT_Q = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 _F, _I, _S = pl.Float64(), pl.Int64(), pl.String()
 _TS = pl.Datetime("us", "UTC")
 
@@ -76,14 +72,14 @@ RESULT_SCHEMA = pl.Schema(
         *((name, _I) for name in ERROR_COLUMNS),
         ("throughput_rps", _F),
         ("output_tokens_per_s", _F),
-        *((f"latency_{q}_ms", _F) for q in _LATENCY_Q),
+        *((f"latency_{q}_ms", _F) for q in LATENCY_Q),
         ("latency_mean_ms", _F),
         ("latency_min_ms", _F),
         ("latency_max_ms", _F),
         ("latency_std_ms", _F),
-        *((f"ttft_{q}_ms", _F) for q in _SHORT_Q),
+        *((f"ttft_{q}_ms", _F) for q in SHORT_Q),
         ("ttft_mean_ms", _F),
-        *((f"itl_{q}_ms", _F) for q in _SHORT_Q),
+        *((f"itl_{q}_ms", _F) for q in SHORT_Q),
         ("itl_mean_ms", _F),
         ("tpot_mean_ms", _F),
         ("input_tokens", _I),
@@ -145,99 +141,7 @@ def make_test_name(scenario: pl.Expr | str, target: pl.Expr | str) -> pl.Expr:
     )
 
 
-# -- per-request columns ------------------------------------------------------------------------
-
-
-def _measured(requests: pl.LazyFrame) -> pl.LazyFrame:
-    """Non-warmup attempts with the per-request values every aggregate needs."""
-    ok = pl.col("status") == "ok"
-    latency, ttft, out = pl.col("latency_us"), pl.col("ttft_us"), pl.col("output_tokens")
-    start = pl.col("started_at").dt.epoch("us")
-    kind = (
-        pl.when(ok)
-        .then(None)
-        .otherwise(
-            pl.coalesce(
-                pl.col("error_type"),
-                pl.when(pl.col("status").is_in(["timeout", "cancelled"])).then(pl.col("status")),
-            )
-        )
-    )
-    has_tpot = ok & (out > 1) & latency.is_not_null() & ttft.is_not_null()
-    # TPOT per request in ns, rounded half up with integers only (exact, so sums are exact).
-    tpot_num = (latency - ttft) * 2000 + (out - 1)
-    return requests.filter(~pl.col("warmup")).select(
-        *KEYS,
-        "provider",
-        "model",
-        "attempt",
-        "input_tokens",
-        "output_tokens",
-        "cached_tokens",
-        ok.alias("ok"),
-        kind.alias("error_kind"),
-        start.alias("start_us"),
-        (start + latency.fill_null(0)).alias("end_us"),
-        pl.when(ok).then(latency).alias("lat_ok"),
-        pl.when(ok).then(ttft).alias("ttft_ok"),
-        pl.when(has_tpot).then(tpot_num // ((out - 1) * 2)).alias("tpot_ns"),
-    )
-
-
-def _main_aggs() -> list[pl.Expr]:
-    """One row per result: counts, extremes and exact sums (percentiles: `distributions.py`)."""
-    ok, lat, ttft = pl.col("ok"), pl.col("lat_ok"), pl.col("ttft_ok")
-    big = pl.Int128()
-    aggs = [
-        pl.len().cast(_I).alias("operations"),
-        ok.sum().cast(_I).alias("successful"),
-        (pl.col("attempt") > 1).sum().cast(_I).alias("retries"),
-        pl.col("start_us").min().alias("first_start_us"),
-        pl.col("end_us").max().alias("last_end_us"),
-        lat.min().alias("lat_min"),
-        lat.max().alias("lat_max"),
-        lat.count().cast(_I).alias("lat_n"),
-        lat.sum().alias("lat_sum"),
-        (lat.cast(big) * lat.cast(big)).sum().alias("lat_sq"),
-        ttft.count().cast(_I).alias("ttft_n"),
-        ttft.sum().alias("ttft_sum"),
-        pl.col("tpot_ns").count().cast(_I).alias("tpot_n"),
-        pl.col("tpot_ns").sum().alias("tpot_sum"),
-        pl.col("input_tokens").sum().cast(_I),
-        pl.col("output_tokens").sum().cast(_I),
-        pl.col("cached_tokens").sum().cast(_I),
-    ]
-    return aggs
-
-
-def _second_counts(measured: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """Per result and epoch second: attempts started; attempts ended, by outcome."""
-    started = measured.group_by(*KEYS, (pl.col("start_us") // _US).alias("epoch_s")).agg(
-        pl.len().cast(_I).alias("started")
-    )
-    ended = measured.group_by(*KEYS, (pl.col("end_us") // _US).alias("epoch_s")).agg(
-        pl.col("ok").sum().cast(_I).alias("completed"),
-        (~pl.col("ok")).sum().cast(_I).alias("errors"),
-        pl.col("output_tokens").sum().cast(_I).alias("output_tokens"),
-        pl.col("lat_ok").sum().alias("lat_sum"),
-        pl.col("lat_ok").count().cast(_I).alias("lat_n"),
-    )
-    return started, ended
-
-
-# -- exact statistics from the small per-group frames ------------------------------------------
-
-
-def _error_columns(errors: pl.DataFrame) -> pl.DataFrame:
-    """(keys, error_kind, len) → one count column per known error type, the rest in error_other."""
-    known = pl.col("error_kind").is_in(list(ERROR_TYPES)).fill_null(False)
-    counted = errors.with_columns(
-        pl.when(known).then(pl.col("error_kind")).otherwise(pl.lit("other")).alias("error_kind")
-    )
-    return counted.group_by(KEYS).agg(
-        pl.col("len").filter(pl.col("error_kind") == kind).sum().alias(name)
-        for kind, name in zip((*ERROR_TYPES, "other"), ERROR_COLUMNS, strict=True)
-    )
+# -- exact statistics from the small per-result frames ---------------------------------------
 
 
 def _divide(frame: pl.DataFrame, quotients: Sequence[tuple[str, str, str | float]]) -> pl.DataFrame:
@@ -341,7 +245,6 @@ def _prices(models: Sequence[str], price_of: PriceLookup) -> tuple[pl.DataFrame,
 
 def _finish_results(
     main: pl.DataFrame,
-    percentiles: pl.DataFrame,
     runs: pl.DataFrame,
     memory: pl.DataFrame,
     prices: pl.DataFrame,
@@ -352,8 +255,7 @@ def _finish_results(
     # Population variance × n², exactly in integers: n·Σx² − (Σx)².
     var_num = col("lat_n").cast(big) * col("lat_sq") - col("lat_sum").cast(big) ** 2
     frame = (
-        main.join(percentiles, on=KEYS, how="left")
-        .join(runs, on=KEYS, how="left")
+        main.join(runs, on=KEYS, how="left")
         .join(memory, on=KEYS, how="left")
         .join(prices, on="model", how="left")
         .with_columns(
@@ -381,16 +283,16 @@ def _finish_results(
             ("error_rate", "failed", "operations"),
             ("throughput_rps", "successful", "duration_s"),
             ("output_tokens_per_s", "output_tokens", "duration_s"),
-            *((f"latency_{q}_ms", f"lat_{q}", ms) for q in _LATENCY_Q),
+            *((f"latency_{q}_ms", f"lat_{q}", ms) for q in LATENCY_Q),
             ("lat_mean", "lat_sum", "lat_n"),
             ("latency_mean_ms", "lat_mean", ms),
             ("latency_min_ms", "lat_min", ms),
             ("latency_max_ms", "lat_max", ms),
             ("lat_var", "var_num", "var_den"),
-            *((f"ttft_{q}_ms", f"ttft_{q}", ms) for q in _SHORT_Q),
+            *((f"ttft_{q}_ms", f"ttft_{q}", ms) for q in SHORT_Q),
             ("ttft_mean", "ttft_sum", "ttft_n"),
             ("ttft_mean_ms", "ttft_mean", ms),
-            *((f"itl_{q}_ms", f"itl_{q}", ms) for q in _SHORT_Q),
+            *((f"itl_{q}_ms", f"itl_{q}", ms) for q in SHORT_Q),
             ("itl_mean_ms", "itl_mean", ms),
             ("tpot_mean_ns", "tpot_sum", "tpot_n"),
             ("tpot_mean_ms", "tpot_mean_ns", 1e6),
@@ -410,31 +312,13 @@ def _finish_results(
     return _conform(frame, RESULT_SCHEMA)
 
 
-def _finish_timeseries(started: pl.DataFrame, ended: pl.DataFrame) -> pl.DataFrame:
-    """Every second from a result's first start to its last end, gaps filled with zeros."""
-    both = pl.concat([started.select(*KEYS, "epoch_s"), ended.select(*KEYS, "epoch_s")])
-    spans = both.group_by(KEYS).agg(
-        pl.col("epoch_s").min().alias("t0"), pl.col("epoch_s").max().alias("t1")
-    )
-    grid = spans.select(
-        *KEYS, "t0", pl.int_ranges("t0", pl.col("t1") + 1, dtype=_I).alias("epoch_s")
-    ).explode("epoch_s")
-    counts = ("started", "completed", "errors", "output_tokens", "lat_sum", "lat_n")
-    frame = (
-        grid.join(started, on=[*KEYS, "epoch_s"], how="left")
-        .join(ended, on=[*KEYS, "epoch_s"], how="left")
-        .with_columns(pl.col(c).fill_null(0) for c in counts)
-        .sort([*KEYS, "epoch_s"])
-        .with_columns(
-            (pl.col("epoch_s") - pl.col("t0")).alias("second"),
-            pl.from_epoch("epoch_s", time_unit="s")
-            .cast(pl.Datetime("us"))
-            .dt.replace_time_zone("UTC")
-            .alias("at"),
-            (pl.col("started").cum_sum() - (pl.col("completed") + pl.col("errors")).cum_sum())
-            .over(KEYS)
-            .alias("in_flight"),
-        )
+def _finish_timeseries(seconds: pl.DataFrame) -> pl.DataFrame:
+    """`scan.py` already gives every second from a result's first start to its last end."""
+    frame = seconds.with_columns(
+        pl.from_epoch("epoch_s", time_unit="s")
+        .cast(pl.Datetime("us"))
+        .dt.replace_time_zone("UTC")
+        .alias("at"),
     )
     frame = _divide(
         frame, [("lat_mean", "lat_sum", "lat_n"), ("latency_mean_ms", "lat_mean", 1000.0)]
@@ -460,28 +344,8 @@ def aggregate(
     `requests`, `runs` and `samples` are the event tables' frames (any subset of runs). The big
     scan runs once on `engine`; everything after it works on per-group frames.
     """
-    measured = _measured(requests)
-    # provider and model are constant per (run, scenario, target): grouping by them is cheaper
-    # than picking one per group, and a violation shows up as a duplicate key below.
-    main = measured.group_by(*KEYS, "provider", "model").agg(_main_aggs())
-    errors = measured.filter(~pl.col("ok")).group_by(*KEYS, "error_kind").agg(pl.len().cast(_I))
-    started, ended = _second_counts(measured)
-    main_df, errors_df, started_df, ended_df = pl.collect_all(
-        [main, errors, started, ended], engine=engine
-    )
-    if main_df.select(KEYS).is_duplicated().any():
-        raise ValueError(
-            "a (run_id, scenario, target) has events from more than one provider/model"
-        )
-    successful = requests.filter(~pl.col("warmup") & (pl.col("status") == "ok"))
-    percentiles = success_percentiles(
-        successful,
-        KEYS,
-        latency={f"lat_{name}": q for name, q in _LATENCY_Q.items()},
-        ttft={f"ttft_{name}": q for name, q in _SHORT_Q.items()},
-        itl={f"itl_{name}": q for name, q in _SHORT_Q.items()},
-        engine=engine,
-    )
+    scanned = scan_requests(requests, engine=engine)
+    main_df = scanned.results
     run_df = runs.select(
         *KEYS,
         "event_id",
@@ -497,9 +361,8 @@ def aggregate(
     ).collect()
     memory_df = _memory(samples, main_df.select(KEYS)).collect()
     prices, unknown = _prices(main_df.get_column("model").to_list(), price_of)
-    main_df = main_df.join(_error_columns(errors_df), on=KEYS, how="left")
-    results = _finish_results(main_df, percentiles, _run_info(run_df), memory_df, prices)
-    timeseries = _finish_timeseries(started_df, ended_df)
+    results = _finish_results(main_df, _run_info(run_df), memory_df, prices)
+    timeseries = _finish_timeseries(scanned.seconds)
     return Aggregates(
         results.sort(KEYS),
         timeseries.sort(TIMESERIES_KEYS),

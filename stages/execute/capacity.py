@@ -34,10 +34,13 @@ __all__ = [
     "saturation",
 ]
 
-REQUEST_CPU_US = 700.0
-"""CPU of one streamed request outside its chunks (connect reuse, headers, row), measured."""
-CHUNK_CPU_US = 30.0
-"""CPU of one SSE chunk (read, frame, parse, stamp), measured."""
+REQUEST_CPU_US = 450.0
+"""CPU of one streamed request outside its chunks (send, headers, row): measured 380-470 µs at
+64 streams against a zero-latency mock (docs/accuracy.md, 2026-11-27; was 700)."""
+CHUNK_CPU_US = 55.0
+"""CPU of one SSE chunk that arrives in its own network read (wake-up, read, HTTP framing, SSE
+framing, stamp): measured 54-59 µs with paced tokens (docs/accuracy.md, 2026-11-27; chunks that
+share a read cost 3-9 µs each). The old 30 µs was not measured per read."""
 ASSUMED_CHUNK_RATE = 100.0
 """Chunks per second one stream is assumed to deliver (a fast hosted model; the mock's default)."""
 WORKER_BUDGET = 0.5

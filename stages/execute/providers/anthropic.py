@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from stages.execute.providers.base import WEATHER_TOOL, Attempt, RequestSpec
 from stages.execute.providers.http import HttpProvider, StreamState
+from stages.execute.providers.template import ContentTemplate
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicProvider"]
 
@@ -67,6 +68,13 @@ class AnthropicProvider(HttpProvider):
         return body
 
     def on_payload(self, payload: bytes, now_ns: int, state: StreamState, attempt: Attempt) -> bool:
+        template = state.template
+        if template is not None:
+            chars = template.match(payload)
+            if chars >= 0:  # the same envelope as the last text delta: one too
+                attempt.chunk_ns.append(now_ns)
+                attempt.text_chars += chars
+                return False
         obj = self.loads(payload, attempt)
         if obj is None:
             return True
@@ -80,6 +88,8 @@ class AnthropicProvider(HttpProvider):
                     attempt.chunk_ns.append(now_ns)
                     if field != "partial_json":
                         attempt.text_chars += len(text)
+                        if field is not None and isinstance(text, str):
+                            state.template = ContentTemplate.learn(payload, field.encode(), text)
         elif kind == "content_block_start":
             block = obj.get("content_block")
             if isinstance(block, dict) and block.get("type") == "tool_use":

@@ -6,21 +6,27 @@ failure is here, once: `start_ns` is taken just before the request goes out, eac
 stamped before it is parsed, and every transport or protocol failure becomes `Attempt.fail`.
 Bodies are read with `aiter_raw` and `accept-encoding: identity`, so `bytes_received` counts what
 crossed the wire and no decompression sits between a chunk and its timestamp.
+
+The caller bounds each attempt (`PairLoad.send`: `move_on_after(request_timeout_s)`, the same
+`timeout_s` the provider is given); requests on real sockets carry no per-read timeouts of their
+own, which could never fire first (docs/accuracy.md, "The hot path").
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from contextlib import aclosing
 from time import perf_counter_ns
 from typing import Any, ClassVar, cast
 
+import httpcore
 import httpx
 
 from stages.execute.framing import Framer, NdjsonFramer, SseFramer
 from stages.execute.providers.base import Attempt, ProviderSettings, RequestSpec
-from stages.execute.providers.lanes import ClientLanes
+from stages.execute.providers.lanes import ClientLanes, Lane, core_request
+from stages.execute.providers.template import ContentTemplate
 from stages.execute.taxonomy import error_type_for_status, parse_retry_after, scrub
 
 __all__ = ["HttpProvider", "StreamState"]
@@ -29,6 +35,15 @@ _ERROR_BODY_LIMIT = 4096
 _BODY_CACHE = 4096
 """Distinct request bodies kept serialised (a prompts file can be large; past this, rebuilt)."""
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
+_TIMEOUTS = (httpx.TimeoutException, httpcore.TimeoutException)
+_TRANSPORT_ERRORS = (
+    # httpx maps each of httpcore's to its namesake: the messages are the same either way.
+    httpx.TransportError,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.ProxyError,
+    httpcore.UnsupportedProtocol,
+)
 
 
 async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
@@ -42,14 +57,50 @@ def _raw(response: httpx.Response) -> AsyncGenerator[bytes, None]:
     return cast(AsyncGenerator[bytes, None], response.aiter_raw())  # it is one
 
 
+class _Reply:
+    """What the reading code needs of a response, from httpx's or from httpcore's."""
+
+    __slots__ = ("_extensions", "headers", "reads", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: httpx.Headers,
+        reads: AsyncGenerator[bytes, None],
+        extensions: Mapping[str, Any],
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.reads = reads
+        self._extensions = extensions
+
+    @property
+    def reason_phrase(self) -> str:
+        """As `httpx.Response.reason_phrase` says it."""
+        reason = self._extensions.get("reason_phrase", b"")
+        return reason.decode("ascii", errors="ignore") or httpx.codes.get_reason_phrase(self.status)
+
+    @classmethod
+    def of_httpx(cls, response: httpx.Response) -> _Reply:
+        return cls(response.status_code, response.headers, _raw(response), response.extensions)
+
+    @classmethod
+    def of_core(cls, response: httpcore.Response) -> _Reply:
+        stream = cast(AsyncIterable[bytes], response.stream)  # an async pool's always is
+        reads = cast(AsyncGenerator[bytes, None], aiter(stream))  # it is one
+        return cls(response.status, httpx.Headers(response.headers), reads, response.extensions)
+
+
 class StreamState:
     """Per-attempt parsing state of one streamed response; subclasses add what they track."""
 
-    __slots__ = ("done",)
+    __slots__ = ("done", "template")
 
     def __init__(self) -> None:
         self.done = False
         """The stream's own end marker was seen ([DONE], message_stop, done: true)."""
+        self.template: ContentTemplate | None = None
+        """The envelope of the last plain content chunk: the next ones skip `json.loads`."""
 
 
 class HttpProvider:
@@ -79,7 +130,9 @@ class HttpProvider:
             transport=settings.transport,
         )
         self._url = self.lanes.url(self.path)
-        self._bodies: dict[tuple[str, str | None, int, bool, bool], bytes] = {}
+        self._bodies: dict[
+            tuple[str, str | None, int, bool, bool], tuple[bytes, httpcore.Request]
+        ] = {}
 
     # -- what a subclass says -----------------------------------------------------------------
 
@@ -123,56 +176,71 @@ class HttpProvider:
     def fail(self, attempt: Attempt, error_type: str, message: str) -> None:
         attempt.fail(error_type, message, self._secrets)
 
-    def _content(self, spec: RequestSpec) -> bytes:
-        """The request body, serialised once per distinct prompt (the body ignores the index)."""
+    def _prepared(self, spec: RequestSpec) -> tuple[bytes, httpcore.Request]:
+        """The request body, serialised once per distinct prompt (the body ignores the index),
+        and the httpcore request carrying it, built once too (httpx builds it per request)."""
         key = (spec.prompt, spec.system_prompt, spec.max_tokens, spec.stream, spec.tools)
-        content = self._bodies.get(key)
-        if content is None:
+        prepared = self._bodies.get(key)
+        if prepared is None:
             content = json.dumps(self.body(spec), separators=(",", ":")).encode()
+            request = self.lanes.client.build_request("POST", self._url, content=content)
+            prepared = (content, core_request(request))
             if len(self._bodies) < _BODY_CACHE:
-                self._bodies[key] = content
-        return content
+                self._bodies[key] = prepared
+        return prepared
 
     async def send(self, spec: RequestSpec, attempt: Attempt) -> None:
-        content = self._content(spec)
+        content, request = self._prepared(spec)
         attempt.bytes_sent = len(content)
-        client = self.lanes.acquire()
+        lane = self.lanes.acquire()
         try:
-            await self._send(client, content, spec, attempt)
+            await self._send(lane, content, request, spec, attempt)
         finally:
-            self.lanes.release(client)
+            self.lanes.release(lane)
 
     async def _send(
-        self, client: httpx.AsyncClient, content: bytes, spec: RequestSpec, attempt: Attempt
+        self,
+        lane: Lane,
+        content: bytes,
+        request: httpcore.Request,
+        spec: RequestSpec,
+        attempt: Attempt,
     ) -> None:
-        request = client.build_request("POST", self._url, content=content)
         got_headers = False
-        attempt.start_ns = perf_counter_ns()
         try:
-            response = await client.send(request, stream=True)
-            got_headers = True
-            try:
-                await self._read(response, spec, attempt)
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException as exc:
+            if lane.pool is not None:
+                attempt.start_ns = perf_counter_ns()
+                core = await lane.request(request)
+                got_headers = True
+                try:
+                    await self._read(_Reply.of_core(core), spec, attempt)
+                finally:
+                    await core.aclose()
+            else:
+                client = lane.client
+                sent = client.build_request("POST", self._url, content=content)
+                attempt.start_ns = perf_counter_ns()
+                response = await client.send(sent, stream=True)
+                got_headers = True
+                try:
+                    await self._read(_Reply.of_httpx(response), spec, attempt)
+                finally:
+                    await response.aclose()
+        except _TIMEOUTS as exc:
             self.fail(
                 attempt,
                 "timeout",
                 f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
             )
-        except httpx.RemoteProtocolError as exc:
-            kind = "protocol" if got_headers else "connection"
-            self.fail(attempt, kind, f"{type(exc).__name__}: {exc}")
-        except httpx.TransportError as exc:
+        except _TRANSPORT_ERRORS as exc:
             kind = "protocol" if got_headers else "connection"
             self.fail(attempt, kind, f"{type(exc).__name__}: {exc}")
         finally:
             if not attempt.end_ns:
                 attempt.end_ns = perf_counter_ns()
 
-    async def _read(self, response: httpx.Response, spec: RequestSpec, attempt: Attempt) -> None:
-        status = response.status_code
+    async def _read(self, response: _Reply, spec: RequestSpec, attempt: Attempt) -> None:
+        status = response.status
         attempt.http_status = status
         headers = response.headers
         for name in _REQUEST_ID_HEADERS:
@@ -191,14 +259,14 @@ class HttpProvider:
         else:
             await self._read_whole(response, attempt)
 
-    async def _read_error(self, response: httpx.Response, attempt: Attempt) -> None:
-        status = response.status_code
+    async def _read_error(self, response: _Reply, attempt: Attempt) -> None:
+        status = response.status
         headers = response.headers
         attempt.retry_after_s = parse_retry_after(
             headers.get("retry-after"), headers.get("retry-after-ms")
         )
         raw = b""
-        async with aclosing(_raw(response)) as reads:
+        async with aclosing(response.reads) as reads:
             async for data in reads:
                 attempt.bytes_received += len(data)
                 if len(raw) < _ERROR_BODY_LIMIT:
@@ -213,12 +281,12 @@ class HttpProvider:
         message = f"HTTP {status} {reason}".rstrip() + (f": {detail}" if detail else "")
         self.fail(attempt, error_type_for_status(status), message)
 
-    async def _read_stream(self, response: httpx.Response, attempt: Attempt) -> None:
+    async def _read_stream(self, response: _Reply, attempt: Attempt) -> None:
         framer: Framer = NdjsonFramer() if self.ndjson else SseFramer()
         state = self.new_state()
         on_payload = self.on_payload
         stopped = False
-        async with aclosing(_raw(response)) as reads:
+        async with aclosing(response.reads) as reads:
             # Read to the end even after the end marker or a failure: latency is to the last
             # byte, and an abandoned httpx stream iterator would only be finalised by the GC.
             async for data in reads:
@@ -237,9 +305,9 @@ class HttpProvider:
                     break
         self.on_stream_end(state, attempt)
 
-    async def _read_whole(self, response: httpx.Response, attempt: Attempt) -> None:
+    async def _read_whole(self, response: _Reply, attempt: Attempt) -> None:
         parts: list[bytes] = []
-        async with aclosing(_raw(response)) as reads:
+        async with aclosing(response.reads) as reads:
             async for data in reads:
                 attempt.bytes_received += len(data)
                 parts.append(data)

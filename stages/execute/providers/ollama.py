@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from stages.execute.providers.base import WEATHER_TOOL, Attempt, RequestSpec
 from stages.execute.providers.http import HttpProvider, StreamState
+from stages.execute.providers.template import ContentTemplate
 
 __all__ = ["OllamaProvider"]
 
@@ -55,14 +56,27 @@ class OllamaProvider(HttpProvider):
         return body
 
     def on_payload(self, payload: bytes, now_ns: int, state: StreamState, attempt: Attempt) -> bool:
+        template = state.template
+        if template is not None:
+            chars = template.match(payload)
+            if chars >= 0:  # the same envelope as the last plain content line: one too
+                attempt.chunk_ns.append(now_ns)
+                attempt.text_chars += chars
+                return False
         obj = self.loads(payload, attempt)
         if obj is None:
             return True
         if obj.get("error"):
             self.fail(attempt, "server_error", f"error in stream: {self.error_detail(obj)}")
             return True
-        if _message(attempt, obj.get("message")):
+        message = obj.get("message")
+        if _message(attempt, message):
             attempt.chunk_ns.append(now_ns)
+            assert isinstance(message, dict)  # _message says so
+            content = message.get("content")
+            if content and isinstance(content, str) and not message.get("tool_calls"):
+                if not obj.get("done"):
+                    state.template = ContentTemplate.learn(payload, b"content", content)
         if obj.get("done"):
             _usage(attempt, obj)
             state.done = True

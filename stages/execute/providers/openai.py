@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from stages.execute.providers.base import WEATHER_TOOL, Attempt, RequestSpec
 from stages.execute.providers.http import HttpProvider, StreamState
+from stages.execute.providers.template import ContentTemplate
 
 __all__ = ["OpenAIProvider"]
 
@@ -64,6 +65,13 @@ class OpenAIProvider(HttpProvider):
         return _State()
 
     def on_payload(self, payload: bytes, now_ns: int, state: _State, attempt: Attempt) -> bool:
+        template = state.template
+        if template is not None:
+            chars = template.match(payload)
+            if chars >= 0:  # the same envelope as the last plain content chunk: one too
+                attempt.chunk_ns.append(now_ns)
+                attempt.text_chars += chars
+                return False
         if payload == b"[DONE]":
             state.done = True
             return True
@@ -92,6 +100,9 @@ class OpenAIProvider(HttpProvider):
                             if isinstance(call, dict):
                                 state.tool_indexes.add(call.get("index", len(state.tool_indexes)))
                         attempt.tool_calls = len(state.tool_indexes)
+                    content = delta.get("content")
+                    if content and isinstance(content, str) and not calls and not obj.get("usage"):
+                        state.template = ContentTemplate.learn(payload, b"content", content)
         usage = obj.get("usage")
         if usage:
             _usage(attempt, usage)

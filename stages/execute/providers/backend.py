@@ -1,0 +1,97 @@
+"""httpcore's trio network backend, minus a cancel scope per socket read and write.
+
+httpcore's `TrioStream` wraps every read and write in `trio.fail_after` and an exception-mapping
+context manager, even when no timeout is set: two context managers and a cancel scope per socket
+operation, ~15% of the client's CPU per request at 64 streams (measured, docs/accuracy.md).
+A lane's requests carry no per-operation timeouts (the attempt's own deadline bounds them, see
+`HttpProvider`), so this stream reads and writes the trio stream directly and maps the same two
+trio errors to the same httpcore errors. With a timeout it defers to httpcore's stream, unchanged.
+Connecting (TCP, TLS, Unix sockets) is httpcore's own code.
+"""
+
+from __future__ import annotations
+
+import ssl
+import typing
+from collections.abc import Iterable
+
+import httpcore
+import trio
+
+__all__ = ["LeanTrioBackend"]
+
+_Option = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
+
+
+class _LeanStream(httpcore.AsyncNetworkStream):
+    __slots__ = ("_inner", "_stream")
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        stream = getattr(inner, "_stream", None)
+        self._stream = stream if isinstance(stream, trio.abc.Stream) else None
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        stream = self._stream
+        if timeout is not None or stream is None:
+            return await self._inner.read(max_bytes, timeout)
+        try:
+            return typing.cast(bytes, await stream.receive_some(max_bytes))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise httpcore.ReadError(exc) from exc
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        stream = self._stream
+        if timeout is not None or stream is None:
+            await self._inner.write(buffer, timeout)
+            return
+        if not buffer:
+            return
+        try:
+            await stream.send_all(buffer)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise httpcore.WriteError(exc) from exc
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+    ) -> httpcore.AsyncNetworkStream:
+        return _LeanStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+
+class LeanTrioBackend(httpcore.AsyncNetworkBackend):
+    """`httpcore.TrioBackend` whose streams skip the per-operation machinery when untimed."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.TrioBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[_Option] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _LeanStream(stream)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Iterable[_Option] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_unix_socket(path, timeout, socket_options)
+        return _LeanStream(stream)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
