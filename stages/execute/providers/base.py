@@ -52,6 +52,17 @@ class RequestSpec:
     request_index: int = 0
     """The mock derives its deterministic plan from it; HTTP providers ignore it."""
 
+    def chat_messages(self) -> list[dict[str, str]]:
+        """The OpenAI/Ollama-style message list: the system prompt (if any), then the user's."""
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        messages.append({"role": "user", "content": self.prompt})
+        return messages
+
+    @property
+    def full_text(self) -> str:
+        """System prompt and prompt as one text, for token estimates."""
+        return self.prompt if not self.system_prompt else self.system_prompt + "\n" + self.prompt
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderSettings:
@@ -140,10 +151,7 @@ class Attempt:
         """
         source = "server"
         if self.input_tokens is None:
-            text = (
-                spec.prompt if not spec.system_prompt else spec.system_prompt + "\n" + spec.prompt
-            )
-            self.input_tokens = estimate_input_tokens(text)
+            self.input_tokens = estimate_input_tokens(spec.full_text)
             source = "estimated"
         if self.output_tokens is None:
             self.output_tokens = max(len(self.chunk_ns), (self.text_chars + 3) // 4)

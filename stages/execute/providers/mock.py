@@ -42,7 +42,7 @@ class MockProvider:
         self.gate = ConcurrencyGate.from_config(self.config)
 
     async def send(self, spec: RequestSpec, attempt: Attempt) -> None:
-        text = spec.prompt if not spec.system_prompt else spec.system_prompt + "\n" + spec.prompt
+        text = spec.full_text
         plan = self.simulator.plan(spec.request_index, spec.max_tokens, text)
         attempt.bytes_sent = len(text.encode())
         attempt.start_ns = perf_counter_ns()

@@ -41,13 +41,9 @@ class OllamaProvider(HttpProvider):
     end_marker: ClassVar[str] = "a line with done: true"
 
     def body(self, spec: RequestSpec) -> dict[str, Any]:
-        messages = []
-        if spec.system_prompt:
-            messages.append({"role": "system", "content": spec.system_prompt})
-        messages.append({"role": "user", "content": spec.prompt})
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": messages,
+            "messages": spec.chat_messages(),
             "stream": spec.stream,
             "options": {"num_predict": spec.max_tokens},
         }

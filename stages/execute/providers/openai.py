@@ -45,13 +45,9 @@ class OpenAIProvider(HttpProvider):
     """OpenAI's current name; older servers (vLLM, llama.cpp) read `max_tokens`."""
 
     def body(self, spec: RequestSpec) -> dict[str, Any]:
-        messages = []
-        if spec.system_prompt:
-            messages.append({"role": "system", "content": spec.system_prompt})
-        messages.append({"role": "user", "content": spec.prompt})
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": messages,
+            "messages": spec.chat_messages(),
             self.max_tokens_field: spec.max_tokens,
             "stream": spec.stream,
         }
