@@ -57,7 +57,7 @@ def generate(data_dir: Path, events: int, runs: int) -> int:
         many("bench", runs, requests=per_run, concurrency=16, warmup=8),
         batch_rows=50_000,
     )
-    written = sum(t.num_rows for t in tables)
+    written: int = sum(t.num_rows for t in tables)
     marker.write_text(json.dumps({"wanted": wanted, "written": written}))
     print(
         f"wrote {written:,} request events in {runs} runs in {time.perf_counter() - started:.1f}s",
@@ -92,8 +92,10 @@ def floor(data_dir: Path) -> int:
 
 def transform(data_dir: Path) -> int:
     log = EventLog(data_dir)
-    frames = [log.replay(table).frame for table in ("requests", "runs", "samples")]
-    return aggregate(*frames, load_config(cwd=data_dir).price).results.height
+    requests = log.replay("requests").frame
+    runs = log.replay("runs").frame
+    samples = log.replay("samples").frame
+    return aggregate(requests, runs, samples, load_config(cwd=data_dir).price).results.height
 
 
 def whole(data_dir: Path) -> int:

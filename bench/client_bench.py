@@ -64,7 +64,7 @@ class Server:
 
     def cpu_s(self) -> float:
         t = self.ps.cpu_times()
-        return t.user + t.system
+        return float(t.user + t.system)
 
     def close(self) -> None:
         self.proc.terminate()

@@ -32,6 +32,9 @@ __all__ = [
 ]
 
 EPOCH = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+# "Missing" for np.where: the object-dtype scalar a bare None becomes anyway (numpy's stubs
+# accept only array-likes there).
+_NULL = np.array(None, dtype=object)
 _HTTP = {
     "rate_limited": 429,
     "server_error": 503,
@@ -99,7 +102,7 @@ def request_table(spec: RunSpec) -> pa.Table:
 
     failed = rng.random(n) < spec.error_rate
     kinds = np.array([t for t in ERROR_TYPES if t != "cancelled"])
-    err = np.where(failed, kinds[rng.integers(0, len(kinds), n)], None)
+    err = np.where(failed, kinds[rng.integers(0, len(kinds), n)], _NULL)
     if spec.status == "interrupted":
         tail = max(1, min(spec.concurrency, n // 10))
         failed[-tail:] = True
@@ -120,7 +123,7 @@ def request_table(spec: RunSpec) -> pa.Table:
     idx, attempt = idx[order], attempt[order]
     second = attempt == 2
     ok = ~failed[idx] | second
-    error_type = np.where(ok, None, err[idx])
+    error_type = np.where(ok, _NULL, err[idx])
     status = np.where(ok, "ok", "error").astype(object)
     for kind, value in _STATUS.items():
         status[error_type == kind] = value
@@ -174,7 +177,7 @@ def request_table(spec: RunSpec) -> pa.Table:
         "input_tokens": pa.array(np.where(ok, in_tok[idx], 0), mask=~ok),
         "output_tokens": pa.array(np.where(ok, out_tok[idx], 0), mask=~ok),
         "cached_tokens": pa.array(cached, mask=~ok),
-        "token_source": pa.array(np.where(ok, "server", None)),
+        "token_source": pa.array(np.where(ok, "server", _NULL)),
         "status": status,
         "http_status": pa.array(http, mask=http_mask),
         "error_type": pa.array(error_type),

@@ -85,7 +85,7 @@ def result_row(index: int = 0, **overrides: Any) -> dict[str, Any]:
             else None
         )
         parts = (row["cost_input_usd"], row["cost_output_usd"])
-        row["cost_usd"] = None if None in parts else sum(parts)  # type: ignore[arg-type]
+        row["cost_usd"] = None if None in parts else sum(parts)
     if row["cost_usd"] is not None and "cost_per_request_usd" not in overrides:
         row["cost_per_request_usd"] = row["cost_usd"] / max(row["successful"], 1)
     return row

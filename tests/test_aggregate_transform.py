@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,11 +24,17 @@ PRICES = {"priced": PRICE}
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def to_frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
 def frames(requests: list[dict[str, Any]]) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
     table = conform_table("requests", {k: [r[k] for r in requests] for k in requests[0]})
-    runs = pl.from_arrow(run_table(RunSpec("r1", scenario="s", target="t", model="priced"), table))
-    samples = pl.from_arrow(sample_table(RunSpec("r1", scenario="s", target="t"), 2.0))
-    return pl.from_arrow(table).lazy(), runs.lazy(), samples.lazy()  # type: ignore[union-attr]
+    runs = to_frame(run_table(RunSpec("r1", scenario="s", target="t", model="priced"), table))
+    samples = to_frame(sample_table(RunSpec("r1", scenario="s", target="t"), 2.0))
+    return to_frame(table).lazy(), runs.lazy(), samples.lazy()
 
 
 request_st = st.fixed_dictionaries(
@@ -176,7 +183,9 @@ def test_invariants_and_cost(draws: list[dict[str, Any]], model: str) -> None:
         assert series["started"].sum() == row["operations"]
         assert series["completed"].sum() == row["successful"]
         assert series["errors"].sum() == row["failed"]
-        assert series["in_flight"].min() >= 0 and series["in_flight"][-1] == 0
+        lowest_in_flight = series["in_flight"].min()
+        assert isinstance(lowest_in_flight, int)
+        assert lowest_in_flight >= 0 and series["in_flight"][-1] == 0
         assert series["second"].to_list() == list(range(series.height))
 
 
@@ -187,9 +196,9 @@ def test_realistic_runs_validate_and_flag_status() -> None:
         RunSpec("c", requests=100, finished=False, seed=3),
     ]
     tables = [request_table(s) for s in specs]
-    requests = pl.concat([pl.from_arrow(t) for t in tables]).lazy()  # type: ignore[misc]
-    runs = pl.concat([pl.from_arrow(run_table(s, t)) for s, t in zip(specs, tables, strict=True)])  # type: ignore[misc]
-    samples = pl.concat([pl.from_arrow(sample_table(s, 5.0)) for s in specs])  # type: ignore[misc]
+    requests = pl.concat([to_frame(t) for t in tables]).lazy()
+    runs = pl.concat([to_frame(run_table(s, t)) for s, t in zip(specs, tables, strict=True)])
+    samples = pl.concat([to_frame(sample_table(s, 5.0)) for s in specs])
     prices = {"mock-small": PRICE}
     built = aggregate(requests, runs.lazy(), samples.lazy(), prices.get)
     status = dict(zip(built.results["run_id"], built.results["run_status"], strict=True))
@@ -203,9 +212,9 @@ def test_realistic_runs_validate_and_flag_status() -> None:
 
 def test_empty_input_gives_empty_typed_outputs() -> None:
     empty = {
-        name: pl.from_arrow(conform_table(name, {"event_id": []})).lazy()
+        name: to_frame(conform_table(name, {"event_id": []})).lazy()
         for name in ("requests", "runs", "samples")
-    }  # type: ignore[union-attr]
+    }
     built = aggregate(empty["requests"], empty["runs"], empty["samples"], PRICES.get)
     assert built.results.height == 0 and built.results.schema == RESULT_SCHEMA
     assert built.timeseries.height == 0 and built.timeseries.schema == TIMESERIES_SCHEMA
@@ -221,13 +230,16 @@ def test_aggregating_runs_apart_equals_together(seed: int, count: int) -> None:
     ]
     tables = [request_table(s) for s in specs]
     frames = [
-        (pl.from_arrow(t), pl.from_arrow(run_table(s, t)), pl.from_arrow(sample_table(s, 3.0)))
+        (to_frame(t), to_frame(run_table(s, t)), to_frame(sample_table(s, 3.0)))
         for s, t in zip(specs, tables, strict=True)
     ]
     prices = {"mock-small": PRICE, "gpt-4o": ModelPrice(input=2.5, output=10.0, cached_input=1.25)}
 
-    def run(parts: list[tuple[Any, Any, Any]]) -> tuple[pl.DataFrame, pl.DataFrame]:
-        built = aggregate(*(pl.concat([p[i] for p in parts]).lazy() for i in range(3)), prices.get)
+    def run(
+        parts: list[tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]],
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        requests, runs, samples = (pl.concat([p[i] for p in parts]).lazy() for i in range(3))
+        built = aggregate(requests, runs, samples, prices.get)
         return built.results, built.timeseries
 
     together = run(frames)
@@ -239,18 +251,17 @@ def test_aggregating_runs_apart_equals_together(seed: int, count: int) -> None:
 def test_a_saturated_client_is_flagged_in_the_results() -> None:
     spec = RunSpec("busy", requests=50)
     table = request_table(spec)
-    runs = pl.from_arrow(run_table(spec, table)).with_columns(  # type: ignore[union-attr]
+    runs = to_frame(run_table(spec, table)).with_columns(
         pl.when(pl.col("kind") == "finished").then(pl.lit(0.6)).alias("client_cpu_saturation"),
         pl.when(pl.col("kind") == "finished").then(pl.lit(True)).alias("client_saturated"),
     )
-    samples = pl.from_arrow(sample_table(spec, 2.0))
-    built = aggregate(pl.from_arrow(table).lazy(), runs.lazy(), samples.lazy(), {}.get)  # type: ignore[union-attr]
+    samples = to_frame(sample_table(spec, 2.0))
+    no_prices: dict[str, ModelPrice] = {}
+    built = aggregate(to_frame(table).lazy(), runs.lazy(), samples.lazy(), no_prices.get)
     row = built.results.row(0, named=True)
     assert (row["client_saturated"], row["client_cpu_saturation"]) == (True, 0.6)
-    calm = pl.from_arrow(
-        run_table(spec, table)
-    )  # an older run without the columns: null, not False
-    built = aggregate(pl.from_arrow(table).lazy(), calm.lazy(), samples.lazy(), {}.get)  # type: ignore[union-attr]
+    calm = to_frame(run_table(spec, table))  # an older run without the columns: null, not False
+    built = aggregate(to_frame(table).lazy(), calm.lazy(), samples.lazy(), no_prices.get)
     assert built.results["client_saturated"].to_list() == [None]
 
 
@@ -302,15 +313,9 @@ def test_rows_in_any_order_and_batching_give_the_same_results() -> None:
     """Batches holding several results (compacted files, in-memory frames) take the split path."""
     specs = [RunSpec(f"o{i}", requests=60, seed=i, error_rate=0.3) for i in range(3)]
     tables = [request_table(s) for s in specs]
-
-    def frame(table: Any) -> pl.DataFrame:
-        out = pl.from_arrow(table)
-        assert isinstance(out, pl.DataFrame)
-        return out
-
-    requests = pl.concat([frame(t) for t in tables])
-    runs = pl.concat([frame(run_table(s, t)) for s, t in zip(specs, tables, strict=True)])
-    samples = pl.concat([frame(sample_table(s, 3.0)) for s in specs])
+    requests = pl.concat([to_frame(t) for t in tables])
+    runs = pl.concat([to_frame(run_table(s, t)) for s, t in zip(specs, tables, strict=True)])
+    samples = pl.concat([to_frame(sample_table(s, 3.0)) for s in specs])
     ordered = aggregate(requests.lazy(), runs.lazy(), samples.lazy(), PRICES.get)
     shuffled = aggregate(
         requests.sample(fraction=1.0, shuffle=True, seed=7).lazy(),

@@ -193,7 +193,7 @@ def test_a_writer_killed_mid_append_leaves_only_whole_files(data_dir: Path) -> N
         text=True,
     )
     assert proc.stdout is not None
-    published = []
+    published: list[int] = []
     deadline = time.monotonic() + 60
     while len(published) < 5 and time.monotonic() < deadline:
         line = proc.stdout.readline()

@@ -79,7 +79,7 @@ def _ollama(text: str, extra: dict[str, Any], kind: int) -> dict[str, Any]:
 
 
 SHAPES = {"openai": _openai, "anthropic": _anthropic, "ollama": _ollama}
-extras = st.just({}) | st.dictionaries(
+extras: st.SearchStrategy[dict[str, str]] = st.just({}) | st.dictionaries(
     st.sampled_from(["model", "content", "text"]), texts, max_size=2
 )
 

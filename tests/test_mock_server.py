@@ -182,7 +182,7 @@ async def test_anthropic_stream_and_usage() -> None:
                     system="Be brief.",
                     messages=[{"role": "user", "content": PROMPT}],
                 ) as events:
-                    kinds = [event.type for event in events]
+                    kinds: list[str] = [event.type for event in events]
                     return kinds, events.get_final_message()
 
         kinds, message = await in_thread(stream)
@@ -261,7 +261,7 @@ def openai_error(base: str, *, stream: bool, timeout: float = 10.0) -> BaseExcep
             )
             if stream:
                 with response:  # type: ignore[union-attr]
-                    for _ in response:  # type: ignore[union-attr]
+                    for _ in response:
                         pass
         except Exception as exc:
             return exc
@@ -501,7 +501,7 @@ async def test_same_seed_same_sequence_another_seed_another() -> None:
                     seen.append(str(exc.status_code))
         return seen
 
-    runs = {}
+    runs: dict[int, list[list[str]]] = {}
     for seed in (1, 1, 2):
         async with running(seed=seed, **knobs) as base:
             runs.setdefault(seed, []).append(await in_thread(partial(outcomes, base)))

@@ -26,7 +26,7 @@ def _sim(**knobs: object) -> MockSimulator:
 
 
 def test_same_seed_same_plans_whatever_the_order() -> None:
-    knobs = {"seed": 7, "response_variability": 0.4, "error_injection_rate": 0.3}
+    knobs: dict[str, object] = {"seed": 7, "response_variability": 0.4, "error_injection_rate": 0.3}
     knobs["error_kinds"] = ERROR_KINDS
     forward = [_sim(**knobs).plan(i, 32) for i in range(50)]
     backward_sim = _sim(**knobs)

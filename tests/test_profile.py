@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -31,7 +32,7 @@ def noisy(n: int, drift: float = 0.0, seed: int = 7, step_at: int | None = None)
     return [float(v) for v in values]
 
 
-def only(frame: pl.DataFrame) -> dict[str, object]:
+def only(frame: pl.DataFrame) -> dict[str, Any]:
     assert frame.height == 1
     return frame.row(0, named=True)
 
