@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -31,10 +32,11 @@ def _cell(value: Any) -> str:
 
 
 def print_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    """A table on stdout: boxed on a terminal, plain aligned text on a pipe."""
+    """A table on stdout: ruled on a terminal wide enough for it, plain aligned text otherwise."""
     console = Console(highlight=False, soft_wrap=True)
-    if not console.is_terminal:
-        widths = [max([len(c), *(len(_cell(r.get(c))) for r in rows)]) for c in columns]
+    widths = [max([len(c), *(len(_cell(r.get(c))) for r in rows)]) for c in columns]
+    if not console.is_terminal or sum(widths) + 3 * len(columns) > console.width:
+        # Plain text never cuts a name short; a narrow terminal wraps the line instead.
         sys.stdout.write(f"{title}\n")
         header = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
         sys.stdout.write(header.rstrip() + "\n")
@@ -42,11 +44,10 @@ def print_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence
             cells = (_cell(row.get(c)).ljust(w) for c, w in zip(columns, widths, strict=True))
             sys.stdout.write("  ".join(cells).rstrip() + "\n")
         return
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     for column in columns:
-        table.add_column(
-            column, justify="left" if column in ("run_id", "scenario", "target") else "right"
-        )
+        text = column in ("run_id", "scenario", "target", "title", "description", "status")
+        table.add_column(column, justify="left" if text else "right", no_wrap=True)
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
     console.print(table)
