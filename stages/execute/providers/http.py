@@ -102,6 +102,18 @@ class StreamState:
         self.template: ContentTemplate | None = None
         """The envelope of the last plain content chunk: the next ones skip `json.loads`."""
 
+    def known_content(self, payload: bytes, now_ns: int, attempt: Attempt) -> bool:
+        """Record a content chunk in the learned envelope without parsing it; False if it is not."""
+        template = self.template
+        if template is None:
+            return False
+        chars = template.match(payload)
+        if chars < 0:
+            return False
+        attempt.chunk_ns.append(now_ns)
+        attempt.text_chars += chars
+        return True
+
 
 class HttpProvider:
     """A provider speaking JSON over HTTP with a streamed (SSE or NDJSON) or whole response."""

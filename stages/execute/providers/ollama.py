@@ -52,13 +52,8 @@ class OllamaProvider(HttpProvider):
         return body
 
     def on_payload(self, payload: bytes, now_ns: int, state: StreamState, attempt: Attempt) -> bool:
-        template = state.template
-        if template is not None:
-            chars = template.match(payload)
-            if chars >= 0:  # the same envelope as the last plain content line: one too
-                attempt.chunk_ns.append(now_ns)
-                attempt.text_chars += chars
-                return False
+        if state.known_content(payload, now_ns, attempt):  # the learned envelope: no parsing
+            return False
         obj = self.loads(payload, attempt)
         if obj is None:
             return True

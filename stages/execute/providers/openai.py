@@ -61,13 +61,8 @@ class OpenAIProvider(HttpProvider):
         return _State()
 
     def on_payload(self, payload: bytes, now_ns: int, state: _State, attempt: Attempt) -> bool:
-        template = state.template
-        if template is not None:
-            chars = template.match(payload)
-            if chars >= 0:  # the same envelope as the last plain content chunk: one too
-                attempt.chunk_ns.append(now_ns)
-                attempt.text_chars += chars
-                return False
+        if state.known_content(payload, now_ns, attempt):  # the learned envelope: no parsing
+            return False
         if payload == b"[DONE]":
             state.done = True
             return True
