@@ -353,3 +353,11 @@ class HttpProvider:
             self.fail(attempt, "protocol", "stream payload is not a JSON object")
             return None
         return obj
+
+    def loads_unless_error(self, payload: bytes, attempt: Attempt) -> dict[str, Any] | None:
+        """`loads`, and an `error` object in the stream (OpenAI, Ollama) fails the attempt."""
+        obj = self.loads(payload, attempt)
+        if obj is not None and obj.get("error"):
+            self.fail(attempt, "server_error", f"error in stream: {self.error_detail(obj)}")
+            return None
+        return obj

@@ -54,11 +54,8 @@ class OllamaProvider(HttpProvider):
     def on_payload(self, payload: bytes, now_ns: int, state: StreamState, attempt: Attempt) -> bool:
         if state.known_content(payload, now_ns, attempt):  # the learned envelope: no parsing
             return False
-        obj = self.loads(payload, attempt)
+        obj = self.loads_unless_error(payload, attempt)
         if obj is None:
-            return True
-        if obj.get("error"):
-            self.fail(attempt, "server_error", f"error in stream: {self.error_detail(obj)}")
             return True
         message = obj.get("message")
         if _message(attempt, message):

@@ -66,11 +66,8 @@ class OpenAIProvider(HttpProvider):
         if payload == b"[DONE]":
             state.done = True
             return True
-        obj = self.loads(payload, attempt)
+        obj = self.loads_unless_error(payload, attempt)
         if obj is None:
-            return True
-        if obj.get("error"):
-            self.fail(attempt, "server_error", f"error in stream: {self.error_detail(obj)}")
             return True
         choices = obj.get("choices")
         if choices:
