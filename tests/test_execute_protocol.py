@@ -354,3 +354,29 @@ async def test_cli_overrides_are_validated(tmp_path: Path) -> None:
     loaded = config([target()], [scenario()], tmp_path)
     with pytest.raises(ConfigError, match=r"concurrency_level"):
         await run(loaded, tmp_path / "data", ExecuteOptions(concurrency=500))
+
+
+@pytest.mark.parametrize("provider", ["openai", "ollama"])
+async def test_an_error_object_inside_a_stream_is_a_server_error(
+    tmp_path: Path, provider: str
+) -> None:
+    error = {"error": {"message": "The server had an error while processing your request"}}
+    if provider == "openai":
+        body = sse(openai_chunk("Hel"), error, done=False)
+        response = stream_response(body)
+        tgt: dict[str, Any] = {}
+    else:
+        line = {
+            "model": "llama3",
+            "message": {"role": "assistant", "content": "Hel"},
+            "done": False,
+        }
+        body = (json.dumps(line) + "\n" + json.dumps(error) + "\n").encode()
+        response = httpx.Response(
+            200, headers={"content-type": "application/x-ndjson"}, content=body
+        )
+        tgt = {"provider": "ollama", "model": "llama3", "api_key_env": None}
+    (row,) = await one(tmp_path, lambda request: response, tgt=tgt)
+    assert (row["status"], row["error_type"]) == ("error", "server_error")
+    assert "error in stream" in row["error_message"]
+    assert row["ttft_us"] is not None  # the content before the error was still timed
