@@ -301,3 +301,18 @@ def many(prefix: str, count: int, **overrides: Any) -> list[RunSpec]:
             )
         )
     return out
+
+
+def slowing_history(count: int, growth: float, requests: int = 120) -> list[RunSpec]:
+    """`count` daily error-free runs of chat@mock-fast whose TTFT grows by `growth` per run."""
+    return [
+        RunSpec(
+            f"day-{i}",
+            requests=requests,
+            error_rate=0.0,
+            ttft_ms=40.0 * growth**i,
+            seed=i,
+            start=EPOCH + timedelta(days=i),
+        )
+        for i in range(count)
+    ]

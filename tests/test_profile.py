@@ -131,23 +131,11 @@ def test_profile_without_results_says_what_to_run(cli: Run, tmp_path: Path) -> N
 
 def test_a_history_of_events_through_the_real_stages(cli: Run, tmp_path: Path) -> None:
     """Eight daily runs whose TTFT creeps up: events → aggregate → profile → recommend → gate."""
-    from datetime import timedelta
-
     from pipeline.eventlog import EventLog
-    from tests.eventgen import EPOCH, RunSpec, write_runs
+    from tests.eventgen import slowing_history, write_runs
 
     data = tmp_path / "data"
-    specs = [
-        RunSpec(
-            f"day-{i}",
-            requests=120,
-            error_rate=0.0,
-            ttft_ms=40.0 * 1.08**i,
-            seed=i,
-            start=EPOCH + timedelta(days=i),
-        )
-        for i in range(8)
-    ]
+    specs = slowing_history(8, growth=1.08)
     write_runs(EventLog(data), specs)
     assert cli("--data-dir", str(data), "aggregate").code == 0
     result = cli("--data-dir", str(data), "profile", "--fail-on-regression", "--json")

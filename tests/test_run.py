@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 
 from pipeline.eventlog import EventLog
 from tests.conftest import CliResult
-from tests.eventgen import EPOCH, RunSpec, write_runs
+from tests.eventgen import slowing_history, write_runs
 
 Run = Callable[..., CliResult]
 
@@ -34,17 +33,7 @@ def test_run_builds_every_output_and_says_so_in_one_json(cli: Run, tmp_path: Pat
 
 def test_run_exits_3_on_a_regression_after_writing_everything(cli: Run, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    history = [
-        RunSpec(
-            f"day-{i}",
-            requests=120,
-            error_rate=0.0,
-            ttft_ms=40.0 * 1.1**i,
-            seed=i,
-            start=EPOCH + timedelta(days=i),
-        )
-        for i in range(8)
-    ]
+    history = slowing_history(8, growth=1.1)
     write_runs(EventLog(data), history)  # a chat@mock-fast history that keeps getting slower
     args = ("-q", "--data-dir", str(data), "run", "--requests", "4", "--target", "mock-fast")
     result = cli(*args, "--fail-on-regression")
