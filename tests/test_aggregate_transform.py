@@ -9,13 +9,13 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from schemas import ERROR_TYPES, ModelPrice
 from stages.aggregate import RESULT_SCHEMA, TIMESERIES_SCHEMA, aggregate, to_benchmark_result
 from stages.aggregate.distributions import GapCounts
-from stages.aggregate.scan import _bin_sums, _sum_squares
+from stages.aggregate.scan import _bin_sums, _same, _sum_squares
 from stages.aggregate.transform import ERROR_COLUMNS
 from tests.eventgen import EPOCH, RunSpec, conform_table, request_table, run_table, sample_table
 
@@ -288,16 +288,22 @@ def test_gap_counts_read_off_arrow_equal_numpy_diffs(
     offsets = pl.Series([list(np.cumsum(steps)) for steps, _ in lists], dtype=pl.List(pl.Int64))
     rows = np.array([chosen for _, chosen in lists])
     skip = min(skip, len(lists) - 1)
-    counts = GapCounts()
-    counts.add_lists(offsets.slice(skip), rows[skip:])
-    values, weights = counts.merged()
+    whole = GapCounts()
+    whole.add_lists(offsets.slice(skip).to_arrow(), rows[skip:])
+    half = (skip + len(lists)) // 2  # counted in two parts and merged, as two files or threads do
+    parts, other = GapCounts(), GapCounts()
+    parts.add_lists(offsets.slice(skip, half - skip).to_arrow(), rows[skip:half])
+    other.add_lists(offsets.slice(half).to_arrow(), rows[half:])
+    parts.merge(other)
     expected = [
         int(g)
         for (steps, chosen) in lists[skip:]
         if chosen
         for g in np.diff(np.cumsum(steps).astype(np.int64))
     ]
-    assert np.repeat(values, weights).tolist() == sorted(expected)
+    for counts in (whole, parts):
+        values, weights = counts.merged()
+        assert np.repeat(values, weights).tolist() == sorted(expected)
 
 
 def test_exact_sums_take_the_slow_path_when_a_shortcut_could_round() -> None:
@@ -325,3 +331,25 @@ def test_rows_in_any_order_and_batching_give_the_same_results() -> None:
     )
     assert ordered.results.equals(shuffled.results)
     assert ordered.timeseries.equals(shuffled.timeseries)
+
+
+@FAST
+@given(
+    st.lists(
+        st.sampled_from(["", "a", "aa", "aaa", "ab", "é", "run-1", None]), min_size=1, max_size=12
+    ),
+    st.integers(0, 4),
+    st.booleans(),
+)
+@example(["aa", "a", "aaa"], 0, False)  # same bytes and total length, uneven widths
+@example(["x", "aa", "a", "aaa"], 1, True)
+def test_constant_check_reads_string_buffers_exactly(
+    values: list[str | None], skip: int, large: bool
+) -> None:
+    """The per-batch key check (one value throughout?) reads the string buffers directly; it must
+    agree with comparing the Python values, for sliced arrays and both offset widths."""
+    skip = min(skip, len(values) - 1)
+    array = pa.array(values, pa.large_string() if large else pa.string()).slice(skip)
+    same, first = _same(array)
+    assert first == values[skip]
+    assert same == (len(set(values[skip:])) == 1)

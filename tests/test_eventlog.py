@@ -109,6 +109,13 @@ def test_an_older_file_without_a_newer_column_reads_as_null_or_default(data_dir:
         0,
         0,
     ]  # the model's default
+    # The per-file Arrow readers (aggregate's fast path) read the same values, typed the same.
+    columns = ["run_id", "worker", "server_request_id", "started_at", "chunk_offsets_us"]
+    read = [b for source in log.replay("requests").batch_sources(columns) for b in source()]
+    fast = pl.from_arrow(pa.Table.from_batches(read))
+    assert isinstance(fast, pl.DataFrame)
+    assert fast.schema == frame.select(columns).schema
+    assert sorted(map(repr, fast.rows())) == sorted(map(repr, frame.select(columns).rows()))
 
 
 def test_staging_and_temporary_files_are_never_read(data_dir: Path) -> None:
@@ -144,6 +151,9 @@ def test_corruption_past_the_footer_is_named_at_collect(data_dir: Path) -> None:
     path.write_bytes(bytes(raw))
     with pytest.raises(CorruptEventFileError, match="r1-w0-000000.arrow"):
         log.replay("requests").collect()
+    (source,) = log.replay("requests").batch_sources(["run_id", "latency_us"])
+    with pytest.raises(CorruptEventFileError, match="r1-w0-000000.arrow"):
+        list(source())
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "", ".."])

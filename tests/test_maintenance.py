@@ -136,3 +136,13 @@ def test_archive_moves_old_partitions_and_keeps_their_files(log: EventLog) -> No
 def test_compact_before_a_given_day(log: EventLog) -> None:
     assert compact(log, before=date(2026, 1, 2)) == []
     assert len(compact(log, before=date(2026, 1, 3))) == 1
+
+
+def test_batch_sources_of_a_compacted_file_keep_only_the_runs_asked_for(log: EventLog) -> None:
+    log.writer("r2").append("requests", batch("r2", "w0", 0, 7))
+    compact(log)
+    (name,) = arrow_files(log.data_dir)
+    assert name.startswith("_compacted-")  # one file holding both runs
+    replay = log.replay("requests", run_ids=["r2"])
+    tables = [pa.Table.from_batches(list(read())) for read in replay.batch_sources(["run_id"])]
+    assert pa.concat_tables(tables).column("run_id").to_pylist() == ["r2"] * 7

@@ -75,7 +75,7 @@ def _specs() -> list[RunSpec]:
 def build_history(data_dir: Path, *, with_profile: bool = True) -> None:
     """Events through the real EventLog, then the aggregate, profile and recommend stages."""
     write_runs(EventLog(data_dir), _specs())
-    run_aggregate(data_dir, PRICES.get, engine="in-memory")
+    run_aggregate(data_dir, PRICES.get)
     if with_profile:
         run_profile(data_dir, TrendSettings())
         run_recommend(data_dir)

@@ -6,9 +6,10 @@ so 130M gaps for 10M events): exploding those into a frame keyed by three string
 than the rest of the aggregate. So (see `scan.py`) latencies and TTFTs are kept per result as int64
 arrays (16 bytes a request) and read with one `numpy.quantile(..., method="linear")` call each,
 and the gaps, which are integer microseconds with a small range, are computed straight from the
-list column's Arrow buffers (flat values and offsets, no explode), reduced per batch with
-`numpy.bincount` to a table of (value, count) merged per result, from which the percentiles are
-read off the cumulative counts, interpolated exactly as numpy does. Every number equals
+list column's Arrow buffers (flat values and offsets, no explode), counted per batch with
+`numpy.bincount` into one dense count array per result (rare long or negative gaps: sparse
+(value, count) tables), from which the percentiles are read off the cumulative counts,
+interpolated exactly as numpy does. Every number equals
 `numpy.percentile` of the pooled values, and none depends on the order of batches.
 """
 
@@ -23,9 +24,11 @@ import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 
-__all__ = ["GapCounts", "IntArray", "linear_quantile", "quantiles"]
+__all__ = ["DENSE", "GapCounts", "IntArray", "linear_quantile", "quantiles"]
 
 _MERGE_EVERY = 16
+DENSE = 1 << 18
+"""Gaps below this many µs (262 ms) are counted densely: at most 2 MB per result."""
 IntArray = npt.NDArray[np.int64]
 
 
@@ -50,32 +53,34 @@ def _ranges(starts: IntArray, counts: IntArray) -> IntArray:
     return shift + np.arange(total, dtype=np.int64)
 
 
-def _flat(lists: pl.Series) -> pa.LargeListArray | pa.ListArray:
-    """The list column as one Arrow array: its offsets and flat values, without a copy."""
-    array = lists.to_arrow()
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    return array
-
-
 @dataclass
 class GapCounts:
-    """How often each gap value occurs, for one result; merged lazily to bound the work."""
+    """How often each gap value occurs, for one result.
 
+    Gaps in 0 .. `DENSE` − 1 µs (nearly every ITL) are counted in one dense array, added to with
+    a `bincount` per batch: no sorting, and merging partial counts is an array addition. Any other
+    gap (longer, or negative from offsets that go back) is kept as sparse (value, count) tables,
+    merged lazily to bound the work."""
+
+    dense: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
     parts: list[tuple[IntArray, IntArray]] = field(default_factory=list)
 
-    def add_lists(self, offsets: pl.Series, rows: npt.NDArray[np.bool_]) -> None:
-        """Add the gaps between successive offsets within every list of `offsets` (a list column)
+    def add_lists(
+        self, lists: pa.ListArray | pa.LargeListArray, rows: npt.NDArray[np.bool_]
+    ) -> None:
+        """Add the gaps between successive offsets within every list of `lists` (a list column)
         whose `rows` entry is true.
 
         Read from the Arrow buffers and diffed in one go over the flat values: the step from one
         list into the next is no gap, so it is counted as a 0 and taken back from the 0 count,
         and so are the gaps of unselected rows (failed attempts, which rarely stream): cheaper
         than masking every gap."""
-        lists = _flat(offsets)
         if lists.null_count or lists.values.null_count:  # rare: a null list or offset adds none
-            rows = rows & offsets.is_not_null().to_numpy()
-            lists = _flat(offsets.list.drop_nulls())
+            column = pl.Series(lists)
+            rows = rows & column.is_not_null().to_numpy()
+            lists = column.list.drop_nulls().to_arrow()
+            if isinstance(lists, pa.ChunkedArray):
+                lists = lists.combine_chunks()
         bounds = lists.offsets.to_numpy()
         first, stop = int(bounds[0]), int(bounds[-1])
         if stop - first < 2:
@@ -99,30 +104,60 @@ class GapCounts:
         """Add `gaps` less `zeros` of its zeros and less the values `minus` (taken from it)."""
         if len(gaps) == zeros + len(minus):
             return
-        lo, hi = min(int(gaps.min()), 0), int(gaps.max())
-        if hi - lo <= 4 * len(gaps) + 65_536:
-            counts = np.bincount(gaps - lo if lo else gaps)
-            if zeros:  # then 0 is among the gaps
-                counts[-lo] -= zeros
-            if len(minus):
-                counts -= np.bincount(minus - lo, minlength=len(counts))
-            present = np.flatnonzero(counts)
-            self.parts.append((present.astype(np.int64) + lo, counts[present].astype(np.int64)))
-        else:  # a few huge gaps: a sort is cheaper than a histogram of the whole range
-            values, counts = np.unique(gaps, return_counts=True)
-            if zeros:
-                counts[np.searchsorted(values, 0)] -= zeros
-            if len(minus):
-                gone, times = np.unique(minus, return_counts=True)
-                counts[np.searchsorted(values, gone)] -= times
-            keep = counts > 0
-            self.parts.append((values[keep].astype(np.int64), counts[keep].astype(np.int64)))
+        counts = None
+        if int(gaps.max()) < DENSE:
+            try:
+                counts = np.bincount(gaps)
+            except ValueError:  # a negative gap: split below
+                pass
+        rest = minus_rest = gaps[:0]
+        if counts is None:
+            small, small_minus = _in_dense(gaps), _in_dense(minus)
+            counts = np.bincount(gaps[small])
+            rest, minus_rest, minus = gaps[~small], minus[~small_minus], minus[small_minus]
+        if zeros:  # a 0 is among the gaps, so `counts` has a 0 entry
+            counts[0] -= zeros
+        if len(minus):  # `minus` is taken from the gaps: its values are within `counts`
+            counts -= np.bincount(minus, minlength=len(counts))
+        self._add_dense(counts.astype(np.int64, copy=False))
+        if len(rest) > len(minus_rest):
+            self._add_sparse(rest, minus_rest)
+
+    def _add_dense(self, counts: IntArray) -> None:
+        """Add a dense count array (this object may keep and modify it)."""
+        have = self.dense
+        if len(counts) > len(have):
+            counts[: len(have)] += have
+            self.dense = counts
+        else:
+            have[: len(counts)] += counts
+
+    def _add_sparse(self, gaps: IntArray, minus: IntArray) -> None:
+        values, counts = np.unique(gaps, return_counts=True)
+        if len(minus):
+            gone, times = np.unique(minus, return_counts=True)
+            counts[np.searchsorted(values, gone)] -= times
+        keep = counts > 0
+        self.parts.append((values[keep].astype(np.int64), counts[keep].astype(np.int64)))
+        if len(self.parts) >= _MERGE_EVERY:
+            self.parts = [_merge(self.parts)]
+
+    def merge(self, other: GapCounts) -> None:
+        """Add every gap counted by `other` (which is used up: its arrays may be kept)."""
+        self._add_dense(other.dense)
+        self.parts.extend(other.parts)
         if len(self.parts) >= _MERGE_EVERY:
             self.parts = [_merge(self.parts)]
 
     def merged(self) -> tuple[IntArray, IntArray]:
         """(sorted distinct values, their counts)."""
-        return _merge(self.parts)
+        present = np.flatnonzero(self.dense)
+        dense = (present.astype(np.int64), self.dense[present])
+        return _merge([dense, *self.parts]) if self.parts else dense
+
+
+def _in_dense(gaps: IntArray) -> npt.NDArray[np.bool_]:
+    return (gaps >= 0) & (gaps < DENSE)
 
 
 def _merge(parts: list[tuple[IntArray, IntArray]]) -> tuple[IntArray, IntArray]:
@@ -144,4 +179,6 @@ def quantiles(parts: list[IntArray], qs: Sequence[float]) -> list[float | None]:
     values = np.concatenate(parts) if parts else np.empty(0, np.int64)
     if len(values) == 0:
         return [None] * len(qs)
-    return [float(v) for v in np.quantile(values, list(qs), method="linear")]
+    # `values` is this function's own copy (concatenate always copies), so numpy may select in it.
+    picked = np.quantile(values, list(qs), method="linear", overwrite_input=True)
+    return [float(v) for v in picked]

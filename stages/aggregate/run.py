@@ -13,17 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 
 from pipeline.eventlog import EventLog, read_file_table
 from pipeline.lock import exclusive_lock
 from pipeline.outputs import write_output
+from stages.aggregate.scan import COLUMNS
 from stages.aggregate.transform import (
     FINAL_RUN_STATUSES,
     KEYS,
     RESULT_SCHEMA,
     TIMESERIES_KEYS,
     TIMESERIES_SCHEMA,
-    Engine,
     PriceLookup,
     aggregate,
 )
@@ -108,7 +109,6 @@ def run_aggregate(
     incremental: bool = False,
     skip_corrupt: bool = False,
     lock_timeout_s: float = 30.0,
-    engine: Engine = "streaming",
 ) -> AggregateReport:
     """Rebuild results/ from the event log (all runs, or only those not yet final) under the lock."""
     log = EventLog(data_dir)
@@ -133,8 +133,9 @@ def run_aggregate(
         samples = log.replay("samples", run_ids=todo, skip_corrupt=skip_corrupt)
         runs_todo = runs.frame if todo is None else runs.frame.filter(pl.col("run_id").is_in(todo))
         try:
-            built = aggregate(requests.frame, runs_todo, samples.frame, price_of, engine=engine)
-        except (pl.exceptions.PolarsError, OSError):
+            sources = requests.batch_sources(COLUMNS)
+            built = aggregate(sources, runs_todo, samples.frame, price_of)
+        except (pl.exceptions.PolarsError, pa.ArrowException, OSError):
             for item in (*runs.files, *requests.files, *samples.files):
                 read_file_table(item.path)  # a file corrupt past its footer: name it
             raise

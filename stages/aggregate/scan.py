@@ -1,27 +1,34 @@
-"""One streamed pass over the request events: every per-result number the transform needs.
+"""One pass over the request events: every per-result number the transform needs.
 
-Why one pass in numpy instead of polars `group_by`s: grouping 10M rows by three strings hashes
-every row's strings once per grouping (results, error types, seconds started, seconds ended), and
-the chunk-offset lists would have to be read a second time for ITL. But the events arrive in
-batches that each come from one run's file, so a batch almost always holds a single
+Why Arrow batches and numpy instead of polars `group_by`s: grouping 10M rows by three strings
+hashes every row's strings once per grouping (results, error types, seconds started, seconds
+ended), and the chunk-offset lists would have to be read a second time for ITL. But the events
+arrive in batches that each come from one run's file, so a batch almost always holds a single
 (run_id, scenario, target): checking that is a few vectorised comparisons, after which every
 aggregate is a plain reduction of a numpy array (sums, extremes, `bincount`s by second), with no
-hashing at all. So the events are streamed once (`collect_batches`), every column read once, and
-per result only small things are kept: latencies and TTFTs of successful requests (16 bytes a
-request, for numpy's own percentiles), exact (value, count) tables of the ITL gaps, integer sums
-and a per-second table.
+hashing at all. Per result only small things are kept: latencies and TTFTs of successful requests
+(16 bytes a request, for numpy's own percentiles), exact (value, count) tables of the ITL gaps,
+integer sums and a per-second table.
+
+Why per file, on threads, straight from Arrow: the event files are independent, so each is read
+(`EventLog` hands out one batch source per file) and folded on its own thread into its own
+partial results, merged at the end. Arrow's decompression and numpy's big-array work release the
+GIL, so both cores work; and reading the IPC batches with pyarrow, instead of converting them to
+polars first, saves a copy of every string and list (measured in docs/aggregate.md).
 
 Exactness: every sum is an exact integer (`_sum_squares` and `_bin_sums` prove their float or
 int64 shortcut cannot round or overflow, else take an exact slow path), extremes and counts do not
 depend on order, and percentiles are numpy's over all values, so the result depends neither on
-how the engine splits the rows into batches nor on their order: a full and an incremental build
-give the same numbers.
+how the rows are split into files, batches and threads nor on their order: a full and an
+incremental build give the same numbers.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,11 +42,14 @@ from schemas import ERROR_TYPES
 from stages.aggregate.distributions import GapCounts, IntArray, linear_quantile, quantiles
 
 __all__ = [
+    "COLUMNS",
     "ERROR_COLUMNS",
     "KEYS",
     "LATENCY_Q",
     "SHORT_Q",
+    "BatchSource",
     "Scanned",
+    "frame_source",
     "scan_requests",
 ]
 
@@ -48,11 +58,11 @@ ERROR_COLUMNS = tuple(f"error_{kind}" for kind in ERROR_TYPES) + ("error_other",
 LATENCY_Q = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p999": 0.999}
 SHORT_Q = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 
-_US = 1_000_000
-_COLUMNS = (
+COLUMNS = (
     *KEYS,
     "provider",
     "model",
+    "warmup",
     "attempt",
     "status",
     "error_type",
@@ -64,10 +74,17 @@ _COLUMNS = (
     "output_tokens",
     "cached_tokens",
 )
+"""The request-event columns the pass reads (a batch source must give at least these)."""
+
+BatchSource = Callable[[], Iterable[pa.RecordBatch]]
+"""A lazily read part of the request events (one event file, or a whole frame)."""
+
+_US = 1_000_000
 # Per-second counters, in the order of `_Result.seconds` rows.
 _SECOND_COUNTS = ("started", "completed", "errors", "output_tokens", "lat_sum", "lat_n")
 _I, _F, _S = pl.Int64(), pl.Float64(), pl.String()
 BoolArray = npt.NDArray[np.bool_]
+_MIXED = "a (run_id, scenario, target) has events from more than one provider/model"
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,17 @@ class Scanned:
 
     results: pl.DataFrame
     seconds: pl.DataFrame
+
+
+def frame_source(frame: pl.LazyFrame) -> BatchSource:
+    """A LazyFrame of request events as one batch source (polars streams and reads it)."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        chunks = frame.select(COLUMNS).collect_batches(engine="streaming", maintain_order=False)
+        for chunk in chunks:
+            yield from chunk.to_arrow().to_batches()
+
+    return batches
 
 
 # -- exact integer reductions --------------------------------------------------------------------
@@ -103,16 +131,16 @@ def _bin_sums(bins: IntArray, weights: IntArray, length: int) -> IntArray:
     return np.bincount(bins, weights=weights, minlength=length).astype(np.int64)
 
 
-def _ints(series: pl.Series) -> tuple[IntArray, BoolArray | None]:
-    """An integer column as int64 (nulls as 0) and its validity (None: no nulls).
+# -- reading Arrow columns as numpy --------------------------------------------------------------
 
-    Read from the Arrow buffers: polars' `fill_null`/`is_not_null` each build a query, which
-    costs more than the work on a batch."""
-    if series.null_count() == 0:
-        return series.to_numpy().astype(np.int64, copy=False), None
-    array = series.cast(pl.Int64).to_arrow()
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+
+def _ints(array: pa.Array) -> tuple[IntArray, BoolArray | None]:
+    """An integer (or timestamp) column as int64, nulls as 0, and its validity (None: no nulls).
+    Read from the Arrow buffers, without a copy when there are no nulls."""
+    if array.type != pa.int64():
+        array = array.cast(pa.int64())
+    if array.null_count == 0:
+        return array.to_numpy(), None
     validity, data = array.buffers()[:2]
     start, stop = array.offset, array.offset + len(array)
     assert validity is not None and data is not None  # there are nulls, so both exist
@@ -121,15 +149,48 @@ def _ints(series: pl.Series) -> tuple[IntArray, BoolArray | None]:
     return np.where(valid, np.frombuffer(data, np.int64)[start:stop], 0), valid
 
 
-def _epoch_us(series: pl.Series) -> IntArray:
-    """A datetime column as µs since the epoch (no nulls: `started_at` is required)."""
-    if isinstance(series.dtype, pl.Datetime) and series.dtype.time_unit == "us":
-        return series.to_numpy().view(np.int64)
-    return series.dt.epoch("us").to_numpy().astype(np.int64, copy=False)
+def _flags(array: pa.Array) -> BoolArray:
+    """A boolean Arrow array as numpy, nulls as False."""
+    if array.null_count:
+        array = pc.fill_null(array, False)
+    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.bool_)
 
 
 def _both(mask: BoolArray, valid: BoolArray | None) -> BoolArray:
     return mask if valid is None else mask & valid
+
+
+def _same(array: pa.Array) -> tuple[bool, object]:
+    """(every value equals the first, the first value)."""
+    value = array[0].as_py()
+    if value is None:
+        return array.null_count == len(array), None
+    if array.null_count:
+        return False, value
+    if array.type in (pa.string(), pa.large_string()):
+        return _same_strings(array), value
+    return bool(pc.all(pc.equal(array, pa.scalar(value, array.type))).as_py()), value
+
+
+def _same_strings(array: pa.Array) -> bool:
+    """Whether a non-empty string array without nulls holds one value `len` times, read off its
+    buffers: every offset step is the first value's width, and the bytes are that value repeated
+    (a memcmp; ~4x faster than `pc.equal` + `pc.all`, and this runs five times a batch)."""
+    _, offsets_buffer, data = array.buffers()
+    n = len(array)
+    wide = array.type == pa.large_string()
+    size = 8 if wide else 4
+    offsets = np.frombuffer(
+        offsets_buffer, np.int64 if wide else np.int32, count=n + 1, offset=size * array.offset
+    )
+    start = int(offsets[0])
+    width = int(offsets[1]) - start
+    if int(offsets[-1]) - start != width * n or not (np.diff(offsets) == width).all():
+        return False
+    if width == 0:
+        return True
+    region = data.slice(start, width * n)
+    return bool(region.equals(pa.py_buffer(data.slice(start, width).to_pybytes() * n)))
 
 
 # -- per-result accumulation ---------------------------------------------------------------------
@@ -150,29 +211,38 @@ class _Result:
     seconds: list[tuple[int, IntArray]] = field(default_factory=list)
     """(first epoch second, counters × seconds) per batch, merged at the end."""
 
-    def extreme(self, name: str, values: IntArray, pick: Literal["min", "max"]) -> None:
-        if len(values) == 0:
-            return
-        value = int(values.min() if pick == "min" else values.max())
+    def extreme(self, name: str, value: int, pick: Literal["min", "max"]) -> None:
         old = self.extremes.get(name)
         if old is None or (value < old if pick == "min" else value > old):
             self.extremes[name] = value
 
-    def add(self, batch: pl.DataFrame) -> None:
+    def extreme_of(self, name: str, values: IntArray, pick: Literal["min", "max"]) -> None:
+        if len(values):
+            self.extreme(name, int(values.min() if pick == "min" else values.max()), pick)
+
+    def merge(self, other: _Result) -> None:
+        """Fold another partial result of the same key in (from another file or thread)."""
+        if (self.provider, self.model) != (other.provider, other.model):
+            raise ValueError(_MIXED)
+        self.sums.update(other.sums)
+        self.errors.update(other.errors)
+        for name, value in other.extremes.items():
+            self.extreme(name, value, "min" if name in ("first_start_us", "lat_min") else "max")
+        self.latency.extend(other.latency)
+        self.ttft.extend(other.ttft)
+        self.gaps.merge(other.gaps)
+        self.seconds.extend(other.seconds)
+
+    def add(self, batch: pa.RecordBatch) -> None:
         """Fold one batch of this result's measured attempts in."""
-        status = batch.get_column("status")
-        is_ok = status == "ok"
-        if status.null_count():  # no status: neither successful nor failed (but an attempt)
-            ok = is_ok.fill_null(False).to_numpy()
-            failed = ~ok & status.is_not_null().to_numpy()
-        else:
-            ok = is_ok.to_numpy()
-            failed = ~ok
-        start = _epoch_us(batch.get_column("started_at"))
-        lat, lat_valid = _ints(batch.get_column("latency_us"))
-        ttft, ttft_valid = _ints(batch.get_column("ttft_us"))
-        out, out_valid = _ints(batch.get_column("output_tokens"))
-        attempt, attempt_valid = _ints(batch.get_column("attempt"))
+        status = batch.column("status")
+        ok = _flags(pc.equal(status, "ok"))
+        failed = ~ok if status.null_count == 0 else ~ok & _flags(pc.is_valid(status))
+        start, _ = _ints(batch.column("started_at"))  # required: no nulls
+        lat, lat_valid = _ints(batch.column("latency_us"))
+        ttft, ttft_valid = _ints(batch.column("ttft_us"))
+        out, out_valid = _ints(batch.column("output_tokens"))
+        attempt, attempt_valid = _ints(batch.column("attempt"))
         end = start + lat  # a missing latency ends the attempt where it started
         lat_ok = lat[_both(ok, lat_valid)]
         ttft_ok = ttft[_both(ok, ttft_valid)]
@@ -181,7 +251,7 @@ class _Result:
         t_out = out[has_tpot] - 1
         tpot = ((lat[has_tpot] - ttft[has_tpot]) * 2000 + t_out) // (t_out * 2)
         s = self.sums
-        s["operations"] += batch.height
+        s["operations"] += batch.num_rows
         s["successful"] += int(ok.sum())
         s["retries"] += int(_both(attempt > 1, attempt_valid).sum())
         s["lat_n"] += len(lat_ok)
@@ -192,21 +262,18 @@ class _Result:
         s["tpot_n"] += len(tpot)
         s["tpot_sum"] += int(tpot.sum())
         for name in ("input_tokens", "output_tokens", "cached_tokens"):
-            s[name] += int(batch.get_column(name).sum() or 0)
-        self.extreme("first_start_us", start, "min")
-        self.extreme("last_end_us", end, "max")
-        self.extreme("lat_min", lat_ok, "min")
-        self.extreme("lat_max", lat_ok, "max")
+            s[name] += int(pc.sum(batch.column(name)).as_py() or 0)
+        self.extreme_of("first_start_us", start, "min")
+        self.extreme_of("last_end_us", end, "max")
+        self.extreme_of("lat_min", lat_ok, "min")
+        self.extreme_of("lat_max", lat_ok, "max")
         self.latency.append(lat_ok)
         self.ttft.append(ttft_ok)
-        self.gaps.add_lists(batch.get_column("chunk_offsets_us"), ok)
+        self.gaps.add_lists(batch.column("chunk_offsets_us"), ok)
         if failed.any():
-            rows = pl.Series(np.flatnonzero(failed))  # few: gathering beats a 50k-row filter
+            rows = pa.array(np.flatnonzero(failed))  # few: gathering beats a 50k-row filter
             self.errors.update(
-                _error_kinds(
-                    batch.get_column("error_type").gather(rows),
-                    batch.get_column("status").gather(rows),
-                )
+                _error_kinds(batch.column("error_type").take(rows), status.take(rows))
             )
         self._add_seconds(start // _US, end // _US, ok, failed, out, lat, lat_valid)
 
@@ -254,7 +321,7 @@ class _Result:
         return base, table
 
 
-def _error_kinds(error_type: pl.Series, status: pl.Series) -> Counter[str]:
+def _error_kinds(error_type: pa.Array, status: pa.Array) -> Counter[str]:
     """Failed attempts per error column: `error_type`, else the status when it is `timeout` or
     `cancelled`; anything else (or nothing) is `error_other`. Counted by Arrow (few distinct
     values), the untyped rest by their status."""
@@ -263,74 +330,85 @@ def _error_kinds(error_type: pl.Series, status: pl.Series) -> Counter[str]:
     def count(kind: object, n: int) -> None:
         counts[f"error_{kind}" if kind in ERROR_TYPES else "error_other"] += n
 
-    for row in pc.value_counts(error_type.to_arrow()).to_pylist():
+    for row in pc.value_counts(error_type).to_pylist():
         if row["values"] is not None:
             count(row["values"], row["counts"])
-    if error_type.null_count():
-        for state, n in Counter(status.filter(error_type.is_null()).to_list()).items():
+    if error_type.null_count:
+        for state, n in Counter(status.filter(pc.is_null(error_type)).to_pylist()).items():
             count(state if state in ("timeout", "cancelled") else None, n)
     return counts
 
 
-def _by_key(
-    batch: pl.DataFrame, keys: Sequence[str]
-) -> Iterator[tuple[tuple[object, ...], pl.DataFrame]]:
+def _by_key(batch: pa.RecordBatch) -> Iterator[tuple[tuple[object, ...], pa.RecordBatch]]:
     """The batch split by key. A batch usually comes from one run's file, so one key: checking
-    that is a few vectorised comparisons, while `partition_by` hashes every row's strings."""
-    if batch.height == 0:
+    that is a few vectorised comparisons; otherwise each row's key is encoded once."""
+    if batch.num_rows == 0:
         return
-    first = tuple(batch.get_column(k)[0] for k in keys)
-    if all((batch.get_column(k) == v).all() for k, v in zip(keys, first, strict=True)):
-        yield first, batch
+    checks = [_same(batch.column(k)) for k in KEYS]
+    if all(same for same, _ in checks):
+        yield tuple(value for _, value in checks), batch
         return
-    yield from batch.partition_by(list(keys), as_dict=True).items()
+    codes = [pc.dictionary_encode(batch.column(k), null_encoding="encode") for k in KEYS]
+    rows = np.stack([c.indices.to_numpy(zero_copy_only=False) for c in codes], axis=1)
+    groups, inverse = np.unique(rows, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    for number, group in enumerate(groups):
+        key = tuple(c.dictionary[int(i)].as_py() for c, i in zip(codes, group, strict=True))
+        yield key, batch.take(pa.array(np.flatnonzero(inverse == number)))
 
 
-def _measured(batch: pl.DataFrame) -> pl.DataFrame:
+def _measured(batch: pa.RecordBatch) -> pa.RecordBatch:
     """The batch without its warmup attempts. They are few and come first in a run's file, so
     usually a zero-copy slice, not a filter that copies every column (lists included)."""
-    warmup = batch.get_column("warmup")
-    if warmup.null_count():
-        return batch.filter(warmup.not_().fill_null(False))
-    flags = warmup.to_numpy()
+    warmup = batch.column("warmup")
+    if warmup.null_count:
+        return batch.filter(pc.invert(pc.fill_null(warmup, True)))
+    flags = _flags(warmup)
     count = int(flags.sum())
     if count == 0 or flags[:count].all():
         return batch.slice(count)
-    return batch.filter(~warmup)
+    return batch.filter(pa.array(~flags))
 
 
-def _constant(batch: pl.DataFrame, name: str) -> object:
+def _constant(batch: pa.RecordBatch, name: str) -> object:
     """The one value of `name` in the batch (provider and model are constant per result)."""
-    column = batch.get_column(name)
-    value = column[0]
-    if value is None:
-        same = column.null_count() == batch.height
-    else:
-        same = column.null_count() == 0 and bool((column == value).all())
+    same, value = _same(batch.column(name))
     if not same:
-        raise ValueError(
-            "a (run_id, scenario, target) has events from more than one provider/model"
-        )
+        raise ValueError(_MIXED)
     return value
 
 
 # -- the pass and its output frames --------------------------------------------------------------
 
 
-def scan_requests(requests: pl.LazyFrame, *, engine: str = "streaming") -> Scanned:
-    """Stream the measured (non-warmup) request attempts once; see the module docstring."""
+def _fold(source: BatchSource) -> dict[tuple[object, ...], _Result]:
+    """One source's measured (non-warmup) attempts, reduced per result."""
     found: dict[tuple[object, ...], _Result] = {}
-    columns = requests.select(*_COLUMNS, "warmup")
-    for batch in columns.collect_batches(engine=engine, maintain_order=False):  # type: ignore[arg-type]
-        for key, part in _by_key(_measured(batch), KEYS):
+    for batch in source():
+        for key, part in _by_key(_measured(batch)):
             provider, model = _constant(part, "provider"), _constant(part, "model")
             acc = found.setdefault(key, _Result(provider, model))
             if (acc.provider, acc.model) != (provider, model):
-                raise ValueError(
-                    "a (run_id, scenario, target) has events from more than one provider/model"
-                )
+                raise ValueError(_MIXED)
             acc.add(part)
-    return Scanned(_results_frame(found), _seconds_frame(found))
+    return found
+
+
+def scan_requests(sources: Sequence[BatchSource], *, threads: int | None = None) -> Scanned:
+    """Fold every source on `threads` threads (default: one per CPU) and merge; see the module
+    docstring. The result does not depend on the split into sources or on the thread count."""
+    workers = max(1, threads or os.cpu_count() or 1)
+    found: dict[tuple[object, ...], _Result] = {}
+    with ThreadPoolExecutor(workers) as pool:
+        for partial in pool.map(_fold, sources):
+            for key, acc in partial.items():
+                if key in found:
+                    found[key].merge(acc)
+                else:
+                    found[key] = acc
+        rows = list(pool.map(_result_row, found.keys(), found.values()))
+    results = pl.DataFrame(rows, schema=_RESULT_SCHEMA, orient="row")
+    return Scanned(results, _seconds_frame(found))
 
 
 _RESULT_SCHEMA = pl.Schema(
@@ -364,38 +442,33 @@ _RESULT_SCHEMA = pl.Schema(
 )
 
 
-def _results_frame(found: dict[tuple[object, ...], _Result]) -> pl.DataFrame:
-    rows = []
-    for key, acc in found.items():
-        s, x = acc.sums, acc.extremes
-        values, weights = acc.gaps.merged()
-        if len(values):
-            itl: list[float | None] = [
-                linear_quantile(values, weights, q) for q in SHORT_Q.values()
-            ]
-            itl.append(int(np.dot(values, weights)) / int(weights.sum()))  # exact sums
-        else:
-            itl = [None] * (len(SHORT_Q) + 1)
-        rows.append(
-            (
-                *key,
-                acc.provider,
-                acc.model,
-                *(s[n] for n in ("operations", "successful", "retries")),
-                x.get("first_start_us"),
-                x.get("last_end_us"),
-                x.get("lat_min"),
-                x.get("lat_max"),
-                *(s[n] for n in ("lat_n", "lat_sum", "lat_sq", "ttft_n", "ttft_sum")),
-                *(s[n] for n in ("tpot_n", "tpot_sum")),
-                *(s[n] for n in ("input_tokens", "output_tokens", "cached_tokens")),
-                *(acc.errors[name] for name in ERROR_COLUMNS),
-                *quantiles(acc.latency, list(LATENCY_Q.values())),
-                *quantiles(acc.ttft, list(SHORT_Q.values())),
-                *itl,
-            )
-        )
-    return pl.DataFrame(rows, schema=_RESULT_SCHEMA, orient="row")
+def _result_row(key: tuple[object, ...], acc: _Result) -> tuple[object, ...]:
+    """One row of `_RESULT_SCHEMA`: the sums and extremes, and the percentiles (the costly part,
+    so rows are built on the pass's threads: numpy's selection releases the GIL)."""
+    s, x = acc.sums, acc.extremes
+    values, weights = acc.gaps.merged()
+    if len(values):
+        itl: list[float | None] = [linear_quantile(values, weights, q) for q in SHORT_Q.values()]
+        itl.append(int(np.dot(values, weights)) / int(weights.sum()))  # exact sums
+    else:
+        itl = [None] * (len(SHORT_Q) + 1)
+    return (
+        *key,
+        acc.provider,
+        acc.model,
+        *(s[n] for n in ("operations", "successful", "retries")),
+        x.get("first_start_us"),
+        x.get("last_end_us"),
+        x.get("lat_min"),
+        x.get("lat_max"),
+        *(s[n] for n in ("lat_n", "lat_sum", "lat_sq", "ttft_n", "ttft_sum")),
+        *(s[n] for n in ("tpot_n", "tpot_sum")),
+        *(s[n] for n in ("input_tokens", "output_tokens", "cached_tokens")),
+        *(acc.errors[name] for name in ERROR_COLUMNS),
+        *quantiles(acc.latency, list(LATENCY_Q.values())),
+        *quantiles(acc.ttft, list(SHORT_Q.values())),
+        *itl,
+    )
 
 
 def _seconds_frame(found: dict[tuple[object, ...], _Result]) -> pl.DataFrame:

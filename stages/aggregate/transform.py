@@ -2,12 +2,13 @@
 
 Why it is shaped this way:
 - One streamed pass, bounded memory: `scan.py` reads every needed column of the request events
-  once, in batches, and reduces each batch in numpy (one result per batch, so no string hashing);
-  only small per-result frames are ever materialised. The run and sample tables are tiny.
+  once, in Arrow batches (per event file, on one thread per CPU), and reduces each batch in numpy
+  (one result per batch, so no string hashing); only small per-result frames are ever
+  materialised. The run and sample tables are tiny.
 - Exact and order-independent. Percentiles are numpy's own (linear interpolation, see
   `distributions.py`). Means and the population standard deviation come from exact integer sums
-  (µs, squares as Python integers/int128), so the value does not depend on how the engine chunks or
-  schedules the rows: an incremental build gives the same bytes as a full one.
+  (µs, squares as Python integers/int128), so the value does not depend on how the rows are
+  split into files, batches and threads: an incremental build gives the same bytes as a full one.
 - Pooled ITL percentiles come from exact value counts of the integer-µs gaps, so hundreds of
   millions of gaps never have to sit in memory at once.
 - No clock, no config, no I/O: prices come in as a lookup function and every output column has a
@@ -18,13 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import polars as pl
 
 from schemas import ModelPrice
-from stages.aggregate.scan import ERROR_COLUMNS, KEYS, LATENCY_Q, SHORT_Q, scan_requests
+from stages.aggregate.scan import (
+    ERROR_COLUMNS,
+    KEYS,
+    LATENCY_Q,
+    SHORT_Q,
+    BatchSource,
+    frame_source,
+    scan_requests,
+)
 
 __all__ = [
     "ERROR_COLUMNS",
@@ -34,7 +42,6 @@ __all__ = [
     "TIMESERIES_KEYS",
     "TIMESERIES_SCHEMA",
     "Aggregates",
-    "Engine",
     "PriceLookup",
     "aggregate",
     "make_test_name",
@@ -43,7 +50,6 @@ __all__ = [
 TIMESERIES_KEYS = (*KEYS, "second")
 FINAL_RUN_STATUSES = ("completed", "interrupted", "failed", "timed_out")
 PriceLookup = Callable[[str], ModelPrice | None]
-Engine = Literal["auto", "in-memory", "streaming"]
 
 _US = 1_000_000
 _F, _I, _S = pl.Float64(), pl.Int64(), pl.String()
@@ -199,24 +205,32 @@ def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _memory(samples: pl.LazyFrame, keys: pl.DataFrame) -> pl.LazyFrame:
-    """Peak and mean client RSS per result; a sample with no scenario/target covers the whole run."""
-    per_key = samples.group_by("run_id", "scenario", "target").agg(
+def _sample_sums(samples: pl.LazyFrame) -> pl.LazyFrame:
+    """Peak, sum and count of the client's RSS per (run_id, scenario, target) of the samples."""
+    return samples.group_by("run_id", "scenario", "target").agg(
         pl.col("rss_bytes").max().alias("peak"),
         pl.col("rss_bytes").sum().alias("sum"),
         pl.len().cast(_I).alias("n"),
     )
+
+
+def _memory(per_key: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
+    """Peak and mean client RSS per result; a sample with no scenario/target covers the whole run."""
     matched = (
         keys.lazy()
-        .join(per_key, on="run_id", how="inner", suffix="_s")
+        .join(per_key.lazy(), on="run_id", how="inner", suffix="_s")
         .filter(
             (pl.col("scenario_s").is_null() | (pl.col("scenario_s") == pl.col("scenario")))
             & (pl.col("target_s").is_null() | (pl.col("target_s") == pl.col("target")))
         )
     )
-    return matched.group_by(KEYS).agg(
-        pl.col("peak").max().cast(_I).alias("peak_memory_bytes"),
-        (pl.col("sum").sum() // pl.col("n").sum()).cast(_I).alias("mean_memory_bytes"),
+    return (
+        matched.group_by(KEYS)
+        .agg(
+            pl.col("peak").max().cast(_I).alias("peak_memory_bytes"),
+            (pl.col("sum").sum() // pl.col("n").sum()).cast(_I).alias("mean_memory_bytes"),
+        )
+        .collect()
     )
 
 
@@ -332,21 +346,20 @@ def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
 
 
 def aggregate(
-    requests: pl.LazyFrame,
+    requests: pl.LazyFrame | Sequence[BatchSource],
     runs: pl.LazyFrame,
     samples: pl.LazyFrame,
     price_of: PriceLookup,
-    *,
-    engine: Engine = "streaming",
 ) -> Aggregates:
     """Replay events into one result row per (run_id, scenario, target) and its time series.
 
-    `requests`, `runs` and `samples` are the event tables' frames (any subset of runs). The big
-    scan runs once on `engine`; everything after it works on per-group frames.
+    `requests`, `runs` and `samples` are the event tables' frames (any subset of runs); the
+    requests may instead come as Arrow batch sources, one per event file
+    (`Replay.batch_sources`), which are read in parallel. The big scan over them runs once;
+    everything after it works on per-group frames.
     """
-    scanned = scan_requests(requests, engine=engine)
-    main_df = scanned.results
-    run_df = runs.select(
+    sources = [frame_source(requests)] if isinstance(requests, pl.LazyFrame) else requests
+    run_query = runs.select(
         *KEYS,
         "event_id",
         "kind",
@@ -358,8 +371,11 @@ def aggregate(
         "config_hash",
         "client_cpu_saturation",
         "client_saturated",
-    ).collect()
-    memory_df = _memory(samples, main_df.select(KEYS)).collect()
+    )
+    scanned = scan_requests(sources)
+    main_df = scanned.results
+    run_df = run_query.collect()
+    memory_df = _memory(_sample_sums(samples).collect(), main_df.select(KEYS))
     prices, unknown = _prices(main_df.get_column("model").to_list(), price_of)
     results = _finish_results(main_df, _run_info(run_df), memory_df, prices)
     timeseries = _finish_timeseries(scanned.seconds)
