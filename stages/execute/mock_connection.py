@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from http import HTTPStatus
+from time import perf_counter_ns
 
 import h11
 import trio
 
+from stages.execute.arrival import arrival_clock, receive, stamps_arrivals
 from stages.execute.mock_wire import BadRequest
 
 __all__ = ["Connection", "Headers", "Request", "response"]
@@ -45,6 +47,8 @@ class Request:
     """Without the query string."""
     headers: dict[str, str]
     body: bytes
+    arrived_ns: int
+    """`perf_counter_ns` when its last bytes arrived (`stages/execute/arrival.py`)."""
 
 
 class Connection:
@@ -55,6 +59,10 @@ class Connection:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADER)
         self.peer_gone = False
         self.must_close = False
+        self._clock = arrival_clock()
+        self._stamped = stamps_arrivals(stream)
+        self.arrived_ns = 0
+        """When the bytes of the last read for the request being read arrived (0: none yet)."""
 
     async def send(self, *events: h11.Event) -> None:
         """Send events in one write: a response's last bytes and its end must arrive together,
@@ -83,11 +91,16 @@ class Connection:
                 return event
             if event is h11.PAUSED:
                 return None
-            data = await self.stream.receive_some(_READ_SIZE)
+            if self._stamped:
+                data, self.arrived_ns = await receive(self.stream.socket, _READ_SIZE, self._clock)
+            else:
+                data = await self.stream.receive_some(_READ_SIZE)
+                self.arrived_ns = perf_counter_ns()
             self.h11.receive_data(data)
 
     async def read_request(self) -> Request | None:
         """The next request, or None when the client closed or stayed idle too long."""
+        self.arrived_ns = 0
         with trio.move_on_after(_IDLE_TIMEOUT_S):
             event = await self._next_event()
             if not isinstance(event, h11.Request):
@@ -107,7 +120,10 @@ class Connection:
                         raise BadRequest("request body too large", None, 413)
                 elif isinstance(part, h11.EndOfMessage):
                     target = event.target.decode("latin-1").split("?", 1)[0]
-                    return Request(event.method.decode("latin-1"), target, headers, bytes(body))
+                    method = event.method.decode("latin-1")
+                    # Read with an earlier request (pipelined): it arrives when its turn comes.
+                    arrived = self.arrived_ns or perf_counter_ns()
+                    return Request(method, target, headers, bytes(body), arrived)
                 else:
                     return None
         return None

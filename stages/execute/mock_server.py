@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from time import perf_counter_ns
 from typing import Any
 
 import h11
@@ -262,15 +263,19 @@ class MockServer:
         chat = provider.parse(body)
         index = self._index_of(request)
         outcome.index = index
+        queued = self.gate.in_flight >= self.gate.limit
         async with self.gate.slot() as admitted:
             if not admitted:
                 outcome.note = "rejected: over the concurrency limit"
                 await self._rate_limited(conn, provider, outcome, overload=True)
                 return
+            # The plan's clock starts when the request arrived, not after this server parsed it
+            # and the others that arrived with it; or, if it waited for a slot, when admitted.
+            start_ns = perf_counter_ns() if queued else request.arrived_ns
             plan = self.simulator.plan(index, chat.max_tokens, chat.prompt)
             held = hold_memory(self.config.memory_usage_simulation)
             try:
-                await self._play(conn, provider, chat, plan, outcome)
+                await self._play(conn, provider, chat, plan, outcome, start_ns)
             finally:
                 del held
 
@@ -294,9 +299,11 @@ class MockServer:
         chat: Chat,
         plan: ResponsePlan,
         outcome: _Outcome,
+        start_ns: int,
     ) -> None:
-        """Replay `plan` on this connection, by absolute deadlines from t0."""
-        t0 = trio.current_time()
+        """Replay `plan` on this connection, by absolute deadlines from `start_ns`
+        (`perf_counter_ns`), as t0 on trio's clock."""
+        t0 = trio.current_time() - (perf_counter_ns() - start_ns) / 1e9
         error = plan.error
         if error is not None:
             outcome.note = f"injected {error}"

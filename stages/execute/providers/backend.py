@@ -1,4 +1,5 @@
-"""httpcore's trio network backend, minus a cancel scope per socket read and write.
+"""httpcore's trio network backend, minus a cancel scope per socket read and write, plus the
+time each read's bytes arrived.
 
 httpcore's `TrioStream` wraps every read and write in `trio.fail_after` and an exception-mapping
 context manager, even when no timeout is set: two context managers and a cancel scope per socket
@@ -7,6 +8,10 @@ A lane's requests carry no per-operation timeouts (the attempt's own deadline bo
 `HttpProvider`), so this stream reads and writes the trio stream directly and maps the same two
 trio errors to the same httpcore errors. With a timeout it defers to httpcore's stream, unchanged.
 Connecting (TCP, TLS, Unix sockets) is httpcore's own code.
+
+Every read records `arrival_ns`, when its bytes arrived (`stages/execute/arrival.py`): on a plain
+socket, the instant trio's I/O wait saw them, so a response is not timed late by the other
+streams' work in the same loop; otherwise (TLS, a timed read), when the read returned.
 """
 
 from __future__ import annotations
@@ -14,33 +19,54 @@ from __future__ import annotations
 import ssl
 import typing
 from collections.abc import Iterable
+from time import perf_counter_ns
 
 import httpcore
 import trio
 
-__all__ = ["LeanTrioBackend"]
+from stages.execute.arrival import arrival_clock, receive, stamps_arrivals
+
+__all__ = ["LeanTrioBackend", "arrival_ns", "sent_ns"]
 
 _Option = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
 
 class _LeanStream(httpcore.AsyncNetworkStream):
-    __slots__ = ("_inner", "_stream")
+    __slots__ = ("_clock", "_inner", "_read_last", "_socket", "_stream", "arrival_ns", "sent_ns")
 
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner
         stream = getattr(inner, "_stream", None)
         self._stream = stream if isinstance(stream, trio.abc.Stream) else None
+        self._socket = stream.socket if stamps_arrivals(stream) else None
+        self._clock = arrival_clock()
+        self.arrival_ns = perf_counter_ns()
+        """When the bytes of the last read arrived (`perf_counter_ns`)."""
+        self.sent_ns = 0
+        """When the first write after a read (a request's first bytes) went out; 0: none yet."""
+        self._read_last = True
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        self._read_last = True
         stream = self._stream
         if timeout is not None or stream is None:
-            return await self._inner.read(max_bytes, timeout)
+            data = await self._inner.read(max_bytes, timeout)
+            self.arrival_ns = perf_counter_ns()
+            return data
         try:
-            return typing.cast(bytes, await stream.receive_some(max_bytes))
+            if self._socket is not None:
+                data, self.arrival_ns = await receive(self._socket, max_bytes, self._clock)
+                return data
+            data = typing.cast(bytes, await stream.receive_some(max_bytes))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise httpcore.ReadError(exc) from exc
+        self.arrival_ns = perf_counter_ns()
+        return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        if self._read_last:
+            self._read_last = False
+            self.sent_ns = perf_counter_ns()
         stream = self._stream
         if timeout is not None or stream is None:
             await self._inner.write(buffer, timeout)
@@ -95,3 +121,14 @@ class LeanTrioBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+def arrival_ns(stream: object) -> int | None:
+    """When the last read of a response's network stream arrived, if the stream is one of ours."""
+    return stream.arrival_ns if isinstance(stream, _LeanStream) else None
+
+
+def sent_ns(stream: object) -> int | None:
+    """When the request on a response's network stream started to go out, if the stream is one
+    of ours (its first write after the previous response's reads)."""
+    return stream.sent_ns or None if isinstance(stream, _LeanStream) else None

@@ -2,8 +2,12 @@
 
 A subclass says only what differs per API: the path, the headers, the body, and how to read one
 payload (an SSE event or an NDJSON line) or a whole non-streamed body. Everything about time and
-failure is here, once: `start_ns` is taken just before the request goes out, each network read is
-stamped before it is parsed, and every transport or protocol failure becomes `Attempt.fail`.
+failure is here, once: `start_ns` is when the request's first bytes were written on a kept-alive
+connection (`sent_ns`: the awaits httpcore passes through before writing can queue this task
+behind others, and that is the client's time, not the server's), or just before a new connection
+was opened (connecting and TLS are part of what that request waited for); each network read is
+stamped with when its bytes arrived (`stages/execute/arrival.py`: not when this task got round
+to them); and every transport or protocol failure becomes `Attempt.fail`.
 Bodies are read with `aiter_raw` and `accept-encoding: identity`, so `bytes_received` counts what
 crossed the wire and no decompression sits between a chunk and its timestamp.
 
@@ -24,6 +28,7 @@ import httpcore
 import httpx
 
 from stages.execute.framing import Framer, NdjsonFramer, SseFramer
+from stages.execute.providers.backend import arrival_ns, sent_ns
 from stages.execute.providers.base import Attempt, ProviderSettings, RequestSpec
 from stages.execute.providers.lanes import ClientLanes, Lane, core_request
 from stages.execute.providers.template import ContentTemplate
@@ -60,7 +65,7 @@ def _raw(response: httpx.Response) -> AsyncGenerator[bytes, None]:
 class _Reply:
     """What the reading code needs of a response, from httpx's or from httpcore's."""
 
-    __slots__ = ("_extensions", "headers", "reads", "status")
+    __slots__ = ("_extensions", "headers", "network", "reads", "status")
 
     def __init__(
         self,
@@ -73,6 +78,13 @@ class _Reply:
         self.headers = headers
         self.reads = reads
         self._extensions = extensions
+        self.network = extensions.get("network_stream")
+
+    def arrived_ns(self) -> int:
+        """When the bytes of the last read arrived (see `stages/execute/arrival.py`); now, for a
+        transport that does not say (tests' `MockTransport`)."""
+        arrived = arrival_ns(self.network)
+        return perf_counter_ns() if arrived is None else arrived
 
     @property
     def reason_phrase(self) -> str:
@@ -224,8 +236,12 @@ class HttpProvider:
                 attempt.start_ns = perf_counter_ns()
                 core = await lane.request(request)
                 got_headers = True
+                reply = _Reply.of_core(core)
+                written = None if lane.opened else sent_ns(reply.network)
+                if written is not None and written > attempt.start_ns:
+                    attempt.start_ns = written
                 try:
-                    await self._read(_Reply.of_core(core), spec, attempt)
+                    await self._read(reply, spec, attempt)
                 finally:
                     await core.aclose()
             else:
@@ -298,11 +314,12 @@ class HttpProvider:
         state = self.new_state()
         on_payload = self.on_payload
         stopped = False
+        arrived_ns = response.arrived_ns
         async with aclosing(response.reads) as reads:
             # Read to the end even after the end marker or a failure: latency is to the last
             # byte, and an abandoned httpx stream iterator would only be finalised by the GC.
             async for data in reads:
-                now = perf_counter_ns()
+                now = arrived_ns()
                 attempt.bytes_received += len(data)
                 if stopped:
                     continue
@@ -310,7 +327,7 @@ class HttpProvider:
                     if on_payload(payload, now, state, attempt):
                         stopped = True
                         break
-        now = attempt.end_ns = perf_counter_ns()
+        now = attempt.end_ns = arrived_ns()
         if not stopped:
             for payload in framer.close():
                 if on_payload(payload, now, state, attempt):
@@ -323,8 +340,7 @@ class HttpProvider:
             async for data in reads:
                 attempt.bytes_received += len(data)
                 parts.append(data)
-        now = perf_counter_ns()
-        attempt.end_ns = now
+        now = attempt.end_ns = response.arrived_ns()
         try:
             body = json.loads(b"".join(parts))
         except ValueError:

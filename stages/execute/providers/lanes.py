@@ -33,12 +33,14 @@ __all__ = ["ClientLanes", "Lane", "core_request"]
 class Lane:
     """One client and, when it has one for the target's URL, its httpcore pool and connection."""
 
-    __slots__ = ("client", "connection", "pool")
+    __slots__ = ("client", "connection", "opened", "pool")
 
     def __init__(self, client: httpx.AsyncClient, pool: httpcore.AsyncConnectionPool | None):
         self.client = client
         self.pool = pool
         self.connection: httpcore.AsyncConnectionInterface | None = None
+        self.opened = False
+        """Whether the last `request` had to open a new connection."""
 
     async def request(self, request: httpcore.Request) -> httpcore.Response:
         """Send on this lane's one connection, as the one-connection pool would, without it.
@@ -53,6 +55,7 @@ class Lane:
         pool = self.pool
         assert pool is not None
         connection = self.connection
+        self.opened = False
         while True:
             if connection is not None and (
                 connection.is_closed() or connection.has_expired() or not connection.is_available()
@@ -61,6 +64,7 @@ class Lane:
                 connection = None
             if connection is None:
                 connection = self.connection = pool.create_connection(request.url.origin)
+                self.opened = True
             try:
                 return await connection.handle_async_request(request)
             except httpcore.ConnectionNotAvailable:
