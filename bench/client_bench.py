@@ -189,7 +189,7 @@ def accuracy(quick: bool) -> None:
             f"{'ratio':>6} {'n':>5} {'saturated':>9} {'server cpu':>10}"
         )
         for level in LEVELS:
-            requests = max(30, 3 * level) if not quick else max(10, level)
+            requests = max(30, 10 * level) if not quick else max(10, level)
             rows: list[tuple[str, dict[str, Any]]] = [
                 ("plain", _with_server_cpu(server, partial(plain, server.url, level, requests))),
                 (

@@ -22,7 +22,7 @@ from typing import TypeGuard
 
 import trio
 
-__all__ = ["ArrivalClock", "arrival_clock", "receive", "stamps_arrivals"]
+__all__ = ["ArrivalClock", "arrival_clock", "receive", "is_plain_socket"]
 
 _CLOCK: trio.lowlevel.RunVar[ArrivalClock] = trio.lowlevel.RunVar("arrival_clock")
 
@@ -48,9 +48,10 @@ def arrival_clock() -> ArrivalClock:
         return clock
 
 
-def stamps_arrivals(stream: object) -> TypeGuard[trio.SocketStream]:
-    """Whether `receive` can read this stream's socket itself (a plain TCP or Unix socket on a
-    POSIX system; not TLS, where the bytes read are not the bytes that arrived)."""
+def is_plain_socket(stream: object) -> TypeGuard[trio.SocketStream]:
+    """Whether this is a plain TCP or Unix socket stream on a POSIX system, whose descriptor can
+    be read (`receive`) and written directly; not TLS, where the bytes read are not the bytes
+    that arrived."""
     return os.name == "posix" and isinstance(stream, trio.SocketStream)
 
 

@@ -24,7 +24,7 @@ from time import perf_counter_ns
 import httpcore
 import trio
 
-from stages.execute.arrival import arrival_clock, receive, stamps_arrivals
+from stages.execute.arrival import arrival_clock, is_plain_socket, receive
 
 __all__ = ["LeanTrioBackend", "arrival_ns", "sent_ns"]
 
@@ -38,7 +38,7 @@ class _LeanStream(httpcore.AsyncNetworkStream):
         self._inner = inner
         stream = getattr(inner, "_stream", None)
         self._stream = stream if isinstance(stream, trio.abc.Stream) else None
-        self._socket = stream.socket if stamps_arrivals(stream) else None
+        self._socket = stream.socket if is_plain_socket(stream) else None
         self._clock = arrival_clock()
         self.arrival_ns = perf_counter_ns()
         """When the bytes of the last read arrived (`perf_counter_ns`)."""
