@@ -9,6 +9,8 @@ latency starts on a kept-alive connection.
 from __future__ import annotations
 
 import socket
+import ssl
+import threading
 import time
 from functools import partial
 from time import perf_counter_ns
@@ -16,6 +18,7 @@ from time import perf_counter_ns
 import httpcore
 import pytest
 import trio
+import trustme
 
 from stages.execute.arrival import arrival_clock, receive
 from stages.execute.providers.backend import LeanTrioBackend, arrival_ns, sent_ns
@@ -36,19 +39,19 @@ async def test_a_read_that_waited_is_stamped_when_the_loop_saw_its_bytes() -> No
     for _ in range(40):  # trio runs a batch in either order: retry until the busy task is first
         reader_a, writer_a = _pair()
         reader_b, writer_b = _pair()
-        order: list[str] = []
+        hog_woke: list[int] = []  # the I/O wait that woke the busy task, if it ran first
         got: dict[str, int] = {}
         with reader_a, writer_a, reader_b, writer_b:
 
             async def read() -> None:
                 data, got["stamp"] = await receive(reader_a, 100, clock)  # noqa: B023
                 got["ran"] = perf_counter_ns()  # noqa: B023
-                order.append("reader")  # noqa: B023
                 assert data == b"token"
 
             async def hog() -> None:
                 await trio.lowlevel.wait_readable(reader_b)  # noqa: B023
-                order.append("hog")  # noqa: B023
+                if "ran" not in got:  # noqa: B023
+                    hog_woke.append(arrival_clock().io_ns)  # noqa: B023
                 time.sleep(_BUSY_S)  # noqa: ASYNC251 - the point: a loop busy with another stream
 
             async with trio.open_nursery() as nursery:
@@ -58,7 +61,7 @@ async def test_a_read_that_waited_is_stamped_when_the_loop_saw_its_bytes() -> No
                 sent = perf_counter_ns()
                 writer_a.send(b"token")  # both without yielding: one I/O wait sees both
                 writer_b.send(b"x")
-        if order[0] == "hog":
+        if hog_woke == [got["stamp"]]:  # woken by one wait, the busy task ran first
             assert sent <= got["stamp"] <= got["ran"] - int(_BUSY_S * 0.8e9)
             return
     pytest.fail("the busy task never ran first in 40 tries")
@@ -113,3 +116,82 @@ async def test_the_client_stream_knows_when_a_request_went_out_and_its_reply_cam
         await stream.aclose()
         nursery.cancel_scope.cancel()
     assert sent_ns(object()) is None and arrival_ns(httpcore) is None
+
+
+@pytest.fixture(scope="module")
+def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context, client context) for `localhost`, from a throwaway CA."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+async def test_through_tls_a_read_takes_the_time_its_records_arrived(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """The TLS stream reads its records through a stamped socket: the decrypted reply keeps the
+    instant the loop saw the records, even when another stream's task kept the loop busy first;
+    and httpcore still finds the socket under the TLS (to see if a kept-alive one expired)."""
+    server_context, client_context = tls
+    for _ in range(40):
+        hog_reader, hog_writer = _pair()
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(10)
+        go = threading.Event()
+        sent: list[int] = []
+
+        def serve() -> None:  # a plain blocking TLS server in a thread
+            conn, _ = listener.accept()  # noqa: B023
+            conn.settimeout(10)
+            with server_context.wrap_socket(conn, server_side=True) as stream:
+                stream.recv(100)  # the first exchange: the client also reads the session tickets
+                stream.sendall(b"hello")
+                stream.recv(100)
+                go.wait(10)  # noqa: B023 - answer once the client waits for it
+                sent.append(perf_counter_ns())  # noqa: B023
+                stream.sendall(b"answer")
+                hog_writer.send(b"x")  # noqa: B023
+                stream.recv(100)  # until the client closes
+
+        hog_woke: list[int] = []  # the I/O wait that woke the busy task, if it ran first
+        got: dict[str, int] = {}
+
+        async def hog() -> None:
+            await trio.lowlevel.wait_readable(hog_reader)  # noqa: B023
+            if "ran" not in got:  # noqa: B023
+                hog_woke.append(arrival_clock().io_ns)  # noqa: B023
+            time.sleep(_BUSY_S)  # noqa: ASYNC251 - a loop busy with another stream
+
+        async def read(stream: httpcore.AsyncNetworkStream) -> None:
+            assert await stream.read(100) == b"answer"
+            got["ran"] = perf_counter_ns()  # noqa: B023
+
+        server = threading.Thread(target=serve)
+        server.start()
+        with listener, hog_reader, hog_writer:
+            port = listener.getsockname()[1]
+            stream = await LeanTrioBackend().connect_tcp("127.0.0.1", port)
+            stream = await stream.start_tls(client_context, "localhost")
+            assert stream.get_extra_info("ssl_object") is not None
+            assert stream.get_extra_info("server_addr")[1] == port
+            await stream.write(b"first?")
+            assert await stream.read(100) == b"hello"
+            assert stream.get_extra_info("is_readable") is False
+            await stream.write(b"question?")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read, stream)
+                nursery.start_soon(hog)
+                await trio.sleep(0.01)  # both wait now
+                go.set()
+                time.sleep(0.02)  # noqa: ASYNC251 - both replies arrive before the next I/O wait
+            stamp = arrival_ns(stream)
+            await stream.aclose()
+            server.join()
+        assert stamp is not None and sent[0] <= stamp <= got["ran"]
+        if hog_woke == [stamp]:  # woken by one wait, the busy task ran first
+            assert stamp <= got["ran"] - int(_BUSY_S * 0.8e9)
+            return
+    pytest.fail("the busy task never ran first in 40 tries")

@@ -9,13 +9,16 @@ A lane's requests carry no per-operation timeouts (the attempt's own deadline bo
 trio errors to the same httpcore errors. With a timeout it defers to httpcore's stream, unchanged.
 Connecting (TCP, TLS, Unix sockets) is httpcore's own code.
 
-Every read records `arrival_ns`, when its bytes arrived (`stages/execute/arrival.py`): on a plain
-socket, the instant trio's I/O wait saw them, so a response is not timed late by the other
-streams' work in the same loop; otherwise (TLS, a timed read), when the read returned.
+Every read records `arrival_ns`, when its bytes arrived (`stages/execute/arrival.py`): the instant
+trio's I/O wait saw them, so a response is not timed late by the other streams' work in the same
+loop. Through TLS, the socket under `trio.SSLStream` is stamped the same way and a read takes the
+time its records arrived (`start_tls`, as httpcore's does it, over a `_StampedSocket`); a read
+with its own timeout, or on a stream that is not a plain socket, when it returned.
 """
 
 from __future__ import annotations
 
+import math
 import ssl
 import typing
 from collections.abc import Iterable
@@ -24,22 +27,66 @@ from time import perf_counter_ns
 import httpcore
 import trio
 
-from stages.execute.arrival import arrival_clock, is_plain_socket, receive
+from stages.execute.arrival import ArrivalClock, arrival_clock, is_plain_socket, receive
 
 __all__ = ["LeanTrioBackend", "arrival_ns", "sent_ns"]
 
+_READ_SIZE = 65536
 _Option = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
 
-class _LeanStream(httpcore.AsyncNetworkStream):
-    __slots__ = ("_clock", "_inner", "_read_last", "_socket", "_stream", "arrival_ns", "sent_ns")
+class _StampedSocket(trio.abc.HalfCloseableStream):
+    """A socket stream whose every read records when its bytes arrived (`arrival_ns`): the
+    transport a TLS stream reads its records through, so decrypted bytes keep that time."""
 
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+    def __init__(self, stream: trio.SocketStream, clock: ArrivalClock) -> None:
+        self.stream = stream
+        self.socket = stream.socket
+        self._clock = clock
+        self.arrival_ns = perf_counter_ns()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        data, self.arrival_ns = await receive(self.socket, max_bytes or _READ_SIZE, self._clock)
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+class _LeanStream(httpcore.AsyncNetworkStream):
+    __slots__ = (
+        "_arrivals",
+        "_clock",
+        "_inner",
+        "_read_last",
+        "_socket",
+        "_stream",
+        "arrival_ns",
+        "sent_ns",
+    )
+
+    def __init__(
+        self,
+        inner: httpcore.AsyncNetworkStream,
+        clock: ArrivalClock | None = None,
+        arrivals: _StampedSocket | None = None,
+    ) -> None:
         self._inner = inner
         stream = getattr(inner, "_stream", None)
         self._stream = stream if isinstance(stream, trio.abc.Stream) else None
         self._socket = stream.socket if is_plain_socket(stream) else None
-        self._clock = arrival_clock()
+        self._arrivals = arrivals
+        """TLS over a stamped socket: reads take its arrival time."""
+        self._clock = clock or arrival_clock()
         self.arrival_ns = perf_counter_ns()
         """When the bytes of the last read arrived (`perf_counter_ns`)."""
         self.sent_ns = 0
@@ -60,7 +107,10 @@ class _LeanStream(httpcore.AsyncNetworkStream):
             data = typing.cast(bytes, await stream.receive_some(max_bytes))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise httpcore.ReadError(exc) from exc
-        self.arrival_ns = perf_counter_ns()
+        arrivals = self._arrivals
+        # Through TLS: when the records were read (decrypted bytes left from an earlier read
+        # arrived even earlier, so this is never early).
+        self.arrival_ns = perf_counter_ns() if arrivals is None else arrivals.arrival_ns
         return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
@@ -87,9 +137,41 @@ class _LeanStream(httpcore.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
     ) -> httpcore.AsyncNetworkStream:
-        return _LeanStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+        """TLS as httpcore's trio backend does it (same `SSLStream` settings, errors and
+        cleanup), but over a socket whose reads are stamped with their arrival."""
+        stream = self._stream
+        if not is_plain_socket(stream):
+            inner = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+            return _LeanStream(inner, self._clock)
+        transport = _StampedSocket(stream, self._clock)
+        tls = trio.SSLStream(
+            transport, ssl_context, server_hostname=server_hostname, https_compatible=True
+        )
+        try:
+            with trio.fail_after(math.inf if timeout is None else timeout):
+                await tls.do_handshake()
+        except Exception as exc:
+            await self.aclose()
+            if isinstance(exc, trio.TooSlowError):
+                raise httpcore.ConnectTimeout(exc) from exc
+            if isinstance(exc, trio.BrokenResourceError):
+                raise httpcore.ConnectError(exc) from exc
+            raise
+        # httpcore's own stream class around it (its timed reads, `ssl_object`, closing).
+        return _LeanStream(type(self._inner)(tls), self._clock, transport)  # type: ignore[call-arg]
 
     def get_extra_info(self, info: str) -> typing.Any:
+        arrivals = self._arrivals
+        if arrivals is not None:  # httpcore's stream looks for a SocketStream under the TLS
+            sock = arrivals.socket
+            if info == "socket":
+                return sock
+            if info == "is_readable":
+                return sock.is_readable()
+            if info == "client_addr":
+                return sock.getsockname()
+            if info == "server_addr":
+                return sock.getpeername()
         return self._inner.get_extra_info(info)
 
 
