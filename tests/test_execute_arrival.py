@@ -195,3 +195,57 @@ async def test_through_tls_a_read_takes_the_time_its_records_arrived(
             assert stamp <= got["ran"] - int(_BUSY_S * 0.8e9)
             return
     pytest.fail("the busy task never ran first in 40 tries")
+
+
+async def test_tls_inside_tls_as_through_an_https_proxy(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """An HTTPS proxy's tunnel: TLS to the proxy, then TLS to the target inside it. The inner
+    stream still answers for the raw socket (httpcore asks it whether a connection expired) and
+    still takes its reads' arrival from it."""
+    server_context, client_context = tls
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:  # the proxy's TLS, and inside it the target's, pumped by hand
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        with server_context.wrap_socket(conn, server_side=True) as outer:
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            inner = server_context.wrap_bio(incoming, outgoing, server_side=True)
+            received = b""
+            while True:
+                try:
+                    inner.do_handshake()
+                    received += inner.read(100)
+                except ssl.SSLWantReadError:
+                    pass
+                if received.endswith(b"?"):
+                    break
+                if pending := outgoing.read():
+                    outer.sendall(pending)
+                    continue
+                data = outer.recv(4096)
+                if not data:
+                    return
+                incoming.write(data)
+            inner.write(b"through")
+            outer.sendall(outgoing.read())
+            outer.recv(100)  # until the client closes
+
+    server = threading.Thread(target=serve)
+    server.start()
+    with listener:
+        port = listener.getsockname()[1]
+        stream = await LeanTrioBackend().connect_tcp("127.0.0.1", port)
+        stream = await stream.start_tls(client_context, "localhost")
+        stream = await stream.start_tls(client_context, "localhost")
+        await stream.write(b"hello?")
+        assert await stream.read(100) == b"through"
+        assert stream.get_extra_info("is_readable") is False
+        assert stream.get_extra_info("server_addr")[1] == port
+        stamp = arrival_ns(stream)
+        assert stamp is not None and stamp <= perf_counter_ns()
+        await stream.aclose()
+    server.join()
+    assert not server.is_alive()

@@ -140,9 +140,9 @@ class _LeanStream(httpcore.AsyncNetworkStream):
         """TLS as httpcore's trio backend does it (same `SSLStream` settings, errors and
         cleanup), but over a socket whose reads are stamped with their arrival."""
         stream = self._stream
-        if not is_plain_socket(stream):
+        if not is_plain_socket(stream):  # TLS in TLS (an HTTPS proxy's tunnel): httpcore's own
             inner = await self._inner.start_tls(ssl_context, server_hostname, timeout)
-            return _LeanStream(inner, self._clock)
+            return _LeanStream(inner, self._clock, self._arrivals)  # the same raw socket below
         transport = _StampedSocket(stream, self._clock)
         tls = trio.SSLStream(
             transport, ssl_context, server_hostname=server_hostname, https_compatible=True
