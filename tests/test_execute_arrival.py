@@ -13,15 +13,21 @@ import ssl
 import threading
 import time
 from functools import partial
+from pathlib import Path
+from typing import Any, cast
 from time import perf_counter_ns
 
 import httpcore
+import polars as pl
 import pytest
 import trio
 import trustme
 
+from schemas import MockConfiguration
 from stages.execute.arrival import arrival_clock, receive
+from stages.execute.mock_server import MockServer
 from stages.execute.providers.backend import LeanTrioBackend, arrival_ns, sent_ns
+from tests._execute_support import config, requests, run, scenario
 
 _BUSY_S = 0.05
 
@@ -119,9 +125,13 @@ async def test_the_client_stream_knows_when_a_request_went_out_and_its_reply_cam
 
 
 @pytest.fixture(scope="module")
-def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def tls(ca: trustme.CA) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(server context, client context) for `localhost`, from a throwaway CA."""
-    ca = trustme.CA()
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost").configure_cert(server)
     client = ssl.create_default_context()
@@ -249,3 +259,43 @@ async def test_tls_inside_tls_as_through_an_https_proxy(
         await stream.aclose()
     server.join()
     assert not server.is_alive()
+
+
+async def test_execute_over_tls_against_the_mock(
+    ca: trustme.CA,
+    tls: tuple[ssl.SSLContext, ssl.SSLContext],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole client path a real provider takes (lanes, httpcore, the lean backend's TLS):
+    the project's mock server behind TLS, trusted through SSL_CERT_FILE as a user would."""
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    server = MockServer(
+        MockConfiguration.model_validate(
+            {"simulated_latency": "30ms", "token_generation_rate": 500, "output_tokens": 5}
+        )
+    )
+    target = {
+        "name": "tls",
+        "provider": "openai-compatible",
+        "model": "mock-small",
+        "base_url": "",
+        "request_timeout": "5s",
+    }
+    async with trio.open_nursery() as nursery:
+        handle = cast(Any, server.handle)  # typed for a socket stream; reads any trio stream
+        serve = partial(trio.serve_ssl_over_tcp, handle, 0, tls[0], host="127.0.0.1")
+        listeners = await nursery.start(serve)
+        port = listeners[0].transport_listener.socket.getsockname()[1]
+        target["base_url"] = f"https://localhost:{port}/v1"
+        loaded = config([target], [scenario(expected_operations=6, concurrency_level=3)], tmp_path)
+        result = await run(loaded, tmp_path / "data")
+        nursery.cancel_scope.cancel()
+    assert result.status == "completed"
+    frame = requests(tmp_path / "data").filter(~pl.col("warmup"))
+    assert frame.height == 6 and set(frame["status"]) == {"ok"}
+    for row in frame.to_dicts():
+        offsets = row["chunk_offsets_us"]
+        assert len(offsets) == 5 and offsets == sorted(offsets), row
+        assert 30_000 <= row["ttft_us"] == offsets[0] <= row["latency_us"] < 2_000_000, row
