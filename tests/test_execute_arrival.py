@@ -14,8 +14,8 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
 from time import perf_counter_ns
+from typing import Any, cast
 
 import httpcore
 import polars as pl
