@@ -85,7 +85,7 @@ def read_file_table(path: Path) -> pa.Table:
 
 def _footer_schema(path: Path) -> pa.Schema:
     try:
-        with pa.memory_map(str(path)) as source:
+        with pa.OSFile(str(path)) as source:
             return pa.ipc.open_file(source).schema
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise CorruptEventFileError([path], str(exc).splitlines()[0][:200]) from exc
@@ -330,17 +330,16 @@ class Replay:
         exactly `columns` (the table's types; a column an older file lacks reads as its default
         or null). Read with pyarrow, only those columns, so the files can be read in parallel and
         nothing is converted. A file corrupt past its footer fails naming it."""
-        return [
-            partial(
-                _read_batches,
-                self.spec,
-                item,
-                schema,
-                tuple(columns),
-                self.run_ids if item.run_id is None else None,
-            )
-            for item, schema in self.schemas
-        ]
+        plans: dict[tuple[str, ...], _ReadPlan] = {}
+        sources: list[Callable[[], Iterator[pa.RecordBatch]]] = []
+        for item, schema in self.schemas:
+            names = tuple(schema.names)
+            plan = plans.get(names)
+            if plan is None:
+                plan = plans[names] = _ReadPlan.of(self.spec, schema, tuple(columns))
+            runs = self.run_ids if item.run_id is None else None
+            sources.append(partial(_read_batches, plan, item, runs))
+        return sources
 
     def collect(self, **kwargs: Any) -> pl.DataFrame:
         """Collect; if a file turns out corrupt past its footer, fail naming it."""
@@ -366,35 +365,61 @@ def _fill_value(spec: TableSpec, name: str) -> bool | int | float | str | None:
     return default if isinstance(default, bool | int | float | str) else None
 
 
+@dataclass(frozen=True)
+class _ReadPlan:
+    """How to read `columns` from files of one schema: which fields, and per column its type and
+    whether the file has it (else its fill value). Made once per schema, not per file."""
+
+    options: pa.ipc.IpcReadOptions
+    columns: tuple[tuple[str, pa.DataType, bool, object], ...]
+    schema: pa.Schema
+    """What every batch is given: the columns, the table's types, all nullable (one schema for
+    files old and new, so batches of both can be joined)."""
+    as_is: bool
+    """Every column is in the file with the table's type: select, nothing to build."""
+
+    @classmethod
+    def of(cls, spec: TableSpec, schema: pa.Schema, columns: tuple[str, ...]) -> _ReadPlan:
+        types = {f.name: f.type for f in spec.schema}
+        present = set(schema.names)
+        fields = sorted(schema.get_field_index(name) for name in columns if name in present)
+        return cls(
+            pa.ipc.IpcReadOptions(included_fields=fields, use_threads=False),
+            tuple(
+                (name, types[name], name in present, _fill_value(spec, name)) for name in columns
+            ),
+            pa.schema([(name, types[name]) for name in columns]),
+            all(name in present and schema.field(name).type == types[name] for name in columns),
+        )
+
+
 def _read_batches(
-    spec: TableSpec,
-    item: EventFile,
-    schema: pa.Schema,
-    columns: tuple[str, ...],
-    run_ids: Sequence[str] | None,
+    plan: _ReadPlan, item: EventFile, run_ids: Sequence[str] | None
 ) -> Iterator[pa.RecordBatch]:
-    """One file's record batches with exactly `columns`, typed as the table (see `batch_sources`);
-    only the rows of `run_ids` when given (a compacted file holds many runs)."""
-    types = {f.name: f.type for f in spec.schema}
-    fields = [schema.get_field_index(name) for name in columns if name in schema.names]
-    options = pa.ipc.IpcReadOptions(included_fields=sorted(fields), use_threads=False)
+    """One file's record batches with exactly the plan's columns, typed as the table (see
+    `batch_sources`); only the rows of `run_ids` when given (a compacted file holds many runs)."""
     wanted = pa.array(list(run_ids), pa.string()) if run_ids is not None else None
+    names = plan.schema.names
     try:
-        with pa.memory_map(str(item.path)) as source:
-            reader = pa.ipc.open_file(source, options=options)
+        # Read, not memory-mapped: mapping and unmapping serialise threads on the process's
+        # address space, which shows with many small files (measured: same speed on big ones).
+        with pa.OSFile(str(item.path)) as source:
+            reader = pa.ipc.open_file(source, options=plan.options)
             for index in range(reader.num_record_batches):
                 batch = reader.get_batch(index)
-                arrays = []
-                for name in columns:
-                    if name in schema.names:
-                        array = batch.column(name)
-                        arrays.append(
-                            array if array.type == types[name] else array.cast(types[name])
-                        )
-                    else:
-                        value = _fill_value(spec, name)
-                        arrays.append(pa.array([value] * batch.num_rows, types[name]))
-                out = pa.RecordBatch.from_arrays(arrays, names=list(columns))
+                if plan.as_is:
+                    out = pa.RecordBatch.from_arrays(
+                        batch.select(names).columns, schema=plan.schema
+                    )
+                else:
+                    arrays = []
+                    for name, kind, present, fill in plan.columns:
+                        if present:
+                            array = batch.column(name)
+                            arrays.append(array if array.type == kind else array.cast(kind))
+                        else:
+                            arrays.append(pa.array([fill] * batch.num_rows, kind))
+                    out = pa.RecordBatch.from_arrays(arrays, schema=plan.schema)
                 if wanted is not None:
                     out = out.filter(pc.is_in(out.column("run_id"), value_set=wanted))
                 yield out

@@ -21,6 +21,8 @@ from pipeline.config import load_config
 from pipeline.eventlog import EventLog
 from schemas import ModelPrice
 from stages.aggregate import RESULT_SCHEMA, output_paths, run_aggregate, to_benchmark_result
+from stages.aggregate.scan import COLUMNS
+from stages.aggregate.transform import aggregate
 from tests.conftest import CliResult
 from tests.eventgen import RunSpec, many, write_run, write_runs
 
@@ -178,3 +180,18 @@ def test_incremental_drops_archived_runs_and_rebuilds_foreign_outputs(
     pl.DataFrame({"run_id": ["x"]}).write_parquet(results)  # another version's output
     assert run_aggregate(data_dir, PRICES, incremental=True).mode == "full"
     assert outputs(data_dir) == incremental
+
+
+def test_many_small_files_read_in_parallel_give_what_one_frame_gives(log: EventLog) -> None:
+    """`execute` flushes a file a second: many small files, read per file on threads and joined
+    per result before they are reduced, must give exactly what one polars frame of the same
+    events gives."""
+    write_runs(log, many("small", 3, requests=240, error_rate=0.2), batch_rows=17)
+    replay = log.replay("requests")
+    assert len(replay.files) > 40
+    runs, samples = log.replay("runs").frame, log.replay("samples").frame
+    per_file = aggregate(replay.batch_sources(COLUMNS), runs, samples, PRICES)
+    one_frame = aggregate(replay.frame, runs, samples, PRICES)
+    assert per_file.results.height == 3
+    assert per_file.results.equals(one_frame.results)
+    assert per_file.timeseries.equals(one_frame.timeseries)
