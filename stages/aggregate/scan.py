@@ -10,9 +10,9 @@ hashing at all. Per result only small things are kept: latencies and TTFTs of su
 (16 bytes a request, for numpy's own percentiles), exact (value, count) tables of the ITL gaps,
 integer sums and a per-second table.
 
-Why per file, on threads, straight from Arrow: the event files are independent, so each is read
-(`EventLog` hands out one batch source per file) and folded on its own thread into its own
-partial results, merged at the end. Arrow's decompression and numpy's big-array work release the
+Why per file, on threads, straight from Arrow: the event files are independent, so they are read
+(`EventLog` hands out one batch source per file) and folded a few consecutive files per task, on
+one thread per core, into partial results merged at the end. Arrow's decompression and numpy's big-array work release the
 GIL, so both cores work; and reading the IPC batches with pyarrow, instead of converting them to
 polars first, saves a copy of every string and list (measured in docs/aggregate.md).
 
@@ -389,7 +389,7 @@ def _fold(sources: Sequence[BatchSource]) -> dict[tuple[object, ...], _Result]:
     Consecutive parts of one result are joined into batches of up to `_JOIN_ROWS` rows before
     they are reduced: `execute` flushes a file a second, often of a few hundred rows, and each
     reduction has a fixed cost of ~1 ms (a few dozen numpy and Arrow calls, an ITL histogram as
-    wide as the longest gap), which a copy of the small parts costs far less than."""
+    wide as the longest gap); copying the small parts together costs far less."""
     found: dict[tuple[object, ...], _Result] = {}
     pending: list[pa.RecordBatch] = []
     pending_key: tuple[object, ...] = ()
