@@ -130,6 +130,9 @@ class RunEvent(_Event):
     core (stages.execute.capacity); null when too short to judge."""
     client_saturated: bool | None = None
     """On `finished`: the client was too busy for its timings to be trusted (share > 0.2)."""
+    client_loop_lag_p95_ms: float | None = Field(default=None, ge=0.0)
+    """On `finished`: the largest p95, over the client processes, of how late their resource
+    sampler woke (`samples.loop_lag_us`): high when other processes starve the client."""
 
 
 class ResourceSample(_Event):
@@ -147,6 +150,9 @@ class ResourceSample(_Event):
     cpu_user_us: int = Field(ge=0)
     cpu_system_us: int = Field(ge=0)
     in_flight: int = Field(ge=0)
+    loop_lag_us: int | None = Field(default=None, ge=0)
+    """How late the sampler woke for this sample, past its deadline (null for a first sample):
+    time the event loop could not run, because it was busy or the process was not scheduled."""
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import psutil
 import pytest
+import trio
 
+from pipeline.commands.execute import lag_warning
+from pipeline.eventlog import EventLog
 from stages.execute.runner import ExecuteOptions
-from tests._execute_support import config, requests, run, scenario
+from tests._execute_support import config, requests, run, runs, scenario
 from tests.test_execute_http import EXPECTED
 
 
@@ -64,3 +68,43 @@ async def test_memory_simulation_shows_in_the_samples(tmp_path: Path) -> None:
     loaded = config([tgt], [scenario(expected_operations=4, concurrency_level=4)], tmp_path)
     result = await run(loaded, tmp_path / "data")
     assert result.pairs[0].peak_rss_bytes - before > 100 * 1024 * 1024  # 4 × 32 MiB held at once
+
+
+async def test_a_starved_event_loop_shows_as_loop_lag(tmp_path: Path) -> None:
+    """While another task keeps the loop from running (as another process taking the CPU would),
+    the sampler wakes late: each sample records by how much, and the run's finished event and
+    result carry the p95, without the CPU-saturation flag (the loop was blocked, not busy)."""
+    tgt = mock_target(simulated_latency="600ms", output_tokens=1)
+    loaded = config([tgt], [scenario(expected_operations=4, concurrency_level=2)], tmp_path)
+    data = tmp_path / "data"
+
+    async def starve() -> None:
+        while True:
+            time.sleep(0.03)  # noqa: ASYNC251 - the point: the loop cannot run meanwhile
+            await trio.sleep(0.01)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(starve)
+        result = await run(loaded, data)
+        nursery.cancel_scope.cancel()
+    (pair,) = result.pairs
+    assert pair.client_loop_lag_p95_ms is not None and pair.client_loop_lag_p95_ms >= 10
+    samples = EventLog(data).replay("samples").collect()
+    lags = samples["loop_lag_us"].drop_nulls()
+    assert len(lags) >= 5 and lags.max() >= 10_000  # type: ignore[operator]  # every ~100 ms
+    finished = runs(data).filter(kind="finished")
+    assert finished["client_loop_lag_p95_ms"].to_list() == [pair.client_loop_lag_p95_ms]
+
+
+def test_execute_warns_about_a_starved_loop_only_when_not_saturated() -> None:
+    pair = {"scenario": "s", "target": "t", "client_saturated": False}
+    assert lag_warning({**pair, "client_loop_lag_p95_ms": 12.4}, 5.0) == (
+        "warning: s × t: the client's event loop ran 12 ms late (p95) without being "
+        "CPU-saturated (other processes starving it, or bursts of work), so its timings can be "
+        "up to that much late; rerun on a quieter machine or with more --workers "
+        "(client_loop_lag_p95_ms in the runs events)"
+    )
+    assert lag_warning({**pair, "client_loop_lag_p95_ms": 1.2}, 5.0) is None
+    assert lag_warning({**pair, "client_loop_lag_p95_ms": None}, 5.0) is None
+    busy = {**pair, "client_saturated": True, "client_loop_lag_p95_ms": 40.0}
+    assert lag_warning(busy, 5.0) is None  # the saturation warning says it already

@@ -189,6 +189,16 @@ def test_saturation_verdict_from_samples() -> None:
     assert saturation([one_in_five]).saturated is False  # > 20% is needed
 
 
+def test_loop_lag_verdict_is_the_worst_process_p95() -> None:
+    ms = 1_000_000  # ns
+    idle = [(i * 100 * ms, 0) for i in range(21)]
+    calm, starved = [1_000] * 19 + [40_000], [1_000] * 18 + [40_000, 50_000]
+    assert saturation([idle], [calm]).lag_p95_ms == 1.0  # one late wake in 20 is not the p95
+    assert saturation([idle, idle], [calm, starved]).lag_p95_ms == 40.0
+    assert saturation([idle], [[]]).lag_p95_ms is None and saturation([]).lag_p95_ms is None
+    assert saturation([[(0, 0)]], [[7_000]]).lag_p95_ms == 7.0  # even when CPU cannot be judged
+
+
 def test_default_workers_rule() -> None:
     assert default_workers(1, 64, True, cpus=8) == 1  # a small run pays for no process
     assert default_workers(16, 16, True, cpus=8) == 1

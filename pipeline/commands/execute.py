@@ -127,6 +127,7 @@ def execute(
     run id. Exit 0 even when requests failed (failures are events), 2 for bad input, 130 when
     interrupted (SIGINT/SIGTERM: in-flight requests are recorded as cancelled).
     """
+    from stages.execute.capacity import LAGGING_MS
     from stages.execute.runner import ExecuteOptions
     from stages.execute.runner import execute as run_execute
 
@@ -163,9 +164,26 @@ def execute(
                 "more --workers or lower concurrency (client_saturated in the runs events)",
                 err=True,
             )
+        starved = lag_warning(pair.as_dict(), LAGGING_MS)
+        if starved:
+            click.echo(starved, err=True)
     if result.status == "interrupted":
         ctx.info("interrupted: the run is recorded as interrupted")
     return result.exit_code
+
+
+def lag_warning(pair: dict[str, Any], limit_ms: float) -> str | None:
+    """The warning for a pair whose event loop ran late without the client being CPU-saturated:
+    starved by other processes, or busy in bursts (a saturated pair gets that warning instead)."""
+    lag = pair.get("client_loop_lag_p95_ms")
+    if lag is None or lag < limit_ms or pair.get("client_saturated"):
+        return None
+    return (
+        f"warning: {pair['scenario']} × {pair['target']}: the client's event loop ran "
+        f"{lag:.0f} ms late (p95) without being CPU-saturated (other processes starving it, or "
+        "bursts of work), so its timings can be up to that much late; rerun on a quieter "
+        "machine or with more --workers (client_loop_lag_p95_ms in the runs events)"
+    )
 
 
 COMMANDS = [execute]

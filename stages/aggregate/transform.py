@@ -105,6 +105,7 @@ RESULT_SCHEMA = pl.Schema(
         ("mean_memory_bytes", _I),
         ("client_cpu_saturation", _F),
         ("client_saturated", pl.Boolean()),
+        ("client_loop_lag_p95_ms", _F),
     ]
 )
 """The columns of results/benchmark_results.parquet, in order (docs/aggregate.md defines each)."""
@@ -186,6 +187,7 @@ def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
             pl.col("status").alias("final_status"),
             "client_cpu_saturation",
             "client_saturated",
+            "client_loop_lag_p95_ms",
         )
     )
     keys = runs.select(KEYS).unique()
@@ -201,6 +203,7 @@ def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
             pl.coalesce("final_status", pl.lit("running")).alias("run_status"),
             "client_cpu_saturation",
             "client_saturated",
+            "client_loop_lag_p95_ms",
         )
     )
 
@@ -371,6 +374,7 @@ def aggregate(
         "config_hash",
         "client_cpu_saturation",
         "client_saturated",
+        "client_loop_lag_p95_ms",
     )
     scanned = scan_requests(sources)
     main_df = scanned.results

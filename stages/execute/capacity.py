@@ -49,6 +49,11 @@ BUSY_SHARE = 0.9
 """A sampling interval in which a process used more than this share of a core counts as busy."""
 SATURATED_SHARE = 0.2
 """A run is flagged when some process was busy for more than this share of its sampled time."""
+LAGGING_MS = 10.0
+"""`execute` warns when a client process's event loop ran this late (p95) or later: its
+timestamps can be up to that much late too. Measured (docs/accuracy.md): 1-2.6 ms on a free
+loop (trio's timer rounding), 6-7.6 ms with 2 workers and the mock server sharing 2 cores at 64
+and 100 streams."""
 
 
 def expected_cpu(
@@ -82,6 +87,10 @@ class Saturation:
     """Largest share (0..1) of sampled time any process spent above `BUSY_SHARE` of a core."""
     saturated: bool | None
     """share > `SATURATED_SHARE`: the client was too busy for its timings to be trusted."""
+    lag_p95_ms: float | None = None
+    """The largest p95, over the processes, of how late each one's sampler woke (ms): the
+    time its event loop could not run. High with little CPU use means other processes starve
+    the client (`LAGGING_MS`)."""
 
 
 def _busy_share(samples: Sequence[tuple[int, int]]) -> tuple[int, int]:
@@ -97,17 +106,27 @@ def _busy_share(samples: Sequence[tuple[int, int]]) -> tuple[int, int]:
     return busy, total
 
 
-def saturation(per_process: Iterable[Sequence[tuple[int, int]]]) -> Saturation:
-    """The saturation verdict from each process's (mono_ns, cumulative CPU µs) samples.
+def saturation(
+    per_process: Iterable[Sequence[tuple[int, int]]], lags: Iterable[Sequence[int]] = ()
+) -> Saturation:
+    """The saturation verdict from each process's (mono_ns, cumulative CPU µs) samples, and the
+    loop lag from each process's sampler lags (µs).
 
     Null when no process has two samples to compare (a run too short to judge).
     """
+    lag_p95 = max((_p95(lag) / 1000 for lag in lags if lag), default=None)
     shares = []
     for samples in per_process:
         busy, total = _busy_share(sorted(samples))
         if total > 0:
             shares.append(busy / total)
     if not shares:
-        return Saturation(None, None)
+        return Saturation(None, None, lag_p95)
     share = max(shares)
-    return Saturation(share, share > SATURATED_SHARE)
+    return Saturation(share, share > SATURATED_SHARE, lag_p95)
+
+
+def _p95(values: Sequence[int]) -> float:
+    """The nearest-rank 95th percentile (a value that occurred)."""
+    ordered = sorted(values)
+    return float(ordered[math.ceil(0.95 * len(ordered)) - 1])

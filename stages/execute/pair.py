@@ -72,6 +72,8 @@ class LoadOutcome:
     """The largest RSS sampled; with worker processes, the sum of each one's largest."""
     cpu: list[list[tuple[int, int]]] = field(default_factory=list)
     """Per process, its (perf_counter_ns, CPU µs) samples: the saturation verdict's input."""
+    lags: list[list[int]] = field(default_factory=list)
+    """Per process, how late (µs) its sampler woke, sample by sample."""
     failure: str | None = None
     """Why the pair failed (a worker died or raised); None when it did not."""
     cut_short: bool = False

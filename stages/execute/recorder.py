@@ -71,6 +71,7 @@ _SAMPLE_COLUMNS = (
     "cpu_user_us",
     "cpu_system_us",
     "in_flight",
+    "loop_lag_us",
 )
 
 
@@ -175,7 +176,13 @@ class Recorder:
         cols["server_request_id"].append(attempt.server_request_id)
 
     def add_sample(
-        self, mono_ns: int, rss: int, user_us: int, system_us: int, in_flight: int
+        self,
+        mono_ns: int,
+        rss: int,
+        user_us: int,
+        system_us: int,
+        in_flight: int,
+        lag_us: int | None = None,
     ) -> None:
         cols = self._samples
         cols["event_id"].append(
@@ -192,6 +199,7 @@ class Recorder:
         cols["cpu_user_us"].append(user_us)
         cols["cpu_system_us"].append(system_us)
         cols["in_flight"].append(in_flight)
+        cols["loop_lag_us"].append(lag_us)
 
     @property
     def pending(self) -> int:

@@ -37,21 +37,29 @@ class ResourceSampler:
         self.peak_rss = 0
         self.cpu: list[tuple[int, int]] = []
         """(perf_counter_ns, user + system CPU µs) of every sample, for the saturation verdict."""
+        self.lags: list[int] = []
+        """How late (µs) the sampler woke for each sample after the first."""
 
-    def sample(self) -> None:
+    def sample(self, lag_us: int | None = None) -> None:
         now = perf_counter_ns()
         rss = int(self.process.memory_info().rss)
         cpu = self.process.cpu_times()
         self.peak_rss = max(self.peak_rss, rss)
         user_us, system_us = int(cpu.user * 1e6), int(cpu.system * 1e6)
         self.cpu.append((now, user_us + system_us))
-        self.recorder.add_sample(now, rss, user_us, system_us, self.in_flight.value)
+        if lag_us is not None:
+            self.lags.append(lag_us)
+        self.recorder.add_sample(now, rss, user_us, system_us, self.in_flight.value, lag_us)
 
     async def run(self) -> None:
-        """Sample at once, then on absolute deadlines (no drift), until cancelled."""
+        """Sample at once, then on absolute deadlines (no drift), until cancelled; each sample
+        after the first records how late its deadline was met (the loop's lag)."""
         start = trio.current_time()
         tick = 0
+        lag_us = None
         while True:
-            self.sample()
+            self.sample(lag_us)
             tick += 1
-            await trio.sleep_until(start + tick * self.interval_s)
+            deadline = start + tick * self.interval_s
+            await trio.sleep_until(deadline)
+            lag_us = max(0, round((trio.current_time() - deadline) * 1e6))

@@ -322,7 +322,8 @@ async def _play_here(
             await pair.provider.aclose()
             sampler.sample()
             await recorder.flush()
-            outcome.sent, outcome.peak_rss, outcome.cpu = pair.sent, sampler.peak_rss, [sampler.cpu]
+            outcome.sent, outcome.peak_rss = pair.sent, sampler.peak_rss
+            outcome.cpu, outcome.lags = [sampler.cpu], [sampler.lags]
 
 
 def _status(run: PreparedRun, stop: Stop, outcome: LoadOutcome) -> tuple[str, str | None]:
@@ -401,7 +402,7 @@ async def _run_pair(
     except Exception as exc:  # noqa: BLE001 - recorded as the run's failure, then re-raised
         status, message, failure = "failed", f"{type(exc).__name__}: {exc}"[:500], exc
     finally:
-        verdict = saturation(outcome.cpu)
+        verdict = saturation(outcome.cpu, outcome.lags)
         with trio.CancelScope(shield=True):
             finished = {
                 **base,
@@ -413,6 +414,7 @@ async def _run_pair(
                 "message": message,
                 "client_cpu_saturation": verdict.share,
                 "client_saturated": verdict.saturated,
+                "client_loop_lag_p95_ms": verdict.lag_p95_ms,
             }
             if failure is None:
                 await recorder.write_run(finished)
@@ -438,6 +440,7 @@ async def _run_pair(
         workers=workers,
         client_cpu_saturation=verdict.share,
         client_saturated=verdict.saturated,
+        client_loop_lag_p95_ms=verdict.lag_p95_ms,
     )
 
 

@@ -151,6 +151,8 @@ class PairResult:
     client_cpu_saturation: float | None = None
     client_saturated: bool | None = None
     """The client was too busy for its timings to be trusted (stages.execute.capacity)."""
+    client_loop_lag_p95_ms: float | None = None
+    """How late the client's event loop ran (p95, worst process): starvation shows here."""
 
     @classmethod
     def from_stats(
@@ -166,6 +168,7 @@ class PairResult:
         workers: int = 1,
         client_cpu_saturation: float | None = None,
         client_saturated: bool | None = None,
+        client_loop_lag_p95_ms: float | None = None,
     ) -> PairResult:
         return cls(
             scenario=scenario,
@@ -183,6 +186,7 @@ class PairResult:
             workers=workers,
             client_cpu_saturation=client_cpu_saturation,
             client_saturated=client_saturated,
+            client_loop_lag_p95_ms=client_loop_lag_p95_ms,
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -72,6 +72,7 @@ class WorkerReport:
     sent: int
     peak_rss: int
     cpu: list[tuple[int, int]]
+    lags: list[int]
     stats: Any
     """The last `StatsDelta`."""
 
@@ -167,7 +168,10 @@ async def _play(job: WorkerJob, conn: Connection, counter: SharedCounter) -> Non
             await pair.provider.aclose()
             sampler.sample()
             await recorder.flush()
-    conn.send(("done", WorkerReport(pair.sent, sampler.peak_rss, sampler.cpu, pair.stats.delta())))
+    report = WorkerReport(
+        pair.sent, sampler.peak_rss, sampler.cpu, sampler.lags, pair.stats.delta()
+    )
+    conn.send(("done", report))
 
 
 def worker_main(job: WorkerJob, conn: Connection, counter: Synchronized[int]) -> None:

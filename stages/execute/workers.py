@@ -230,3 +230,4 @@ async def run_in_workers(
             outcome.sent += worker.report.sent
             outcome.peak_rss += worker.report.peak_rss
             outcome.cpu.append(worker.report.cpu)
+            outcome.lags.append(worker.report.lags)
