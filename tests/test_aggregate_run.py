@@ -143,12 +143,25 @@ def test_cli_table_and_incremental(
     assert json.loads(again.out)["rebuilt"] == [] and json.loads(again.out)["rows"] == 2
 
 
+def _truncate(raw: bytes) -> bytes:
+    return raw[:100]  # the footer is gone: found before anything is read
+
+
+def _scramble(raw: bytes) -> bytes:
+    middle = len(raw) // 2  # the footer is intact: found only while reading the batches
+    return raw[:middle] + bytes(b ^ 0xFF for b in raw[middle : middle + 300]) + raw[middle + 300 :]
+
+
+@pytest.mark.parametrize("damage", [_truncate, _scramble], ids=["footer", "past-footer"])
 def test_corrupt_file_fails_naming_it_or_is_quarantined(
-    log: EventLog, data_dir: Path, cli: Callable[..., CliResult]
+    log: EventLog,
+    data_dir: Path,
+    cli: Callable[..., CliResult],
+    damage: Callable[[bytes], bytes],
 ) -> None:
     write_runs(log, many("k", 2, requests=40))
     victim = log.files("requests", run_ids=["k-001"])[0].path
-    victim.write_bytes(victim.read_bytes()[:100])
+    victim.write_bytes(damage(victim.read_bytes()))
     failed = cli("--data-dir", str(data_dir), "aggregate")
     assert failed.code == 1 and victim.name in failed.err
     skipped = cli("--data-dir", str(data_dir), "aggregate", "--skip-corrupt", "--json")

@@ -15,9 +15,11 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from pipeline.eventlog import EventLog, read_file_table
+from pipeline.errors import CorruptEventFileError
+from pipeline.eventlog import EventFile, EventLog, Replay, read_file_table
 from pipeline.lock import exclusive_lock
 from pipeline.outputs import write_output
+from schemas import TABLES
 from stages.aggregate.scan import COLUMNS
 from stages.aggregate.transform import (
     FINAL_RUN_STATUSES,
@@ -25,6 +27,7 @@ from stages.aggregate.transform import (
     RESULT_SCHEMA,
     TIMESERIES_KEYS,
     TIMESERIES_SCHEMA,
+    Aggregates,
     PriceLookup,
     aggregate,
 )
@@ -114,31 +117,20 @@ def run_aggregate(
     log = EventLog(data_dir)
     results_path, timeseries_path = output_paths(data_dir)
     with exclusive_lock(data_dir, lock_timeout_s):
-        # Runs first: a run's `finished` record is written after its last request event.
-        runs = log.replay("runs", skip_corrupt=skip_corrupt)
-        keep: set[str] = set()
-        old_results = old_series = None
-        if incremental and results_path.is_file() and timeseries_path.is_file():
-            old_results = pl.read_parquet(results_path)
-            old_series = pl.read_parquet(timeseries_path)
-            if old_results.columns != list(RESULT_SCHEMA) or old_series.columns != list(
-                TIMESERIES_SCHEMA
-            ):  # written by another version of this stage: rebuild everything
-                old_results = old_series = None
-        if old_results is not None:
-            present = _event_run_ids(log)  # a run archived since is dropped, as a rebuild would
-            keep = _reusable_runs(old_results, runs.collect(), price_of) & present
-        todo = None if old_results is None else sorted(present - keep)
-        requests = log.replay("requests", run_ids=todo, skip_corrupt=skip_corrupt)
-        samples = log.replay("samples", run_ids=todo, skip_corrupt=skip_corrupt)
-        runs_todo = runs.frame if todo is None else runs.frame.filter(pl.col("run_id").is_in(todo))
-        try:
-            sources = requests.batch_sources(COLUMNS)
-            built = aggregate(sources, runs_todo, samples.frame, price_of)
-        except (pl.exceptions.PolarsError, pa.ArrowException, OSError):
-            for item in (*runs.files, *requests.files, *samples.files):
-                read_file_table(item.path)  # a file corrupt past its footer: name it
-            raise
+        moved: list[Path] = []
+        while True:
+            try:
+                old_results, old_series, keep, built, replays = _build(
+                    log, price_of, incremental=incremental, skip_corrupt=skip_corrupt
+                )
+                break
+            except CorruptEventFileError as exc:
+                # A file readable up to its footer but not past it shows only while reading:
+                # with --skip-corrupt it is moved aside too, and the build starts over.
+                found = _files_at(log, exc.paths) if skip_corrupt else []
+                if not found:  # not asked to skip, or nothing left to move: report it
+                    raise
+                moved += log.quarantine(found)
         results, series = built.results, built.timeseries
         if old_results is not None and old_series is not None:
             kept = pl.col("run_id").is_in(sorted(keep))
@@ -148,7 +140,7 @@ def run_aggregate(
         write_output(results, results_path, KEYS, staging)
         write_output(series, timeseries_path, TIMESERIES_KEYS, staging)
     unpriced = results.filter(pl.col("price_input_per_mtok").is_null()).get_column("model")
-    quarantined = (*runs.quarantined, *requests.quarantined, *samples.quarantined)
+    quarantined = (*(path for replay in replays for path in replay.quarantined), *moved)
     return AggregateReport(
         mode="full" if old_results is None else "incremental",
         rebuilt=built.results,
@@ -159,3 +151,49 @@ def run_aggregate(
         unpriced_models=tuple(sorted(set(unpriced.to_list()) | set(built.unpriced_models))),
         quarantined=tuple(quarantined),
     )
+
+
+def _files_at(log: EventLog, paths: list[Path]) -> list[EventFile]:
+    """The published event files at `paths` (of any table)."""
+    wanted = {Path(p).resolve() for p in paths}
+    return [item for table in TABLES for item in log.files(table) if item.path.resolve() in wanted]
+
+
+def _build(
+    log: EventLog, price_of: PriceLookup, *, incremental: bool, skip_corrupt: bool
+) -> tuple[
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    set[str],
+    Aggregates,
+    tuple[Replay, Replay, Replay],
+]:
+    """Replay what must be rebuilt and aggregate it: (previous results and series if reused,
+    the runs kept from them, what was built, the three replays)."""
+    results_path, timeseries_path = output_paths(log.data_dir)
+    # Runs first: a run's `finished` record is written after its last request event.
+    runs = log.replay("runs", skip_corrupt=skip_corrupt)
+    keep: set[str] = set()
+    old_results = old_series = None
+    if incremental and results_path.is_file() and timeseries_path.is_file():
+        old_results = pl.read_parquet(results_path)
+        old_series = pl.read_parquet(timeseries_path)
+        if old_results.columns != list(RESULT_SCHEMA) or old_series.columns != list(
+            TIMESERIES_SCHEMA
+        ):  # written by another version of this stage: rebuild everything
+            old_results = old_series = None
+    if old_results is not None:
+        present = _event_run_ids(log)  # a run archived since is dropped, as a rebuild would
+        keep = _reusable_runs(old_results, runs.collect(), price_of) & present
+    todo = None if old_results is None else sorted(present - keep)
+    requests = log.replay("requests", run_ids=todo, skip_corrupt=skip_corrupt)
+    samples = log.replay("samples", run_ids=todo, skip_corrupt=skip_corrupt)
+    runs_todo = runs.frame if todo is None else runs.frame.filter(pl.col("run_id").is_in(todo))
+    try:
+        sources = requests.batch_sources(COLUMNS)
+        built = aggregate(sources, runs_todo, samples.frame, price_of)
+    except (pl.exceptions.PolarsError, pa.ArrowException, OSError):
+        for item in (*runs.files, *requests.files, *samples.files):
+            read_file_table(item.path)  # a file corrupt past its footer: name it
+        raise
+    return old_results, old_series, keep, built, (runs, requests, samples)
