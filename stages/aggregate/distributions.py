@@ -96,10 +96,6 @@ class GapCounts:
         drop = np.flatnonzero(~rows & (lengths > 1))
         self._add_counted(gaps, crossings, gaps[_ranges(bounds[drop], lengths[drop] - 1)])
 
-    def add(self, gaps: IntArray) -> None:
-        """Add every value of `gaps`."""
-        self._add_counted(gaps, 0, gaps[:0])
-
     def _add_counted(self, gaps: IntArray, zeros: int, minus: IntArray) -> None:
         """Add `gaps` less `zeros` of its zeros and less the values `minus` (taken from it)."""
         if len(gaps) == zeros + len(minus):
