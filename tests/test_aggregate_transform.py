@@ -343,6 +343,7 @@ def test_rows_in_any_order_and_batching_give_the_same_results() -> None:
 )
 @example(["aa", "a", "aaa"], 0, False)  # same bytes and total length, uneven widths
 @example(["x", "aa", "a", "aaa"], 1, True)
+@example(["ab", "ab", "ba"], 0, False)  # even widths, bytes not one value repeated
 def test_constant_check_reads_string_buffers_exactly(
     values: list[str | None], skip: int, large: bool
 ) -> None:

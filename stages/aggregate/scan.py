@@ -164,20 +164,21 @@ def _both(mask: BoolArray, valid: BoolArray | None) -> BoolArray:
 
 def _same(array: pa.Array) -> tuple[bool, object]:
     """(every value equals the first, the first value)."""
+    if array.type in (pa.string(), pa.large_string()) and array.null_count == 0:
+        return _same_strings(array)
     value = array[0].as_py()
     if value is None:
         return array.null_count == len(array), None
     if array.null_count:
         return False, value
-    if array.type in (pa.string(), pa.large_string()):
-        return _same_strings(array), value
     return bool(pc.all(pc.equal(array, pa.scalar(value, array.type))).as_py()), value
 
 
-def _same_strings(array: pa.Array) -> bool:
-    """Whether a non-empty string array without nulls holds one value `len` times, read off its
-    buffers: every offset step is the first value's width, and the bytes are that value repeated
-    (a memcmp; ~4x faster than `pc.equal` + `pc.all`, and this runs five times a batch)."""
+def _same_strings(array: pa.Array) -> tuple[bool, str]:
+    """`_same` for a non-empty string array without nulls, read off its buffers: every offset
+    step is the first value's width, and the bytes repeat with that period (the data compared
+    with itself shifted by one value: one memcmp, no copy). This runs five times a batch; it is
+    ~8x cheaper than `pc.equal` + `pc.all` and holds the GIL only for the memcmp."""
     _, offsets_buffer, data = array.buffers()
     n = len(array)
     wide = array.type == pa.large_string()
@@ -187,12 +188,11 @@ def _same_strings(array: pa.Array) -> bool:
     )
     start = int(offsets[0])
     width = int(offsets[1]) - start
+    value = data.slice(start, width).to_pybytes().decode()
     if int(offsets[-1]) - start != width * n or not (np.diff(offsets) == width).all():
-        return False
-    if width == 0:
-        return True
-    region = data.slice(start, width * n)
-    return bool(region.equals(pa.py_buffer(data.slice(start, width).to_pybytes() * n)))
+        return False, value
+    rest = width * (n - 1)
+    return rest == 0 or data.slice(start + width, rest).equals(data.slice(start, rest)), value
 
 
 # -- per-result accumulation ---------------------------------------------------------------------
@@ -254,8 +254,8 @@ class _Result:
         tpot = ((lat[has_tpot] - ttft[has_tpot]) * 2000 + t_out) // (t_out * 2)
         s = self.sums
         s["operations"] += batch.num_rows
-        s["successful"] += int(ok.sum())
-        s["retries"] += int(_both(attempt > 1, attempt_valid).sum())
+        s["successful"] += int(np.count_nonzero(ok))
+        s["retries"] += int(np.count_nonzero(_both(attempt > 1, attempt_valid)))
         s["lat_n"] += len(lat_ok)
         s["lat_sum"] += int(lat_ok.sum())
         s["lat_sq"] += _sum_squares(lat_ok)
@@ -263,7 +263,8 @@ class _Result:
         s["ttft_sum"] += int(ttft_ok.sum())
         s["tpot_n"] += len(tpot)
         s["tpot_sum"] += int(tpot.sum())
-        for name in ("input_tokens", "output_tokens", "cached_tokens"):
+        s["output_tokens"] += int(out.sum())  # nulls were read as 0
+        for name in ("input_tokens", "cached_tokens"):
             s[name] += int(pc.sum(batch.column(name)).as_py() or 0)
         self.extreme_of("first_start_us", start, "min")
         self.extreme_of("last_end_us", end, "max")
@@ -366,7 +367,7 @@ def _measured(batch: pa.RecordBatch) -> pa.RecordBatch:
     if warmup.null_count:
         return batch.filter(pc.invert(pc.fill_null(warmup, True)))
     flags = _flags(warmup)
-    count = int(flags.sum())
+    count = int(np.count_nonzero(flags))
     if count == 0 or flags[:count].all():
         return batch.slice(count)
     return batch.filter(pa.array(~flags))
