@@ -431,17 +431,21 @@ def _scan(spec: TableSpec, files: Sequence[tuple[EventFile, pa.Schema]]) -> pl.L
     target = polars_schema(spec)
     if not files:
         return pl.LazyFrame(schema=target)
-    current = [str(f.path) for f, s in files if s.names == spec.schema.names]
-    older = [(f, s) for f, s in files if s.names != spec.schema.names]
+    # One scan per distinct column list (files written by the same schema version): the current
+    # files as they are, older ones with the columns they lack filled in.
+    by_names: dict[tuple[str, ...], list[str]] = {}
+    for item, schema in files:
+        by_names.setdefault(tuple(schema.names), []).append(str(item.path))
     frames = []
-    if current:
-        frames.append(pl.scan_ipc(current, glob=False))
-    for item, schema in older:
-        frame = pl.scan_ipc(str(item.path), glob=False)
-        fill = []
-        for name, dtype in target.items():
-            if name not in schema.names:
-                fill.append(pl.lit(_fill_value(spec, name), dtype=dtype).alias(name))
-        frames.append(frame.with_columns(fill).select(list(target)))
+    for names, paths in by_names.items():
+        frame = pl.scan_ipc(paths, glob=False)
+        if list(names) != spec.schema.names:
+            fill = [
+                pl.lit(_fill_value(spec, name), dtype=dtype).alias(name)
+                for name, dtype in target.items()
+                if name not in names
+            ]
+            frame = frame.with_columns(fill).select(list(target))
+        frames.append(frame)
     frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
     return frame.cast(dict(target))  # type: ignore[arg-type]

@@ -95,20 +95,24 @@ def test_filters_by_date_and_run_are_pushed_to_the_files(data_dir: Path) -> None
 
 def test_an_older_file_without_a_newer_column_reads_as_null_or_default(data_dir: Path) -> None:
     log = EventLog(data_dir)
-    full = conform(TABLES["requests"], batch("old", "w0", 0, 2))
-    old = full.drop_columns(["server_request_id", "worker"])  # as a file from before those columns
-    path = data_dir / "events/requests/date=2026-01-02/old-w0-000000.arrow"
-    path.parent.mkdir(parents=True)
-    with pa.ipc.new_file(str(path), old.schema) as writer:
-        writer.write_table(old)
+    partition = data_dir / "events/requests/date=2026-01-02"
+    partition.mkdir(parents=True)
+    # Two files from before `server_request_id` and `worker`, one from between the two columns.
+    for seq, dropped in enumerate(
+        [["server_request_id", "worker"], ["server_request_id", "worker"], ["server_request_id"]]
+    ):
+        rows = batch("old", "w0", seq * 2, 2)
+        rows["worker"] = [7, 7]
+        old = conform(TABLES["requests"], rows).drop_columns(dropped)
+        with pa.ipc.new_file(str(partition / f"old-w0-00000{seq}.arrow"), old.schema) as writer:
+            writer.write_table(old)
     log.writer("new").append("requests", batch("new", "w0", 1, 2))
-    frame = log.replay("requests").collect().sort("run_id")
+    frame = log.replay("requests").collect().sort("run_id", "event_id")
     assert frame.columns == TABLES["requests"].schema.names
-    assert frame.filter(pl.col("run_id") == "old")["server_request_id"].to_list() == [None, None]
-    assert frame.filter(pl.col("run_id") == "old")["worker"].to_list() == [
-        0,
-        0,
-    ]  # the model's default
+    assert frame.height == 8
+    assert frame.filter(pl.col("run_id") == "old")["server_request_id"].to_list() == [None] * 6
+    # The model's default where the file lacks the column, the file's value where it has it.
+    assert sorted(frame.filter(pl.col("run_id") == "old")["worker"].to_list()) == [0] * 4 + [7] * 2
     # The per-file Arrow readers (aggregate's fast path) read the same values, typed the same.
     columns = ["run_id", "worker", "server_request_id", "started_at", "chunk_offsets_us"]
     read = [b for source in log.replay("requests").batch_sources(columns) for b in source()]
