@@ -18,6 +18,7 @@ Why it is shaped this way:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -376,10 +377,13 @@ def aggregate(
         "client_saturated",
         "client_loop_lag_p95_ms",
     )
-    scanned = scan_requests(sources)
+    # The small run and sample tables are read by polars (without the GIL) while the scan runs.
+    with ThreadPoolExecutor(1) as side:
+        small = side.submit(pl.collect_all, [run_query, _sample_sums(samples)])
+        scanned = scan_requests(sources)
+        run_df, sample_sums = small.result()
     main_df = scanned.results
-    run_df = run_query.collect()
-    memory_df = _memory(_sample_sums(samples).collect(), main_df.select(KEYS))
+    memory_df = _memory(sample_sums, main_df.select(KEYS))
     prices, unknown = _prices(main_df.get_column("model").to_list(), price_of)
     results = _finish_results(main_df, _run_info(run_df), memory_df, prices)
     timeseries = _finish_timeseries(scanned.seconds)
