@@ -9,6 +9,7 @@ rebuild. Runs still in progress (no `finished` record) are always re-aggregated.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,8 +138,13 @@ def run_aggregate(
             results = pl.concat([old_results.filter(kept).cast(dict(RESULT_SCHEMA)), results])  # type: ignore[arg-type]
             series = pl.concat([old_series.filter(kept).cast(dict(TIMESERIES_SCHEMA)), series])  # type: ignore[arg-type]
         staging = log.staging
-        write_output(results, results_path, KEYS, staging)
-        write_output(series, timeseries_path, TIMESERIES_KEYS, staging)
+        with ThreadPoolExecutor(2) as pool:  # writing and fsync release the GIL: both at once
+            written = [
+                pool.submit(write_output, results, results_path, KEYS, staging),
+                pool.submit(write_output, series, timeseries_path, TIMESERIES_KEYS, staging),
+            ]
+            for future in written:
+                future.result()
     unpriced = results.filter(pl.col("price_input_per_mtok").is_null()).get_column("model")
     quarantined = (*(path for replay in replays for path in replay.quarantined), *moved)
     return AggregateReport(
