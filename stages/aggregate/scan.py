@@ -112,21 +112,25 @@ def frame_source(frame: pl.LazyFrame) -> BatchSource:
 # -- exact integer reductions --------------------------------------------------------------------
 
 
-def _sum_squares(x: IntArray) -> int:
+def _sum_squares(x: IntArray, top: int | None = None) -> int:
     """Σx² exactly: int64 when no partial sum can overflow (always, for µs latencies in a
-    batch), else Python integers."""
+    batch), else Python integers. `top`: the largest |x|, when the caller knows it."""
     if len(x) == 0:
         return 0
-    top = int(np.abs(x).max())
+    if top is None:
+        top = int(np.abs(x).max())
     if top * top * len(x) < 2**63:
         return int(np.dot(x, x))
     return sum(int(v) * int(v) for v in x.tolist())
 
 
-def _bin_sums(bins: IntArray, weights: IntArray, length: int) -> IntArray:
+def _bin_sums(bins: IntArray, weights: IntArray, length: int, top: int | None = None) -> IntArray:
     """Σ weights per bin, exactly: `bincount`'s float64 sums are exact while every partial sum
-    stays below 2⁵³ (checked), else an integer `add.at`."""
-    if len(weights) and max(int(weights.max()), -int(weights.min())) * len(weights) >= 2**53:
+    stays below 2⁵³ (checked), else an integer `add.at`. `top`: the largest |weight|, when the
+    caller knows it."""
+    if top is None and len(weights):
+        top = max(int(weights.max()), -int(weights.min()))
+    if top is not None and top * len(weights) >= 2**53:
         out = np.zeros(length, np.int64)
         np.add.at(out, bins, weights)
         return out
@@ -250,26 +254,34 @@ class _Result:
         ttft_ok = ttft[_both(ok, ttft_valid)]
         has_tpot = _both(_both(_both(ok & (out > 1), out_valid), lat_valid), ttft_valid)
         # TPOT per request in ns, rounded half up with integers only (exact, so sums are exact).
-        t_out = out[has_tpot] - 1
-        tpot = ((lat[has_tpot] - ttft[has_tpot]) * 2000 + t_out) // (t_out * 2)
+        # Computed for every row (any divisor ≥ 1 where there is none) and summed where it
+        # exists: cheaper than gathering three columns first.
+        t_out = out - 1
+        divisor = t_out * 2
+        np.maximum(divisor, 1, out=divisor)
+        tpot = ((lat - ttft) * 2000 + t_out) // divisor
         s = self.sums
         s["operations"] += batch.num_rows
         s["successful"] += int(np.count_nonzero(ok))
         s["retries"] += int(np.count_nonzero(_both(attempt > 1, attempt_valid)))
+        lat_top = 0  # the largest |latency| of a successful attempt
+        if len(lat_ok):
+            low, high = int(lat_ok.min()), int(lat_ok.max())
+            self.extreme("lat_min", low, "min")
+            self.extreme("lat_max", high, "max")
+            lat_top = max(-low, high)
         s["lat_n"] += len(lat_ok)
         s["lat_sum"] += int(lat_ok.sum())
-        s["lat_sq"] += _sum_squares(lat_ok)
+        s["lat_sq"] += _sum_squares(lat_ok, lat_top)
         s["ttft_n"] += len(ttft_ok)
         s["ttft_sum"] += int(ttft_ok.sum())
-        s["tpot_n"] += len(tpot)
-        s["tpot_sum"] += int(tpot.sum())
+        s["tpot_n"] += int(np.count_nonzero(has_tpot))
+        s["tpot_sum"] += int(np.add.reduce(tpot, where=has_tpot))
         s["output_tokens"] += int(out.sum())  # nulls were read as 0
         for name in ("input_tokens", "cached_tokens"):
             s[name] += int(pc.sum(batch.column(name)).as_py() or 0)
         self.extreme_of("first_start_us", start, "min")
         self.extreme_of("last_end_us", end, "max")
-        self.extreme_of("lat_min", lat_ok, "min")
-        self.extreme_of("lat_max", lat_ok, "max")
         self.latency.append(lat_ok)
         self.ttft.append(ttft_ok)
         self.gaps.add_lists(batch.column("chunk_offsets_us"), ok)
@@ -278,7 +290,7 @@ class _Result:
             self.errors.update(
                 _error_kinds(batch.column("error_type").take(rows), status.take(rows))
             )
-        self._add_seconds(start // _US, end // _US, ok, failed, out, lat, lat_valid)
+        self._add_seconds(start // _US, end // _US, ok, failed, out, lat, lat_valid, lat_top)
 
     def _add_seconds(
         self,
@@ -289,6 +301,7 @@ class _Result:
         out: IntArray,
         lat: IntArray,
         lat_valid: BoolArray | None,
+        lat_top: int,
     ) -> None:
         if len(start_s) == 0:
             return
@@ -308,7 +321,7 @@ class _Result:
                 completed,
                 errors,
                 _bin_sums(last, out, length),  # nulls were read as 0
-                _bin_sums(last, np.where(lat_ok, lat, 0), length),
+                _bin_sums(last, np.where(lat_ok, lat, 0), length, lat_top),
                 completed if lat_valid is None else np.bincount(last[lat_ok], minlength=length),
             ]
         ).astype(np.int64)
