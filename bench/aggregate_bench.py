@@ -2,8 +2,8 @@
 
 Writes N synthetic request events (plus their run and sample records) through the real EventLog in
 `--runs` run partitions (tests/eventgen.py: streamed answers with 4-24 chunks, ~5% errors of every
-type, retries, warmup), then times, each case in its own fresh subprocess (so its peak RSS is its
-own) and `--repeat` times in that process (the first run pays for warming up the allocator and
+type, retries, warmup), then times three cases, each in its own fresh subprocess (so its peak RSS
+is its own), `--repeat` times in that process (the first run pays for warming up the allocator and
 thread pools, as any long-lived process would once):
 
 - floor: `scan_ipc` over the request files + `group_by(run_id, scenario, target)` with 12 aggregates
@@ -13,7 +13,9 @@ thread pools, as any long-lived process would once):
   output column (results incl. pooled ITL percentiles, and the per-second time series);
 - aggregate: the whole `run_aggregate` (lock, replay, transform, write both Parquet files).
 
-The table shows each case's fastest and median time, and its process's peak RSS.
+The three cases take turns, `--rounds` times, so that a shared machine's slow minutes fall on all
+of them alike. The table shows each case's fastest and median time over every round and repeat,
+and its largest peak RSS; below it, the whole stage's best time over the floor's, round by round.
 
     python bench/aggregate_bench.py                      # 1M events
     python bench/aggregate_bench.py --events 10000000    # 10M events (~1.7 GB of events on disk)
@@ -159,7 +161,8 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3, help="Runs per case and round.")
+    parser.add_argument("--rounds", type=int, default=3, help="Turns each case takes.")
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="Reused when it holds the same events."
     )
@@ -172,23 +175,29 @@ def main() -> None:
         args.data_dir or Path(tempfile.gettempdir()) / f"aggregate-bench-{args.events}-{args.runs}"
     )
     events = generate(data_dir, args.events, args.runs)
-    got = {case: child(case, data_dir, args.repeat) for case in CASES}
-    base = min(got["floor"]["times"])
+    rounds = [
+        {case: child(case, data_dir, args.repeat) for case in CASES} for _ in range(args.rounds)
+    ]
+    times = {case: [t for got in rounds for t in got[case]["times"]] for case in CASES}
+    base = min(times["floor"])
     print(
         f"{events:,} request events, {args.runs} runs; polars {pl.__version__}; "
-        f"{os.cpu_count()} cpus; {platform.machine()}; {args.repeat} runs per case"
+        f"{os.cpu_count()} cpus; {platform.machine()}; {args.rounds} rounds x {args.repeat} "
+        "runs per case"
     )
     print(
         f"{'case':<10} {'best s':>7} {'median s':>9} {'events/s':>12} {'vs floor':>9} "
         f"{'peak RSS':>10}"
     )
     for case in CASES:
-        times = got[case]["times"]
-        best = min(times)
+        best = min(times[case])
+        rss = max(got[case]["peak_rss_bytes"] for got in rounds)
         print(
-            f"{case:<10} {best:>7.2f} {statistics.median(times):>9.2f} {events / best:>12,.0f} "
-            f"{best / base:>8.2f}x {got[case]['peak_rss_bytes'] / 2**20:>7,.0f} MB"
+            f"{case:<10} {best:>7.2f} {statistics.median(times[case]):>9.2f} "
+            f"{events / best:>12,.0f} {best / base:>8.2f}x {rss / 2**20:>7,.0f} MB"
         )
+    ratios = [min(got["aggregate"]["times"]) / min(got["floor"]["times"]) for got in rounds]
+    print("aggregate / floor, round by round: " + ", ".join(f"{r:.2f}x" for r in ratios))
 
 
 if __name__ == "__main__":
