@@ -16,6 +16,7 @@ interpolated exactly as numpy does. Every number equals
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -87,7 +88,8 @@ class GapCounts:
             return
         values = lists.values.slice(first, stop - first).to_numpy().astype(np.int64, copy=False)
         bounds = bounds - first
-        gaps = np.diff(values)
+        gaps = _scratch(len(values) - 1)
+        np.subtract(values[1:], values[:-1], out=gaps)
         cut = bounds[1:-1]
         cut = cut[(cut > 0) & (cut < len(values))] - 1  # sorted; repeated for empty lists
         gaps[cut] = 0
@@ -150,6 +152,18 @@ class GapCounts:
         present = np.flatnonzero(self.dense)
         dense = (present.astype(np.int64), self.dense[present])
         return _merge([dense, *self.parts]) if self.parts else dense
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(size: int) -> IntArray:
+    """A reusable int64 buffer of `size` for this thread: the gaps of a batch (megabytes) are
+    written into memory that is already mapped, instead of a fresh allocation each batch."""
+    buffer: IntArray | None = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _SCRATCH.buffer = np.empty(max(size, 1 << 20), np.int64)
+    return buffer[:size]
 
 
 def _in_dense(gaps: IntArray) -> npt.NDArray[np.bool_]:
