@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from schemas import ERROR_TYPES, ModelPrice
 from stages.aggregate import RESULT_SCHEMA, TIMESERIES_SCHEMA, aggregate, to_benchmark_result
 from stages.aggregate.distributions import GapCounts
-from stages.aggregate.scan import _bin_sums, _same, _sum_squares
+from stages.aggregate.scan import _bin_sums, _flags, _same, _sum_squares
 from stages.aggregate.transform import ERROR_COLUMNS
 from tests.eventgen import EPOCH, RunSpec, conform_table, request_table, run_table, sample_table
 
@@ -354,3 +354,12 @@ def test_constant_check_reads_string_buffers_exactly(
     same, first = _same(array)
     assert first == values[skip]
     assert same == (len(set(values[skip:])) == 1)
+
+
+@FAST
+@given(st.lists(st.one_of(st.none(), st.booleans()), max_size=40), st.integers(0, 20))
+def test_flags_unpack_the_bitmap_exactly(values: list[bool | None], skip: int) -> None:
+    """Boolean columns (status checks, warmup) are unpacked from their bitmaps: for sliced arrays
+    that start mid-byte too, every value must match, nulls read as False."""
+    array = pa.array(values, pa.bool_()).slice(min(skip, len(values)))
+    assert _flags(array).tolist() == [bool(v) for v in values[min(skip, len(values)) :]]
