@@ -150,8 +150,7 @@ def _ints(array: pa.Array) -> tuple[IntArray, BoolArray | None]:
     validity, data = array.buffers()[:2]
     start, stop = array.offset, array.offset + len(array)
     assert validity is not None and data is not None  # there are nulls, so both exist
-    bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")
-    valid = bits[start:stop].view(np.bool_)
+    valid = _bits(validity, start, len(array))
     return np.where(valid, np.frombuffer(data, np.int64)[start:stop], 0), valid
 
 
@@ -162,9 +161,15 @@ def _flags(array: pa.Array) -> BoolArray:
         array = pc.fill_null(array, False)
     if len(array) == 0:
         return np.zeros(0, np.bool_)
-    bits = np.frombuffer(array.buffers()[1], np.uint8)
-    unpacked = np.unpackbits(bits, count=array.offset + len(array), bitorder="little")
-    return unpacked[array.offset :].view(np.bool_)
+    return _bits(array.buffers()[1], array.offset, len(array))
+
+
+def _bits(bitmap: pa.Buffer, offset: int, length: int) -> BoolArray:
+    """`length` bits of an Arrow bitmap (validity or boolean values) from bit `offset`."""
+    unpacked = np.unpackbits(
+        np.frombuffer(bitmap, np.uint8), count=offset + length, bitorder="little"
+    )
+    return unpacked[offset:].view(np.bool_)
 
 
 def _both(mask: BoolArray, valid: BoolArray | None) -> BoolArray:
@@ -231,10 +236,14 @@ class _Result:
         if len(values):
             self.extreme(name, int(values.min() if pick == "min" else values.max()), pick)
 
+    def expect(self, provider: object, model: object) -> None:
+        """Refuse events of this key from another provider/model."""
+        if (self.provider, self.model) != (provider, model):
+            raise ValueError(_MIXED)
+
     def merge(self, other: _Result) -> None:
         """Fold another partial result of the same key in (from another file or thread)."""
-        if (self.provider, self.model) != (other.provider, other.model):
-            raise ValueError(_MIXED)
+        self.expect(other.provider, other.model)
         self.sums.update(other.sums)
         self.errors.update(other.errors)
         for name, value in other.extremes.items():
@@ -420,8 +429,7 @@ def _fold(sources: Sequence[BatchSource]) -> dict[tuple[object, ...], _Result]:
         joined = pending[0] if len(pending) == 1 else pa.concat_batches(pending)
         provider, model = _constant(joined, "provider"), _constant(joined, "model")
         acc = found.setdefault(pending_key, _Result(provider, model))
-        if (acc.provider, acc.model) != (provider, model):
-            raise ValueError(_MIXED)
+        acc.expect(provider, model)
         acc.add(joined)
         pending.clear()
 
