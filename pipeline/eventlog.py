@@ -117,6 +117,9 @@ def conform(
                 columns.append(batch.column(field.name).cast(field.type))
             elif field.nullable:
                 columns.append(pa.chunked_array([pa.nulls(batch.num_rows, field.type)]))
+            elif (fill := _fill_value(spec, field.name)) is not None:
+                # A column added later with a default: a writer that predates it still fits.
+                columns.append(pa.chunked_array([pa.array([fill] * batch.num_rows, field.type)]))
             else:
                 raise KeyError(f"required column {field.name!r} is missing")
         table = pa.Table.from_arrays(columns, schema=spec.schema)

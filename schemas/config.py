@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -12,13 +13,43 @@ from schemas._types import Duration, SafeName, require_unique_names
 from schemas.registry import ProviderName, get_provider
 from schemas.scenario import BenchmarkScenario, MockConfiguration
 
-__all__ = ["CompareWeights", "ModelPrice", "PipelineConfig", "TargetConfig", "TrendSettings"]
+__all__ = [
+    "CompareWeights",
+    "ModelPrice",
+    "PipelineConfig",
+    "ResponseLimits",
+    "TargetConfig",
+    "TrendSettings",
+]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+"""An HTTP header name (RFC 9110 token), so a config cannot smuggle a second header or a body."""
+_MIB = 1024 * 1024
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
+        raise ValueError(f"{value!r} is not an environment variable name")
+    return value
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ResponseLimits(_Strict):
+    """How much of a response the client will hold or parse before it gives up on the attempt
+    (a protocol error): a server that never ends its body, a line or an event, or that sends
+    one huge line, must cost bounded memory and linear time, not the whole request timeout."""
+
+    max_response_bytes: int = Field(default=64 * _MIB, ge=1024, le=4096 * _MIB)
+    """Bytes of one response body (streamed or not). A whole (non-streamed) body is held in
+    memory up to this size; a stream is parsed as it comes and only counted."""
+    max_line_bytes: int = Field(default=1 * _MIB, ge=256, le=1024 * _MIB)
+    """Bytes of one SSE or NDJSON line (one token's chunk is ~200 bytes)."""
+    max_event_bytes: int = Field(default=4 * _MIB, ge=256, le=1024 * _MIB)
+    """Bytes of one SSE event (its `data:` lines together, until the blank line)."""
 
 
 class TargetConfig(_Strict):
@@ -35,7 +66,19 @@ class TargetConfig(_Strict):
     request_timeout: Duration | None = None
     """Per-request timeout; default: the shorter of 60 s and the scenario's timeout_duration."""
     headers: dict[str, str] = Field(default_factory=dict)
-    """Extra HTTP headers (not secrets: they are recorded with the run)."""
+    """Extra HTTP headers, recorded with the run (values of auth-like names masked). Secrets
+    belong in `secret_headers`."""
+    secret_headers: dict[str, str] = Field(default_factory=dict)
+    """Header name → the environment variable holding its value (like `api_key_env`): sent
+    with every request, never recorded, scrubbed from every message whatever its shape."""
+    limits: ResponseLimits = Field(default_factory=ResponseLimits)
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens", "both"] | None = None
+    """OpenAI-style targets: the request field carrying the scenario's max_tokens. Default:
+    `max_completion_tokens` for provider openai, `max_tokens` for openai-compatible (vLLM,
+    llama.cpp, llama-cpp-python and TGI read it; llama-cpp-python ignores the other)."""
+    calibrate_tokens: bool = False
+    """Before a run, ask the target once per distinct prompt (non-streamed, max 1 token) how
+    many input tokens it counts, for servers whose streams carry no usage."""
 
     @model_validator(mode="before")
     @classmethod
@@ -49,9 +92,24 @@ class TargetConfig(_Strict):
 
     @field_validator("api_key_env")
     @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
-            raise ValueError(f"{value!r} is not an environment variable name")
+    def _key_env(cls, value: str | None) -> str | None:
+        return _env_name(value) if value is not None else None
+
+    @field_validator("headers", "secret_headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, item in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not an HTTP header name")
+            if any(c in item for c in "\r\n\x00"):
+                raise ValueError(f"header {name!r}: a value must be one line")
+        return value
+
+    @field_validator("secret_headers")
+    @classmethod
+    def _secret_envs(cls, value: dict[str, str]) -> dict[str, str]:
+        for item in value.values():
+            _env_name(item)
         return value
 
     @field_validator("base_url")
@@ -68,11 +126,46 @@ class TargetConfig(_Strict):
             raise ValueError(f"provider {self.provider!r} needs base_url")
         if self.mock is not None and self.provider != "mock":
             raise ValueError("mock settings are only for provider = 'mock'")
+        if self.max_tokens_field is not None and self.provider not in (
+            "openai",
+            "openai-compatible",
+        ):
+            raise ValueError("max_tokens_field is only for providers openai and openai-compatible")
+        clash = {n.lower() for n in self.headers} & {n.lower() for n in self.secret_headers}
+        if clash:
+            raise ValueError(
+                f"header(s) {', '.join(sorted(clash))} in both headers and secret_headers"
+            )
         return self
 
     def public_dict(self) -> dict[str, Any]:
-        """The target as recorded with a run: everything except secrets (there are none in it)."""
-        return self.model_dump(mode="json")
+        """The target as recorded with a run: no user-info in the URL (it may hold a password),
+        auth-like header values masked, secret headers only by their variable's name."""
+        data = self.model_dump(mode="json")
+        if self.base_url is not None:
+            data["base_url"] = strip_userinfo(self.base_url)
+        data["headers"] = {
+            name: ("***" if is_sensitive_header(name) else value)
+            for name, value in self.headers.items()
+        }
+        return data
+
+
+_SENSITIVE = ("authorization", "key", "token", "secret", "cookie", "auth", "password", "session")
+
+
+def is_sensitive_header(name: str) -> bool:
+    """A header whose name says it carries a credential: its value is masked and scrubbed."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SENSITIVE)
+
+
+def strip_userinfo(url: str) -> str:
+    """`url` without `user:password@` (what the client sends as basic auth is not recorded)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 class ModelPrice(_Strict):

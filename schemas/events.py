@@ -91,6 +91,12 @@ class RequestEvent(_Event):
     bytes_received: int = Field(default=0, ge=0)
     tool_calls: int = Field(default=0, ge=0)
     server_request_id: str | None = None
+    reconnects: int = Field(default=0, ge=0)
+    """Times the request went out again on a new connection because the kept-alive one had been
+    closed by the server before it answered a byte (the server never took it; one attempt)."""
+    input_token_rule: str | None = None
+    output_token_rule: str | None = None
+    """How each count was obtained: server | calibrated | chars/4 | chunks (docs/execute.md)."""
 
 
 class RunEvent(_Event):
@@ -133,6 +139,9 @@ class RunEvent(_Event):
     client_loop_lag_p95_ms: float | None = Field(default=None, ge=0.0)
     """On `finished`: the largest p95, over the client processes, of how late their resource
     sampler woke (`samples.loop_lag_us`): high when other processes starve the client."""
+    token_calibration: str | None = None
+    """On `started`, when the target has `calibrate_tokens`: JSON `{prompt_index: input tokens}`
+    as the target counted them, asked once per distinct prompt before the run."""
 
 
 class ResourceSample(_Event):

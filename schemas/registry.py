@@ -31,6 +31,8 @@ class ProviderKind:
     streaming: bool = True
     tools: bool = False
     needs_base_url: bool = False
+    tool_choice: bool = True
+    """Whether its API lets a request say if (or which) tool must be called."""
     factory: Callable[..., Any] | None = None
 
 
@@ -76,7 +78,7 @@ ProviderName = Annotated[str, AfterValidator(check_registered)]
 for _builtin in (
     ProviderKind("openai", streaming=True, tools=True),
     ProviderKind("anthropic", streaming=True, tools=True),
-    ProviderKind("ollama", streaming=True, tools=True),
+    ProviderKind("ollama", streaming=True, tools=True, tool_choice=False),
     ProviderKind("openai-compatible", streaming=True, tools=True, needs_base_url=True),
     ProviderKind("mock", streaming=True, tools=True),
 ):

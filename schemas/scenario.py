@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -16,6 +16,8 @@ from schemas._types import Duration, NonNegativeDuration, SafeName, require_uniq
 
 __all__ = [
     "ERROR_KINDS",
+    "OFFERED_TOOL",
+    "TOOL_CHOICES",
     "BenchmarkScenario",
     "MockConfiguration",
     "ScenarioSet",
@@ -24,6 +26,12 @@ __all__ = [
 
 ScenarioValidator = Callable[["BenchmarkScenario"], None]
 _VALIDATORS: list[ScenarioValidator] = []
+
+OFFERED_TOOL = "get_weather"
+"""The function tool a scenario with `tools_required` offers (its schema: stages.execute)."""
+ToolChoice = Literal["auto", "required", "none", "get_weather"]
+"""Whether a model may, must or must not call a tool, or the tool it must call."""
+TOOL_CHOICES: tuple[str, ...] = get_args(ToolChoice)
 
 ERROR_KINDS = ("rate_limit", "server_error", "unavailable", "hang", "cut", "malformed")
 ErrorKind = Literal["rate_limit", "server_error", "unavailable", "hang", "cut", "malformed"]
@@ -95,11 +103,17 @@ class BenchmarkScenario(_Frozen):
     """Open loop: stop scheduling after this long (else after `expected_operations`)."""
     system_prompt: str | None = None
     tags: tuple[str, ...] = ()
+    tool_choice: ToolChoice | None = None
+    """With `tools_required`: whether the model may ("auto"), must ("required") or must not
+    ("none") call a tool, or must call the offered `get_weather`. None: the provider's default
+    (auto). Forcing a call is how to see tool calls from a model that would rather not."""
 
     @model_validator(mode="after")
     def _prompts_and_hooks(self) -> BenchmarkScenario:
         if not self.test_prompts and not self.prompts_file:
             raise ValueError("test_prompts: at least one prompt is needed (or a prompts_file)")
+        if self.tool_choice is not None and not self.tools_required:
+            raise ValueError("tool_choice needs tools_required = true (no tool is offered)")
         for check in list(_VALIDATORS):
             check(self)
         return self

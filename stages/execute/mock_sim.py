@@ -28,6 +28,7 @@ from typing import Literal
 import trio
 
 from schemas.scenario import MockConfiguration
+from stages.execute.tokens import estimate_tokens
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -68,12 +69,12 @@ def _mix(seed: int, index: int) -> int:
 
 
 def estimate_input_tokens(text: str) -> int:
-    """The mock's token count of a prompt: about four characters a token, at least one if any text.
+    """The mock's token count of a prompt: the client's own estimate (four characters a token).
 
     Real tokenizers differ per model; the mock only needs a count that grows with the prompt and
     that both front ends report identically as `usage`.
     """
-    return (len(text) + 3) // 4
+    return estimate_tokens(text)
 
 
 def hold_memory(nbytes: int) -> bytearray:

@@ -45,6 +45,7 @@ class Stop:
     def __init__(self) -> None:
         self.interrupted = False
         self.signal_name = ""
+        self.timed_out = False
         self.scope: trio.CancelScope | None = None
 
     def interrupt(self, name: str) -> None:
@@ -54,12 +55,24 @@ class Stop:
         self.cancel()
 
     def cancel(self) -> None:
-        """End the current load now (a timeout when not interrupted)."""
+        """End the current load now."""
         if self.scope is not None:
             self.scope.cancel()
 
+    def time_out(self) -> None:
+        """End the current load because the scenario's timeout_duration was reached."""
+        self.timed_out = True
+        self.cancel()
+
     def reason(self) -> str:
-        return f"run interrupted ({self.signal_name})" if self.interrupted else "run timed out"
+        """Why an attempt in flight was cancelled: a signal, the pair's timeout, or else a
+        failure elsewhere in the run (the store, a worker) that tore the load down."""
+        if self.interrupted:
+            return f"run interrupted ({self.signal_name})"
+        scope = self.scope
+        if self.timed_out or (scope is not None and trio.current_time() >= scope.deadline):
+            return "run timed out"
+        return "the run failed (see its finished event)"
 
 
 @dataclass
@@ -125,13 +138,16 @@ class PairLoad:
         """One request: its attempts (retries when the target allows), each recorded."""
         run = self.run
         scenario = run.scenario
+        prompt_index = run.plan.prompt_indexes[index]
         spec = RequestSpec(
-            prompt=run.prompts[run.plan.prompt_indexes[index]],
+            prompt=run.prompts[prompt_index],
             max_tokens=scenario.max_tokens,
             stream=scenario.streaming_required,
             tools=scenario.tools_required,
             system_prompt=scenario.system_prompt,
             request_index=index,
+            tool_choice=scenario.tool_choice,
+            calibrated_input=run.calibration.get(prompt_index),
         )
         attempt_no = 1
         while True:

@@ -18,12 +18,12 @@ from typing import Any
 
 import trio
 
-from pipeline.errors import StoreError
-from pipeline.eventlog import EventWriter
-from schemas import SCHEMA_VERSION, event_id
+from pipeline.errors import InputError, StoreError
+from pipeline.eventlog import EventWriter, conform
+from schemas import SCHEMA_VERSION, TABLES, event_id
 from stages.execute.providers.base import Attempt
 
-__all__ = ["Clock", "Recorder"]
+__all__ = ["Clock", "Recorder", "salvage"]
 
 _REQUEST_COLUMNS = (
     "event_id",
@@ -57,6 +57,9 @@ _REQUEST_COLUMNS = (
     "bytes_received",
     "tool_calls",
     "server_request_id",
+    "reconnects",
+    "input_token_rule",
+    "output_token_rule",
 )
 _SAMPLE_COLUMNS = (
     "event_id",
@@ -174,6 +177,9 @@ class Recorder:
         cols["bytes_received"].append(attempt.bytes_received)
         cols["tool_calls"].append(attempt.tool_calls)
         cols["server_request_id"].append(attempt.server_request_id)
+        cols["reconnects"].append(attempt.reconnects)
+        cols["input_token_rule"].append(attempt.input_rule)
+        cols["output_token_rule"].append(attempt.output_rule)
 
     def add_sample(
         self,
@@ -226,10 +232,21 @@ class Recorder:
 
     async def _append(self, table: str, columns: Mapping[str, Any]) -> None:
         try:
-            await trio.to_thread.run_sync(self.writer.append, table, columns)
+            await trio.to_thread.run_sync(self._publish, table, columns)
         except OSError as exc:
             where = self.writer.log.events_dir
             raise StoreError(f"cannot write {table} events under {where}: {exc}") from exc
+
+    def _publish(self, table: str, columns: Mapping[str, Any]) -> None:
+        """Append the batch; if a value in it does not fit its column (which the providers'
+        checks should make impossible), keep every row anyway (`salvage`): one bad reply must
+        never take the batch's good events with it."""
+        try:
+            self.writer.append(table, columns)
+        except InputError:
+            if table != "requests":
+                raise
+            self.writer.append(table, salvage(columns))
 
     async def flush_every(self, interval_s: float = 1.0) -> None:
         """Flush at least every `interval_s` until cancelled (the caller flushes once more)."""
@@ -242,3 +259,30 @@ class Recorder:
         columns = {key: [value] for key, value in row.items()}
         async with self._lock:
             await self._append("runs", columns)
+
+
+_KEEP = frozenset(
+    ("event_id", "schema_version", "run_id", "scenario", "target", "provider", "model", "worker")
+    + ("request_index", "prompt_index", "attempt", "warmup", "streaming", "scheduled_at")
+    + ("started_at", "queue_us", "bytes_sent", "bytes_received", "tool_calls", "reconnects")
+)
+"""Columns the recorder fills from its own state, never from a reply: always storable."""
+
+
+def salvage(columns: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
+    """The batch with each row that does not fit the table (checked alone) replaced by the same
+    attempt as a `protocol` error whose reply-derived values are left empty."""
+    spec = TABLES["requests"]
+    out: dict[str, list[Any]] = {name: list(values) for name, values in columns.items()}
+    for row in range(len(out["event_id"])):
+        try:
+            conform(spec, {name: [values[row]] for name, values in out.items()})
+        except InputError:
+            for name, values in out.items():
+                if name not in _KEEP:
+                    values[row] = None
+            out["status"][row] = "error"
+            out["error_type"][row] = "protocol"
+            out["error_message"][row] = "the reply held a value that cannot be stored"
+            out["chunk_offsets_us"][row] = []
+    return out

@@ -23,7 +23,7 @@ import secrets
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from importlib import metadata
@@ -39,7 +39,20 @@ from pydantic import ValidationError
 from pipeline.config import LoadedConfig, format_validation_error
 from pipeline.errors import ConfigError, InvalidNameError, WorkerFailedError
 from pipeline.eventlog import EventLog
-from schemas import BenchmarkScenario, TargetConfig, check_safe_name, event_id, get_provider
+from schemas import (
+    SCHEMA_VERSION,
+    BenchmarkScenario,
+    TargetConfig,
+    check_safe_name,
+    event_id,
+    get_provider,
+)
+from stages.execute.calibration import (
+    CALIBRATION_PROMPTS,
+    CALIBRATION_SLOTS,
+    calibrate,
+    calibration_json,
+)
 from stages.execute.capacity import Saturation, default_workers, saturation
 from stages.execute.load import LoadPlan, LocalCounter, plan_load
 from stages.execute.pair import LoadOutcome, PairLoad, Stop, run_measured, run_warmup
@@ -66,7 +79,6 @@ __all__ = [
 
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 """Per-request timeout when a target sets none (capped by the scenario's timeout_duration)."""
-_SENSITIVE_HEADER = ("authorization", "key", "token", "secret", "cookie", "auth")
 
 
 class ProgressHandle(Protocol):
@@ -106,6 +118,23 @@ class PreparedRun:
     api_key: str | None = field(default=None, repr=False)
     workers: int = 1
     """Processes that play the load; 1 runs it in this process's own loop."""
+    secret_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """The target's secret headers with their values (from the environment, in memory only)."""
+    calibration: Mapping[int, int] = field(default_factory=dict)
+    """Prompt index → input tokens as the target counted them (`calibrate_tokens`)."""
+
+    def settings(
+        self, concurrency: int, transport: httpx.AsyncBaseTransport | None = None
+    ) -> ProviderSettings:
+        """What the target's client is built from, for a share of the concurrency."""
+        return ProviderSettings(
+            self.target,
+            self.api_key,
+            concurrency,
+            self.request_timeout_s,
+            transport,
+            secret_headers=self.secret_headers,
+        )
 
 
 @dataclass(frozen=True)
@@ -185,10 +214,15 @@ def prepare(
 ) -> tuple[list[PreparedRun], int]:
     """Check and plan every pair before anything is sent; raise ConfigError (exit 2) if unfit."""
     env = os.environ if environ is None else environ
+    for what, names in (("--scenario", options.scenarios), ("--target", options.targets)):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"{what} {', '.join(repeated)} given more than once")
     scenarios = [_override(s, options) for s in config.select_scenarios(options.scenarios)]
     targets = config.select_targets(options.targets)
     seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
     keys: dict[str, str | None] = {}
+    headers: dict[str, dict[str, str]] = {}
     for target in targets:
         kind = get_provider(target.provider)
         if kind.factory is None:
@@ -201,6 +235,14 @@ def prepare(
                 f"{variable} (named by api_key_env), or choose other targets with --target"
             )
         keys[target.name] = value or None
+        headers[target.name] = {}
+        for header, variable in target.secret_headers.items():
+            if not env.get(variable):
+                raise ConfigError(
+                    f"target {target.name!r}: secret_headers.{header} needs the environment "
+                    f"variable {variable}, which is not set"
+                )
+            headers[target.name][header] = env[variable]
     runs: list[PreparedRun] = []
     for scenario in scenarios:
         prompts = tuple(config.prompts(scenario))
@@ -212,6 +254,11 @@ def prepare(
                         f"scenario {scenario.name!r} requires {needed}, which target "
                         f"{target.name!r} (provider {kind.name!r}) does not support"
                     )
+            if scenario.tool_choice not in (None, "auto") and not kind.tool_choice:
+                raise ConfigError(
+                    f"scenario {scenario.name!r} sets tool_choice = {scenario.tool_choice!r}, "
+                    f"which target {target.name!r} (provider {kind.name!r}) cannot send"
+                )
             runs.append(
                 PreparedRun(
                     scenario=scenario,
@@ -222,6 +269,7 @@ def prepare(
                     request_timeout_s=_request_timeout(scenario, target),
                     api_key=keys[target.name],
                     workers=_workers(scenario, target, options.workers),
+                    secret_headers=headers[target.name],
                 )
             )
     return runs, seed
@@ -243,14 +291,11 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _public_target(target: TargetConfig) -> str:
-    data = target.public_dict()
-    headers = data.get("headers") or {}
-    data["headers"] = {
-        k: ("***" if any(s in k.lower() for s in _SENSITIVE_HEADER) else v)
-        for k, v in headers.items()
-    }
-    return json.dumps(data, sort_keys=True)
+def describe(exc: BaseException) -> str:
+    """`Type: message` of a failure, of the real errors inside exception groups (one line)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(dict.fromkeys(describe(inner) for inner in exc.exceptions))
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 async def _watch_signals(stop: Stop, *, task_status: trio.TaskStatus[None]) -> None:
@@ -286,12 +331,9 @@ async def _play_here(
 ) -> None:
     """The whole load in this process's loop (one worker): the small-run path, no spawning."""
     plan = run.plan
-    settings = ProviderSettings(
-        run.target, run.api_key, plan.concurrency, run.request_timeout_s, transport
-    )
     pair = PairLoad(
         run,
-        build_provider(settings),
+        build_provider(run.settings(plan.concurrency, transport)),
         recorder,
         stop,
         stats=stats,
@@ -337,6 +379,28 @@ def _status(run: PreparedRun, stop: Stop, outcome: LoadOutcome) -> tuple[str, st
     return "completed", None
 
 
+async def _calibrated(
+    run: PreparedRun, stop: Stop, transport: httpx.AsyncBaseTransport | None
+) -> PreparedRun:
+    """`run` with the target's own input-token counts of its prompts (`calibrate_tokens`); a
+    signal during calibration ends it like the load (`stop.scope`)."""
+    provider = build_provider(run.settings(CALIBRATION_SLOTS, transport))
+    found: dict[int, int] = {}
+    try:
+        with trio.CancelScope() as scope:
+            stop.scope = scope
+            if stop.interrupted:
+                scope.cancel()
+            found = await calibrate(
+                provider, run.scenario, run.prompts, run.plan.prompt_indexes, run.request_timeout_s
+            )
+    finally:
+        stop.scope = None
+        with trio.CancelScope(shield=True):
+            await provider.aclose()
+    return replace(run, calibration=found)
+
+
 async def _run_pair(
     run: PreparedRun,
     run_id: str,
@@ -351,8 +415,13 @@ async def _run_pair(
     # An injected transport (tests) lives in this process only: such a run stays in-process.
     workers = run.workers if transport is None else 1
     recorder.set_pair(scenario.name, target.name, target.provider, target.model)
+    calibration = None
+    if target.calibrate_tokens:
+        run = await _calibrated(run, stop, transport)
+        asked = min(CALIBRATION_PROMPTS, len(set(plan.prompt_indexes)))
+        calibration = calibration_json(dict(run.calibration), asked)
     base: dict[str, Any] = {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
         "scenario": scenario.name,
         "target": target.name,
@@ -366,7 +435,7 @@ async def _run_pair(
         "workers": workers,
         "config_hash": run.config_hash,
         "scenario_config": json.dumps(scenario.model_dump(mode="json"), sort_keys=True),
-        "target_config": _public_target(target),
+        "target_config": json.dumps(target.public_dict(), sort_keys=True),
         **env_info,
     }
     await recorder.write_run(
@@ -376,6 +445,7 @@ async def _run_pair(
             "kind": "started",
             "at": clock.utc_us(perf_counter_ns()),
             "status": "running",
+            "token_calibration": calibration,
         }
     )
     stats = PairStats()
@@ -400,7 +470,7 @@ async def _run_pair(
                 ticker.cancel_scope.cancel()
         status, message = _status(run, stop, outcome)
     except Exception as exc:  # noqa: BLE001 - recorded as the run's failure, then re-raised
-        status, message, failure = "failed", f"{type(exc).__name__}: {exc}"[:500], exc
+        status, message, failure = "failed", describe(exc)[:500], exc
     finally:
         verdict = saturation(outcome.cpu, outcome.lags)
         with trio.CancelScope(shield=True):

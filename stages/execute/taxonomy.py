@@ -9,6 +9,7 @@ back in an error body must never reach the event log.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from email.utils import parsedate_to_datetime
 
 __all__ = [
     "MAX_MESSAGE",
+    "ProtocolViolation",
     "RETRYABLE",
     "error_type_for_status",
     "parse_retry_after",
@@ -34,6 +36,12 @@ _PATTERNS = (
 )
 
 
+class ProtocolViolation(ValueError):
+    """A reply that breaks its wire format in a way a parser noticed (a usage count that is not
+    a count, a list where an object belongs, a line over the limit): the attempt becomes a
+    `protocol` error with this message (`HttpProvider`)."""
+
+
 def error_type_for_status(status: int) -> str:
     """429 → rate_limited, 5xx → server_error, any other 4xx → client_error."""
     if status == 429:
@@ -50,18 +58,36 @@ def status_for_error(error_type: str) -> str:
     return "error"
 
 
+def _forms(secret: str) -> list[str]:
+    """The ways a secret can show up in a message: as is, with its whitespace collapsed (as the
+    message is), and JSON-escaped (a server echoing a header inside a JSON body)."""
+    forms = {secret, " ".join(secret.split()), json.dumps(secret)[1:-1]}
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
 def scrub(message: str, secrets: Iterable[str] = ()) -> str:
-    """One short line, with the given secrets and anything shaped like a key replaced by ***."""
-    text = " ".join(message.split())
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    """One short line, with the given secrets and anything shaped like a key replaced by ***.
+
+    Scrubbed before it is cut: a secret cut in half would no longer match. Only a window of the
+    message is looked at (a reply can be megabytes), wide enough that every secret that starts
+    within the part that is kept lies wholly inside it."""
+    known = [s for s in secrets if s]
+    window = 4 * MAX_MESSAGE + max((len(s) for s in known), default=0)
+    text = message[:window]
+    for secret in known:
+        for form in _forms(secret):
+            text = text.replace(form, "***")
+    text = " ".join(text.split())
+    for secret in known:
+        for form in _forms(secret):
+            text = text.replace(form, "***")
     text = _PATTERNS[0].sub("***", text)
     text = _PATTERNS[1].sub("Bearer ***", text)
     text = _PATTERNS[2].sub(r"\1***", text)
     if len(text) > MAX_MESSAGE:
         text = text[: MAX_MESSAGE - 1] + "…"
-    return text
+    # A lone surrogate (JSON's "\ud800") cannot be stored as UTF-8: it would fail the batch.
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def parse_retry_after(value: str | None, value_ms: str | None = None) -> float | None:

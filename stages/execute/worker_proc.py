@@ -31,7 +31,7 @@ import trio
 from pipeline.eventlog import EventLog
 from stages.execute.load import schedule_share
 from stages.execute.pair import PairLoad, Stop, run_measured, run_warmup
-from stages.execute.providers import ProviderSettings, build_provider
+from stages.execute.providers import build_provider
 from stages.execute.recorder import Clock, Recorder
 from stages.execute.resources import ResourceSampler
 from stages.execute.summary import PairStats
@@ -117,7 +117,7 @@ async def _listen(
             await phases.send((message[1], message[2]))
         elif message[0] == "stop":
             if message[1] == "timeout":
-                stop.cancel()
+                stop.time_out()
             else:
                 stop.interrupt(message[1])
 
@@ -135,10 +135,9 @@ async def _play(job: WorkerJob, conn: Connection, counter: SharedCounter) -> Non
     writer = EventLog(job.data_dir).writer(job.run_id, f"w{job.worker}")
     recorder = Recorder(writer, Clock(job.clock_anchor), worker=job.worker)
     recorder.set_pair(scenario.name, target.name, target.provider, target.model)
-    settings = ProviderSettings(target, run.api_key, slots, run.request_timeout_s)
     stop = Stop()
     rng = random.Random(f"backoff:{run.plan.seed}:{job.worker}")
-    pair = PairLoad(run, build_provider(settings), recorder, stop, rng=rng)
+    pair = PairLoad(run, build_provider(run.settings(slots)), recorder, stop, rng=rng)
     sampler = ResourceSampler(recorder, pair.in_flight)
     schedule = schedule_share(run.plan, job.slots, job.worker - 1)
     phases_in, phases = trio.open_memory_channel[tuple[str, int]](2)

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from stages.execute.providers.base import WEATHER_TOOL, Attempt, RequestSpec
+from stages.execute.providers.base import (
+    WEATHER_TOOL,
+    Attempt,
+    ProtocolViolation,
+    RequestSpec,
+    token_count,
+)
 from stages.execute.providers.http import HttpProvider, StreamState
 from stages.execute.providers.template import ContentTemplate
 
@@ -25,14 +31,26 @@ _DELTA_TEXT = {
 }
 
 
+_TOOL_CHOICE = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
+
+
 def _usage(attempt: Attempt, usage: Any) -> None:
-    if not isinstance(usage, dict):
+    if usage is None:
         return
-    base = usage.get("input_tokens")
-    read = usage.get("cache_read_input_tokens")
-    created = usage.get("cache_creation_input_tokens")
-    total = None if base is None else int(base) + int(read or 0) + int(created or 0)
-    attempt.set_usage(total, usage.get("output_tokens"), read)
+    if not isinstance(usage, dict):
+        raise ProtocolViolation(f"usage is not an object: {usage!r:.40}")
+    base = token_count(usage.get("input_tokens"), "input_tokens")
+    read = token_count(usage.get("cache_read_input_tokens"), "cache_read_input_tokens")
+    created = token_count(usage.get("cache_creation_input_tokens"), "cache_creation_input_tokens")
+    total = None if base is None else base + (read or 0) + (created or 0)
+    attempt.set_usage(total, token_count(usage.get("output_tokens"), "output_tokens"), read)
+
+
+def _text(delta: dict[str, Any], field: str) -> str | None:
+    text = delta.get(field)
+    if text is not None and not isinstance(text, str):
+        raise ProtocolViolation(f"delta {field} is not text: {text!r:.40}")
+    return text
 
 
 class AnthropicProvider(HttpProvider):
@@ -65,6 +83,9 @@ class AnthropicProvider(HttpProvider):
                     "input_schema": tool["parameters"],
                 }
             ]
+            choice = spec.tool_choice
+            if choice is not None:
+                body["tool_choice"] = _TOOL_CHOICE.get(choice) or {"type": "tool", "name": choice}
         return body
 
     def on_payload(self, payload: bytes, now_ns: int, state: StreamState, attempt: Attempt) -> bool:
@@ -77,14 +98,14 @@ class AnthropicProvider(HttpProvider):
         if kind == "content_block_delta":
             delta = obj.get("delta")
             if isinstance(delta, dict):
-                field = _DELTA_TEXT.get(delta.get("type", ""))
-                text = delta.get(field) if field else None
-                if text:
+                kind_of = delta.get("type")
+                field = _DELTA_TEXT.get(kind_of) if isinstance(kind_of, str) else None
+                text = _text(delta, field) if field else None
+                if text and field is not None:
                     attempt.chunk_ns.append(now_ns)
                     if field != "partial_json":
                         attempt.text_chars += len(text)
-                        if field is not None and isinstance(text, str):
-                            state.template = ContentTemplate.learn(payload, field.encode(), text)
+                        state.template = ContentTemplate.learn(payload, field.encode(), text)
         elif kind == "content_block_start":
             block = obj.get("content_block")
             if isinstance(block, dict) and block.get("type") == "tool_use":
@@ -117,6 +138,6 @@ class AnthropicProvider(HttpProvider):
                 continue
             if block.get("type") == "tool_use":
                 attempt.tool_calls += 1
-            text = block.get("text")
-            if isinstance(text, str):
+            text = _text(block, "text")
+            if text:
                 attempt.text_chars += len(text)

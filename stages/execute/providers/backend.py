@@ -29,7 +29,7 @@ import trio
 
 from stages.execute.arrival import ArrivalClock, arrival_clock, is_plain_socket, receive
 
-__all__ = ["LeanTrioBackend", "arrival_ns", "sent_ns"]
+__all__ = ["LeanTrioBackend", "WireMeter", "arrival_ns", "sent_ns"]
 
 _READ_SIZE = 65536
 _Option = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
@@ -62,6 +62,18 @@ class _StampedSocket(trio.abc.HalfCloseableStream):
         await self.stream.aclose()
 
 
+class WireMeter:
+    """What one connection carried since its current request began to go out, shared by the
+    TCP stream and the TLS stream over it: whether a failure came before any byte of an answer
+    (the request can be sent again on a new connection: `HttpProvider`)."""
+
+    __slots__ = ("received",)
+
+    def __init__(self) -> None:
+        self.received = 0
+        """Bytes read since the last request's first write."""
+
+
 class _LeanStream(httpcore.AsyncNetworkStream):
     __slots__ = (
         "_arrivals",
@@ -71,6 +83,7 @@ class _LeanStream(httpcore.AsyncNetworkStream):
         "_socket",
         "_stream",
         "arrival_ns",
+        "meter",
         "sent_ns",
     )
 
@@ -79,7 +92,9 @@ class _LeanStream(httpcore.AsyncNetworkStream):
         inner: httpcore.AsyncNetworkStream,
         clock: ArrivalClock | None = None,
         arrivals: _StampedSocket | None = None,
+        meter: WireMeter | None = None,
     ) -> None:
+        self.meter = meter or WireMeter()
         self._inner = inner
         stream = getattr(inner, "_stream", None)
         self._stream = stream if isinstance(stream, trio.abc.Stream) else None
@@ -99,10 +114,12 @@ class _LeanStream(httpcore.AsyncNetworkStream):
         if timeout is not None or stream is None:
             data = await self._inner.read(max_bytes, timeout)
             self.arrival_ns = perf_counter_ns()
+            self.meter.received += len(data)
             return data
         try:
             if self._socket is not None:
                 data, self.arrival_ns = await receive(self._socket, max_bytes, self._clock)
+                self.meter.received += len(data)
                 return data
             data = typing.cast(bytes, await stream.receive_some(max_bytes))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -111,12 +128,14 @@ class _LeanStream(httpcore.AsyncNetworkStream):
         # Through TLS: when the records were read (decrypted bytes left from an earlier read
         # arrived even earlier, so this is never early).
         self.arrival_ns = perf_counter_ns() if arrivals is None else arrivals.arrival_ns
+        self.meter.received += len(data)
         return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
         if self._read_last:
             self._read_last = False
             self.sent_ns = perf_counter_ns()
+            self.meter.received = 0
         stream = self._stream
         if timeout is not None or stream is None:
             await self._inner.write(buffer, timeout)
@@ -142,7 +161,8 @@ class _LeanStream(httpcore.AsyncNetworkStream):
         stream = self._stream
         if not is_plain_socket(stream):  # TLS in TLS (an HTTPS proxy's tunnel): httpcore's own
             inner = await self._inner.start_tls(ssl_context, server_hostname, timeout)
-            return _LeanStream(inner, self._clock, self._arrivals)  # the same raw socket below
+            # the same raw socket below
+            return _LeanStream(inner, self._clock, self._arrivals, self.meter)
         transport = _StampedSocket(stream, self._clock)
         tls = trio.SSLStream(
             transport, ssl_context, server_hostname=server_hostname, https_compatible=True
@@ -158,7 +178,8 @@ class _LeanStream(httpcore.AsyncNetworkStream):
                 raise httpcore.ConnectError(exc) from exc
             raise
         # httpcore's own stream class around it (its timed reads, `ssl_object`, closing).
-        return _LeanStream(type(self._inner)(tls), self._clock, transport)  # type: ignore[call-arg]
+        stream_type: typing.Any = type(self._inner)
+        return _LeanStream(stream_type(tls), self._clock, transport, self.meter)
 
     def get_extra_info(self, info: str) -> typing.Any:
         arrivals = self._arrivals
@@ -176,10 +197,14 @@ class _LeanStream(httpcore.AsyncNetworkStream):
 
 
 class LeanTrioBackend(httpcore.AsyncNetworkBackend):
-    """`httpcore.TrioBackend` whose streams skip the per-operation machinery when untimed."""
+    """`httpcore.TrioBackend` whose streams skip the per-operation machinery when untimed.
+
+    `meter` is the `WireMeter` of the connection it opened last: a lane has a backend of its
+    own, so that is the lane's connection (`stages.execute.providers.lanes`)."""
 
     def __init__(self) -> None:
         self._inner = httpcore.TrioBackend()
+        self.meter: WireMeter | None = None
 
     async def connect_tcp(
         self,
@@ -189,8 +214,11 @@ class LeanTrioBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[_Option] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        self.meter = None  # until the new connection exists: a failed connect carried nothing
         stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _LeanStream(stream)
+        lean = _LeanStream(stream)
+        self.meter = lean.meter
+        return lean
 
     async def connect_unix_socket(
         self,
@@ -198,8 +226,11 @@ class LeanTrioBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
         socket_options: Iterable[_Option] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        self.meter = None
         stream = await self._inner.connect_unix_socket(path, timeout, socket_options)
-        return _LeanStream(stream)
+        lean = _LeanStream(stream)
+        self.meter = lean.meter
+        return lean
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)

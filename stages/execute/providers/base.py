@@ -8,25 +8,47 @@ failure (a 429, a timeout, a cut stream): it calls `Attempt.fail`, and the failu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 
 from schemas import TargetConfig
-from stages.execute.mock_sim import estimate_input_tokens
-from stages.execute.taxonomy import scrub, status_for_error
+from schemas.config import is_sensitive_header
+from schemas.scenario import OFFERED_TOOL
+from stages.execute.taxonomy import ProtocolViolation, scrub, status_for_error
+from stages.execute.tokens import CALIBRATED, CHARS, CHUNKS, SERVER, estimate_tokens
 
 __all__ = [
+    "MAX_TOKEN_COUNT",
     "WEATHER_TOOL",
     "Attempt",
     "Provider",
+    "ProtocolViolation",
     "ProviderSettings",
     "RequestSpec",
+    "token_count",
 ]
 
+MAX_TOKEN_COUNT = 1 << 40
+"""No request has a trillion tokens: a count above this is a server's garbage, not usage."""
+
+
+def token_count(value: Any, name: str) -> int | None:
+    """A usage count as the server sent it: None when absent, else a whole number in
+    0..MAX_TOKEN_COUNT; anything else (a string, a negative, 1e30, inf) is a violation."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
+        raise ProtocolViolation(f"usage field {name} is not a token count: {value!r:.40}")
+    return value
+
+
 WEATHER_TOOL: dict[str, Any] = {
-    "name": "get_weather",
+    "name": OFFERED_TOOL,
     "description": "Get the current weather for a city.",
     "parameters": {
         "type": "object",
@@ -51,6 +73,10 @@ class RequestSpec:
     system_prompt: str | None = None
     request_index: int = 0
     """The mock derives its deterministic plan from it; HTTP providers ignore it."""
+    tool_choice: str | None = None
+    """The scenario's `tool_choice` (auto | required | none | the tool's name), or None."""
+    calibrated_input: int | None = None
+    """The target's own count of this prompt's input tokens (`calibrate_tokens`), if asked."""
 
     def chat_messages(self) -> list[dict[str, str]]:
         """The OpenAI/Ollama-style message list: the system prompt (if any), then the user's."""
@@ -74,6 +100,15 @@ class ProviderSettings:
     timeout_s: float
     transport: httpx.AsyncBaseTransport | None = None
     """Tests inject `httpx.MockTransport`; None means real sockets."""
+    secret_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """The target's `secret_headers`, with their values (read from the environment)."""
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every value that must never reach an event: the key and the secret headers."""
+        values = [self.api_key, *self.secret_headers.values()]
+        values += [v for k, v in self.target.headers.items() if is_sensitive_header(k)]
+        return tuple(v for v in values if v)
 
 
 class Attempt:
@@ -88,8 +123,11 @@ class Attempt:
         "error_message",
         "error_type",
         "http_status",
+        "input_rule",
         "input_tokens",
+        "output_rule",
         "output_tokens",
+        "reconnects",
         "retry_after_s",
         "server_request_id",
         "start_ns",
@@ -119,6 +157,12 @@ class Attempt:
         self.retry_after_s: float | None = None
         self.text_chars = 0
         """Characters of content received, for estimating output tokens when usage is missing."""
+        self.reconnects = 0
+        """Times the request was sent again on a new connection because a kept-alive one had
+        been closed by the server before it answered a byte (`HttpProvider`)."""
+        self.input_rule: str | None = None
+        self.output_rule: str | None = None
+        """How each count was obtained (`stages.execute.tokens`); set by `finish_tokens`."""
 
     @property
     def ok(self) -> bool:
@@ -135,28 +179,33 @@ class Attempt:
     def set_usage(
         self, input_tokens: int | None, output_tokens: int | None, cached: int | None
     ) -> None:
-        """Tokens as the server reported them (any of them may be missing)."""
+        """Tokens as the server reported them (any may be missing), already checked with
+        `token_count`; a later report of a count replaces an earlier one."""
         if input_tokens is not None:
-            self.input_tokens = int(input_tokens)
+            self.input_tokens = input_tokens
         if output_tokens is not None:
-            self.output_tokens = int(output_tokens)
+            self.output_tokens = output_tokens
         if cached is not None:
-            self.cached_tokens = int(cached)
+            self.cached_tokens = cached
 
     def finish_tokens(self, spec: RequestSpec) -> None:
-        """Fill what the server did not report by estimation, and say so in `token_source`.
-
-        Output is estimated as the larger of the content chunks seen (servers usually send one
-        token per chunk) and the content's characters / 4 (for servers that batch tokens).
-        """
-        source = "server"
+        """Fill what the server did not report, and say how (`stages.execute.tokens`):
+        `token_source` is `server` only when both counts came from this response."""
+        self.input_rule = self.output_rule = SERVER
         if self.input_tokens is None:
-            self.input_tokens = estimate_input_tokens(spec.full_text)
-            source = "estimated"
+            if spec.calibrated_input is not None:
+                self.input_tokens, self.input_rule = spec.calibrated_input, CALIBRATED
+            else:
+                self.input_tokens, self.input_rule = estimate_tokens(spec.full_text), CHARS
         if self.output_tokens is None:
-            self.output_tokens = max(len(self.chunk_ns), (self.text_chars + 3) // 4)
-            source = "estimated"
-        self.token_source = source
+            if spec.stream:
+                self.output_tokens, self.output_rule = len(self.chunk_ns), CHUNKS
+            else:
+                self.output_tokens, self.output_rule = (self.text_chars + 3) // 4, CHARS
+        if self.cached_tokens is not None and self.cached_tokens > self.input_tokens:
+            self.cached_tokens = self.input_tokens  # a cache cannot hold more than the prompt
+        both = self.input_rule == SERVER and self.output_rule == SERVER
+        self.token_source = "server" if both else "estimated"
 
 
 class Provider(Protocol):

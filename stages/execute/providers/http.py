@@ -11,6 +11,16 @@ to them); and every transport or protocol failure becomes `Attempt.fail`.
 Bodies are read with `aiter_raw` and `accept-encoding: identity`, so `bytes_received` counts what
 crossed the wire and no decompression sits between a chunk and its timestamp.
 
+Whatever a server sends becomes one event, never a crash: a value of the wrong type or out of
+range (`ProtocolViolation`, or any error the parsers meet in a reply they did not expect) fails
+the attempt as `protocol` with a short message; a body, line or event over the target's
+`ResponseLimits` ends the attempt at once (memory stays bounded, work stays linear); after the
+stream's end marker (or a failure) the rest of the body gets `END_GRACE_S` to arrive, so a reply
+kept open after `[DONE]` is complete, not a timeout. A kept-alive connection that the server
+closed before it answered a single byte (llama.cpp's server closes after every stream; the
+close can cross the next request on the wire) is replaced and the request sent once more: the
+server never took it, so this is still one attempt, started at the resend, with `reconnects`.
+
 The caller bounds each attempt (`PairLoad.send`: `move_on_after(request_timeout_s)`, the same
 `timeout_s` the provider is given); requests on real sockets carry no per-read timeouts of their
 own, which could never fire first (docs/accuracy.md, "The hot path").
@@ -18,6 +28,7 @@ own, which could never fire first (docs/accuracy.md, "The hot path").
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from contextlib import aclosing
@@ -26,17 +37,28 @@ from typing import Any, ClassVar, cast
 
 import httpcore
 import httpx
+import trio
 
+from schemas.config import strip_userinfo
 from stages.execute.framing import Framer, NdjsonFramer, SseFramer
 from stages.execute.providers.backend import arrival_ns, sent_ns
-from stages.execute.providers.base import Attempt, ProviderSettings, RequestSpec
+from stages.execute.providers.base import (
+    Attempt,
+    ProtocolViolation,
+    ProviderSettings,
+    RequestSpec,
+)
 from stages.execute.providers.lanes import ClientLanes, Lane, core_request
 from stages.execute.providers.template import ContentTemplate
 from stages.execute.taxonomy import error_type_for_status, parse_retry_after, scrub
 
-__all__ = ["HttpProvider", "StreamState"]
+__all__ = ["END_GRACE_S", "HttpProvider", "StreamState"]
 
+END_GRACE_S = 0.25
+"""After the end marker (or a failure) the rest of a body may take this long to arrive."""
 _ERROR_BODY_LIMIT = 4096
+_OFF_LOOP_JSON = 1 << 20
+"""A whole body larger than this is parsed in a thread, so the loop keeps stamping the others."""
 _BODY_CACHE = 4096
 """Distinct request bodies kept serialised (a prompts file can be large; past this, rebuilt)."""
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
@@ -49,6 +71,20 @@ _TRANSPORT_ERRORS = (
     httpcore.ProxyError,
     httpcore.UnsupportedProtocol,
 )
+_NOT_ANSWERED = (httpcore.RemoteProtocolError, httpcore.NetworkError)
+"""How a kept-alive connection the server had closed fails a request (EOF before the status
+line: "Server disconnected without sending a response", or a reset)."""
+_GARBAGE = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
+"""What parsing a reply nobody expected can raise (`ProtocolViolation` is a ValueError): the
+attempt fails as `protocol`, the run goes on."""
 
 
 async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
@@ -127,6 +163,16 @@ class StreamState:
         return True
 
 
+def _basic_auth(base_url: str) -> tuple[str, ...]:
+    """`user:password@` of a base URL as a basic-auth header value and the secrets in it."""
+    url = httpx.URL(base_url)
+    if not url.username and not url.password:
+        return ()
+    pair = f"{url.username}:{url.password}"
+    token = base64.b64encode(pair.encode()).decode()
+    return tuple(s for s in (f"Basic {token}", token, url.password, pair) if s)
+
+
 class HttpProvider:
     """A provider speaking JSON over HTTP with a streamed (SSE or NDJSON) or whole response."""
 
@@ -140,22 +186,27 @@ class HttpProvider:
         target = settings.target
         self.target = target
         self.model = target.model
-        self._secrets: tuple[str, ...] = (settings.api_key,) if settings.api_key else ()
+        self.limits = target.limits
+        base_url = target.base_url or self.default_base_url
+        basic = _basic_auth(base_url)
+        self._secrets: tuple[str, ...] = (*settings.secrets, *basic)
         headers = {
             "content-type": "application/json",
             "accept-encoding": "identity",
+            **({"authorization": basic[0]} if basic else {}),
             **self.auth_headers(settings.api_key),
             **target.headers,
+            **settings.secret_headers,
         }
         self.lanes = ClientLanes(
-            base_url=target.base_url or self.default_base_url,
+            base_url=strip_userinfo(base_url),
             headers=headers,
             timeout_s=settings.timeout_s,
             transport=settings.transport,
         )
         self._url = self.lanes.url(self.path)
         self._bodies: dict[
-            tuple[str, str | None, int, bool, bool], tuple[bytes, httpcore.Request]
+            tuple[str, str | None, int, bool, bool, str | None], tuple[bytes, httpcore.Request]
         ] = {}
 
     # -- what a subclass says -----------------------------------------------------------------
@@ -170,7 +221,8 @@ class HttpProvider:
         return StreamState()
 
     def on_payload(self, payload: bytes, now_ns: int, state: Any, attempt: Attempt) -> bool:
-        """Read one streamed payload; return True to stop reading (end marker or a failure)."""
+        """Read one streamed payload; return True to stop reading (end marker or a failure).
+        May raise `ProtocolViolation` (or anything in `_GARBAGE`) for a reply out of shape."""
         raise NotImplementedError
 
     def on_stream_end(self, state: Any, attempt: Attempt) -> None:
@@ -179,7 +231,7 @@ class HttpProvider:
             self.fail(attempt, "protocol", f"stream ended before {self.end_marker}")
 
     def on_body(self, body: Any, attempt: Attempt) -> None:
-        """Read a whole non-streamed JSON response."""
+        """Read a whole non-streamed JSON response (may raise as `on_payload` may)."""
         raise NotImplementedError
 
     def error_detail(self, body: Any) -> str | None:
@@ -200,10 +252,24 @@ class HttpProvider:
     def fail(self, attempt: Attempt, error_type: str, message: str) -> None:
         attempt.fail(error_type, message, self._secrets)
 
+    def malformed(self, attempt: Attempt, exc: BaseException) -> None:
+        """The reply broke its format (see `_GARBAGE`): a protocol error saying how."""
+        if isinstance(exc, ProtocolViolation):
+            self.fail(attempt, "protocol", str(exc))
+        else:
+            self.fail(attempt, "protocol", f"malformed reply ({type(exc).__name__}: {exc})")
+
     def _prepared(self, spec: RequestSpec) -> tuple[bytes, httpcore.Request]:
         """The request body, serialised once per distinct prompt (the body ignores the index),
         and the httpcore request carrying it, built once too (httpx builds it per request)."""
-        key = (spec.prompt, spec.system_prompt, spec.max_tokens, spec.stream, spec.tools)
+        key = (
+            spec.prompt,
+            spec.system_prompt,
+            spec.max_tokens,
+            spec.stream,
+            spec.tools,
+            spec.tool_choice,
+        )
         prepared = self._bodies.get(key)
         if prepared is None:
             content = json.dumps(self.body(spec), separators=(",", ":")).encode()
@@ -222,6 +288,22 @@ class HttpProvider:
         finally:
             self.lanes.release(lane)
 
+    async def _open(
+        self, lane: Lane, request: httpcore.Request, attempt: Attempt
+    ) -> httpcore.Response:
+        """Send on the lane; once more on a new connection if the kept-alive one had been
+        closed by the server before it answered anything (it never took the request)."""
+        attempt.start_ns = perf_counter_ns()
+        try:
+            return await lane.request(request)
+        except _NOT_ANSWERED:
+            if not lane.answered_nothing():
+                raise
+        attempt.reconnects += 1
+        await lane.drop()
+        attempt.start_ns = perf_counter_ns()
+        return await lane.request(request)
+
     async def _send(
         self,
         lane: Lane,
@@ -233,8 +315,7 @@ class HttpProvider:
         got_headers = False
         try:
             if lane.pool is not None:
-                attempt.start_ns = perf_counter_ns()
-                core = await lane.request(request)
+                core = await self._open(lane, request, attempt)
                 got_headers = True
                 reply = _Reply.of_core(core)
                 written = None if lane.opened else sent_ns(reply.network)
@@ -274,7 +355,7 @@ class HttpProvider:
         for name in _REQUEST_ID_HEADERS:
             value = headers.get(name)
             if value:
-                attempt.server_request_id = scrub(value[:128], self._secrets)
+                attempt.server_request_id = scrub(value, self._secrets)[:128]
                 break
         if status >= 400:
             await self._read_error(response, attempt)
@@ -287,6 +368,14 @@ class HttpProvider:
         else:
             await self._read_whole(response, attempt)
 
+    def _too_large(self, attempt: Attempt) -> bool:
+        """Past the target's response limit: fail the attempt (the caller stops reading)."""
+        limit = self.limits.max_response_bytes
+        if attempt.bytes_received <= limit:
+            return False
+        self.fail(attempt, "protocol", f"response larger than max_response_bytes ({limit})")
+        return True
+
     async def _read_error(self, response: _Reply, attempt: Attempt) -> None:
         status = response.status
         headers = response.headers
@@ -294,44 +383,65 @@ class HttpProvider:
             headers.get("retry-after"), headers.get("retry-after-ms")
         )
         raw = b""
+        limit = self.limits.max_response_bytes
         async with aclosing(response.reads) as reads:
             async for data in reads:
                 attempt.bytes_received += len(data)
                 if len(raw) < _ERROR_BODY_LIMIT:
                     raw += data[: _ERROR_BODY_LIMIT - len(raw)]
-        attempt.end_ns = perf_counter_ns()
+                if attempt.bytes_received > limit:
+                    break  # the status says it all: no need for the rest of an endless body
+        attempt.end_ns = response.arrived_ns()
         detail: str | None
         try:
             detail = self.error_detail(json.loads(raw))
-        except ValueError:
+        except _GARBAGE:
             detail = raw.decode("utf-8", "replace").strip() or None
         reason = response.reason_phrase or ""
         message = f"HTTP {status} {reason}".rstrip() + (f": {detail}" if detail else "")
         self.fail(attempt, error_type_for_status(status), message)
 
     async def _read_stream(self, response: _Reply, attempt: Attempt) -> None:
-        framer: Framer = NdjsonFramer() if self.ndjson else SseFramer()
+        limits = self.limits
+        framer: Framer = (
+            NdjsonFramer(limits.max_line_bytes)
+            if self.ndjson
+            else SseFramer(limits.max_line_bytes, limits.max_event_bytes)
+        )
         state = self.new_state()
         on_payload = self.on_payload
         stopped = False
         arrived_ns = response.arrived_ns
-        async with aclosing(response.reads) as reads:
-            # Read to the end even after the end marker or a failure: latency is to the last
-            # byte, and an abandoned httpx stream iterator would only be finalised by the GC.
-            async for data in reads:
-                now = arrived_ns()
-                attempt.bytes_received += len(data)
-                if stopped:
-                    continue
-                for payload in framer.feed(data):
-                    if on_payload(payload, now, state, attempt):
+        # Read to the end even after the end marker or a failure (latency is to the last byte),
+        # but only for END_GRACE_S more: a server may keep the body open after `[DONE]`.
+        with trio.CancelScope() as rest:
+            async with aclosing(response.reads) as reads:
+                async for data in reads:
+                    now = arrived_ns()
+                    attempt.bytes_received += len(data)
+                    if self._too_large(attempt):
                         stopped = True
                         break
+                    if stopped:
+                        continue
+                    try:
+                        for payload in framer.feed(data):
+                            if on_payload(payload, now, state, attempt):
+                                stopped = True
+                                break
+                    except _GARBAGE as exc:
+                        self.malformed(attempt, exc)
+                        stopped = True
+                    if stopped:
+                        rest.deadline = trio.current_time() + END_GRACE_S
         now = attempt.end_ns = arrived_ns()
         if not stopped:
-            for payload in framer.close():
-                if on_payload(payload, now, state, attempt):
-                    break
+            try:
+                for payload in framer.close():
+                    if on_payload(payload, now, state, attempt):
+                        break
+            except _GARBAGE as exc:
+                self.malformed(attempt, exc)
         self.on_stream_end(state, attempt)
 
     async def _read_whole(self, response: _Reply, attempt: Attempt) -> None:
@@ -339,17 +449,29 @@ class HttpProvider:
         async with aclosing(response.reads) as reads:
             async for data in reads:
                 attempt.bytes_received += len(data)
+                if self._too_large(attempt):
+                    break
                 parts.append(data)
         now = attempt.end_ns = response.arrived_ns()
+        if not attempt.ok:
+            return
+        raw = b"".join(parts)
+        del parts
         try:
-            body = json.loads(b"".join(parts))
-        except ValueError:
+            if len(raw) > _OFF_LOOP_JSON:
+                body = await trio.to_thread.run_sync(json.loads, raw)
+            else:
+                body = json.loads(raw)
+        except _GARBAGE:
             self.fail(attempt, "protocol", "response body is not valid JSON")
             return
         if not isinstance(body, dict):
             self.fail(attempt, "protocol", "response body is not a JSON object")
             return
-        self.on_body(body, attempt)
+        try:
+            self.on_body(body, attempt)
+        except _GARBAGE as exc:
+            self.malformed(attempt, exc)
         if attempt.ok:
             attempt.chunk_ns.append(now)  # a whole body is one chunk: its TTFT is its latency
 
@@ -362,8 +484,10 @@ class HttpProvider:
         """Parse one payload as a JSON object; a malformed one fails the attempt (protocol)."""
         try:
             obj = json.loads(payload)
-        except ValueError:
-            self.fail(attempt, "protocol", f"malformed JSON in stream: {payload[:60]!r}")
+        except _GARBAGE:
+            # Scrubbed whole, then cut (`scrub` cuts): a key cut in half would escape scrubbing.
+            text = payload[:4096].decode("utf-8", "replace")
+            self.fail(attempt, "protocol", f"malformed JSON in stream: {text}")
             return None
         if not isinstance(obj, dict):
             self.fail(attempt, "protocol", "stream payload is not a JSON object")

@@ -3,23 +3,28 @@
 Measured (docs/accuracy.md): with one `AsyncClient` whose pool holds `concurrency` connections,
 httpcore re-scans every connection of the pool (and polls each idle socket) on every request
 start and every response close, so its cost per request grows with concurrency; at 64 streams it
-was about half of the client's CPU. A lane is an `httpx.AsyncClient` whose pool has one
-connection, so that scan is over one entry. Lanes are reused last-in first-out, so a busy run
-keeps reusing warm keep-alive connections, and there are never more lanes than requests in flight
-at once (the load caps that).
+was about half of the client's CPU. A lane owns one connection, so there is nothing to scan.
+Lanes are reused last-in first-out, so a busy run keeps reusing warm keep-alive connections, and
+there are never more lanes than requests in flight at once (the load caps that).
 
-Each lane's client is built as before (verify, limits, proxies from the environment), and a
-request is sent through the httpcore pool the client itself would use for the URL (`Lane.pool`):
-httpx's per-request machinery above it (building the request, auth and redirect flows, the
-cookie jar, event hooks, the response wrappers) was ~20% of the client's CPU per request and does
-nothing for a benchmark's POST. httpx (and its httpcore) stays the HTTP client. An injected
-transport (tests' `httpx.MockTransport`) has no httpcore pool: its lanes go through
+A lane is built from httpcore's public API: an `httpcore.AsyncConnectionPool` that is never
+asked to pool (`create_connection` makes each connection, with the pool's TLS, keep-alive and
+proxy settings) over a network backend of the lane's own (`LeanTrioBackend`: no per-read cancel
+scope, arrival stamps, and the meter that says whether a failed request got any answer). httpx's
+per-request machinery (request building, auth and redirect flows, cookies, hooks, response
+wrappers) was ~20% of the client's CPU per request and does nothing for a benchmark's POST, so a
+request goes to the connection as an `httpcore.Request` built once. Proxies come from the
+environment as httpx takes them (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`), and
+certificates as `httpx.create_ssl_context` finds them (`SSL_CERT_FILE`, `SSL_CERT_DIR`).
+
+An injected transport (tests' `httpx.MockTransport`) has no sockets: its lanes go through
 `AsyncClient.send` (`Lane.pool` is None).
 """
 
 from __future__ import annotations
 
 import ssl
+import urllib.request
 from collections.abc import Mapping
 
 import httpcore
@@ -27,31 +32,34 @@ import httpx
 
 from stages.execute.providers.backend import LeanTrioBackend
 
-__all__ = ["ClientLanes", "Lane", "core_request"]
+__all__ = ["KEEPALIVE_S", "ClientLanes", "Lane", "core_request", "environment_proxy"]
+
+KEEPALIVE_S = 5.0
+"""How long an idle connection is kept for reuse (httpx's default)."""
+_UNTIMED = {"timeout": {"connect": None, "read": None, "write": None, "pool": None}}
 
 
 class Lane:
-    """One client and, when it has one for the target's URL, its httpcore pool and connection."""
+    """One request slot: its connection (real sockets) or the shared client (a test transport)."""
 
-    __slots__ = ("client", "connection", "opened", "pool")
+    __slots__ = ("backend", "client", "connection", "opened", "pool")
 
-    def __init__(self, client: httpx.AsyncClient, pool: httpcore.AsyncConnectionPool | None):
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        pool: httpcore.AsyncConnectionPool | None,
+        backend: LeanTrioBackend | None = None,
+    ) -> None:
         self.client = client
         self.pool = pool
+        self.backend = backend
         self.connection: httpcore.AsyncConnectionInterface | None = None
         self.opened = False
         """Whether the last `request` had to open a new connection."""
 
     async def request(self, request: httpcore.Request) -> httpcore.Response:
-        """Send on this lane's one connection, as the one-connection pool would, without it.
-
-        The pool's own bookkeeping (its request queue, and a scan of its connections on every
-        request start and response close) was ~12% of the client's CPU per request; a lane
-        never shares its connection, so it needs only the pool's decision: replace a connection
-        that is closed, expired or dropped by the server (`has_expired` polls the socket) with
-        one from the pool's factory (same TLS, keep-alive, proxy settings), and retry on a
-        fresh one when a connection turns out not to be available.
-        """
+        """Send on this lane's one connection, replacing it first when it is closed, expired or
+        dropped by the server (`has_expired` polls the socket for the server's close)."""
         pool = self.pool
         assert pool is not None
         connection = self.connection
@@ -71,33 +79,17 @@ class Lane:
                 await connection.aclose()
                 connection = None
 
-    async def aclose(self) -> None:
+    def answered_nothing(self) -> bool:
+        """The last request failed on a kept-alive connection before a single byte of an
+        answer arrived: the server had closed it and never took the request."""
+        meter = self.backend.meter if self.backend is not None else None
+        return not self.opened and meter is not None and meter.received == 0
+
+    async def drop(self) -> None:
+        """Close the connection; the next request opens a new one."""
         if self.connection is not None:
             await self.connection.aclose()
             self.connection = None
-
-
-_BACKEND = LeanTrioBackend()
-_UNTIMED = {"timeout": {"connect": None, "read": None, "write": None, "pool": None}}
-
-
-def _core_pool(client: httpx.AsyncClient, url: httpx.URL) -> httpcore.AsyncConnectionPool | None:
-    """The httpcore pool `client.send` would use for `url` (a proxy's too), if it has one.
-
-    Its connections are made with `LeanTrioBackend` (the lane owns the pool: nothing else
-    sends through it).
-    """
-    pick = getattr(client, "_transport_for_url", None)  # private: absent in another httpx
-    if pick is None:
-        return None
-    transport = pick(url)
-    pool = (
-        getattr(transport, "_pool", None) if type(transport) is httpx.AsyncHTTPTransport else None
-    )
-    if not isinstance(pool, httpcore.AsyncConnectionPool) or not hasattr(pool, "_network_backend"):
-        return None
-    pool._network_backend = _BACKEND
-    return pool
 
 
 def core_request(request: httpx.Request) -> httpcore.Request:
@@ -121,6 +113,19 @@ def core_request(request: httpx.Request) -> httpcore.Request:
     )
 
 
+def environment_proxy(url: httpx.URL) -> httpcore.Proxy | None:
+    """The proxy the environment names for `url`, as httpx would pick it: the scheme's variable,
+    else `ALL_PROXY`; none when `NO_PROXY` covers the host."""
+    proxies = urllib.request.getproxies()
+    raw = proxies.get(url.scheme) or proxies.get("all")
+    if not raw or urllib.request.proxy_bypass(url.host):
+        return None
+    proxy = httpx.URL(raw if "://" in raw else f"http://{raw}")
+    auth = (proxy.username, proxy.password) if proxy.username else None
+    tls = httpx.create_ssl_context() if proxy.scheme == "https" else None
+    return httpcore.Proxy(url=str(proxy.copy_with(userinfo=b"")), auth=auth, ssl_context=tls)
+
+
 class ClientLanes:
     """Hands out an idle lane per request; creates one when none is idle."""
 
@@ -132,45 +137,44 @@ class ClientLanes:
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._base_url = base_url
-        self._headers = dict(headers)
-        self._timeout = httpx.Timeout(timeout_s)
         self._transport = transport
+        # One client builds every request (its URL joining and headers are httpx's); with an
+        # injected transport it also sends them.
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=dict(headers),
+            transport=transport,
+            timeout=httpx.Timeout(timeout_s),
+            follow_redirects=False,
+        )
         # Building an SSL context loads the CA bundle (tens of ms): do it once, not per lane.
         self._ssl: ssl.SSLContext | None = None
+        self._proxy: httpcore.Proxy | None = None
         self._idle: list[Lane] = []
         self._all: list[Lane] = []
-        self._url: httpx.URL | None = None
-        self._idle.append(self._new())
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        """The first lane's client (to build requests with: every lane's is configured alike)."""
-        return self._all[0].client
 
     def url(self, path: str) -> httpx.URL:
-        """`path` joined to the base URL as httpx joins it; the URL every lane will be sent to."""
+        """`path` joined to the base URL as httpx joins it; where every lane will send."""
         url = self.client.build_request("POST", path).url
-        self._url = url
-        for lane in self._idle:
-            lane.pool = _core_pool(lane.client, url)
+        if self._transport is None:
+            self._ssl = httpx.create_ssl_context() if url.scheme == "https" else None
+            self._proxy = environment_proxy(url)
         return url
 
     def _new(self) -> Lane:
-        if self._transport is None and self._ssl is None:
-            self._ssl = httpx.create_ssl_context()
-        client = httpx.AsyncClient(
-            base_url=self._base_url,
-            headers=self._headers,
-            # An injected transport (tests) is the pool itself: every lane shares it.
-            transport=self._transport,
-            verify=self._ssl if self._ssl is not None else True,
-            timeout=self._timeout,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-            follow_redirects=False,
-        )
-        pool = _core_pool(client, self._url) if self._url is not None else None
-        lane = Lane(client, pool)
+        if self._transport is not None:
+            lane = Lane(self.client, None)
+        else:
+            backend = LeanTrioBackend()
+            pool = httpcore.AsyncConnectionPool(
+                ssl_context=self._ssl,
+                proxy=self._proxy,
+                max_connections=1,
+                max_keepalive_connections=1,
+                keepalive_expiry=KEEPALIVE_S,
+                network_backend=backend,
+            )
+            lane = Lane(self.client, pool, backend)
         self._all.append(lane)
         return lane
 
@@ -183,7 +187,7 @@ class ClientLanes:
 
     async def aclose(self) -> None:
         for lane in self._all:
-            await lane.aclose()
-            await lane.client.aclose()
+            await lane.drop()
         self._all.clear()
         self._idle.clear()
+        await self.client.aclose()

@@ -96,7 +96,7 @@ class MockProvider:
                 sent = plan.output_tokens
         attempt.end_ns = perf_counter_ns()
         attempt.bytes_received = attempt.text_chars
-        if spec.tools and sent:
+        if spec.tools and sent and spec.tool_choice != "none":
             attempt.tool_calls = 1  # offered a tool, the mock answers with one call (as its server)
         if plan_error == "cut":
             attempt.fail("protocol", f"mock: stream cut after {sent} tokens")

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from stages.execute.providers.base import WEATHER_TOOL, Attempt, RequestSpec
+from stages.execute.providers.base import (
+    WEATHER_TOOL,
+    Attempt,
+    ProtocolViolation,
+    RequestSpec,
+    token_count,
+)
 from stages.execute.providers.http import HttpProvider, StreamState
 from stages.execute.providers.template import ContentTemplate
 
@@ -18,19 +24,28 @@ __all__ = ["OllamaProvider"]
 
 def _message(attempt: Attempt, message: Any) -> bool:
     """Count a message's content and tool calls; True if it carried any."""
-    if not isinstance(message, dict):
+    if message is None:
         return False
+    if not isinstance(message, dict):
+        raise ProtocolViolation(f"message is not an object: {message!r:.40}")
     text = message.get("content") or message.get("thinking")
     calls = message.get("tool_calls")
-    if isinstance(text, str):
+    if text is not None and not isinstance(text, str):
+        raise ProtocolViolation(f"message content is not text: {text!r:.40}")
+    if calls is not None and not isinstance(calls, list):
+        raise ProtocolViolation(f"message tool_calls is not a list: {calls!r:.40}")
+    if text:
         attempt.text_chars += len(text)
-    if isinstance(calls, list):
-        attempt.tool_calls += len(calls)
+    attempt.tool_calls += len(calls or ())
     return bool(text or calls)
 
 
 def _usage(attempt: Attempt, obj: dict[str, Any]) -> None:
-    attempt.set_usage(obj.get("prompt_eval_count"), obj.get("eval_count"), None)
+    attempt.set_usage(
+        token_count(obj.get("prompt_eval_count"), "prompt_eval_count"),
+        token_count(obj.get("eval_count"), "eval_count"),
+        None,
+    )
 
 
 class OllamaProvider(HttpProvider):

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from stages.execute.providers.base import WEATHER_TOOL, Attempt, RequestSpec
+from stages.execute.providers.base import (
+    WEATHER_TOOL,
+    Attempt,
+    ProtocolViolation,
+    RequestSpec,
+    token_count,
+)
 from stages.execute.providers.http import HttpProvider, StreamState
 from stages.execute.providers.template import ContentTemplate
 
@@ -26,12 +32,36 @@ class _State(StreamState):
         self.tool_indexes: set[int] = set()
 
 
+_MAX_TOOL_CALLS = 4096
+"""Distinct tool-call indexes one response may use: past this it is garbage, not a model."""
+
+
 def _usage(attempt: Attempt, usage: Any) -> None:
-    if not isinstance(usage, dict):
+    if usage is None:
         return
+    if not isinstance(usage, dict):
+        raise ProtocolViolation(f"usage is not an object: {usage!r:.40}")
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    attempt.set_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"), cached)
+    attempt.set_usage(
+        token_count(usage.get("prompt_tokens"), "prompt_tokens"),
+        token_count(usage.get("completion_tokens"), "completion_tokens"),
+        token_count(cached, "prompt_tokens_details.cached_tokens"),
+    )
+
+
+def _tool_choice(choice: str) -> str | dict[str, Any]:
+    """The scenario's tool_choice as Chat Completions takes it."""
+    if choice in ("auto", "required", "none"):
+        return choice
+    return {"type": "function", "function": {"name": choice}}
+
+
+def _tool_index(call: dict[str, Any], state: _State) -> int:
+    index = call.get("index", len(state.tool_indexes))
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < _MAX_TOOL_CALLS:
+        raise ProtocolViolation(f"tool call index is not a small integer: {index!r:.40}")
+    return index
 
 
 class OpenAIProvider(HttpProvider):
@@ -42,19 +72,21 @@ class OpenAIProvider(HttpProvider):
     path: ClassVar[str] = "chat/completions"
     end_marker: ClassVar[str] = "[DONE]"
     max_tokens_field: ClassVar[str] = "max_completion_tokens"
-    """OpenAI's current name; older servers (vLLM, llama.cpp) read `max_tokens`."""
+    """OpenAI's current name; other servers read `max_tokens` (the target's `max_tokens_field`
+    chooses, docs/execute.md)."""
 
     def body(self, spec: RequestSpec) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": spec.chat_messages(),
-            self.max_tokens_field: spec.max_tokens,
-            "stream": spec.stream,
-        }
+        field = self.target.max_tokens_field or self.max_tokens_field
+        body: dict[str, Any] = {"model": self.model, "messages": spec.chat_messages()}
+        for name in ("max_tokens", "max_completion_tokens") if field == "both" else (field,):
+            body[name] = spec.max_tokens
+        body["stream"] = spec.stream
         if spec.stream:
             body["stream_options"] = {"include_usage": True}
         if spec.tools:
             body["tools"] = [{"type": "function", "function": WEATHER_TOOL}]
+            if spec.tool_choice is not None:
+                body["tool_choice"] = _tool_choice(spec.tool_choice)
         return body
 
     def new_state(self) -> _State:
@@ -70,6 +102,8 @@ class OpenAIProvider(HttpProvider):
         if obj is None:
             return True
         choices = obj.get("choices")
+        if choices is not None and not isinstance(choices, list):
+            raise ProtocolViolation(f"choices is not a list: {choices!r:.40}")
         if choices:
             state.saw_choices = True
             choice = choices[0]
@@ -79,15 +113,18 @@ class OpenAIProvider(HttpProvider):
                     delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
                 )
                 calls = delta.get("tool_calls")
+                if text is not None and not isinstance(text, str):
+                    raise ProtocolViolation(f"delta content is not text: {text!r:.40}")
+                if calls is not None and not isinstance(calls, list):
+                    raise ProtocolViolation(f"delta tool_calls is not a list: {calls!r:.40}")
                 if text or calls:
                     attempt.chunk_ns.append(now_ns)
-                    if isinstance(text, str):
+                    if text:
                         attempt.text_chars += len(text)
-                    if isinstance(calls, list):
-                        for call in calls:
-                            if isinstance(call, dict):
-                                state.tool_indexes.add(call.get("index", len(state.tool_indexes)))
-                        attempt.tool_calls = len(state.tool_indexes)
+                    for call in calls or ():
+                        if isinstance(call, dict):
+                            state.tool_indexes.add(_tool_index(call, state))
+                    attempt.tool_calls = len(state.tool_indexes)
                     content = delta.get("content")
                     if content and isinstance(content, str) and not calls and not obj.get("usage"):
                         state.template = ContentTemplate.learn(payload, b"content", content)
@@ -112,8 +149,11 @@ class OpenAIProvider(HttpProvider):
             self.fail(attempt, "protocol", "response choice has no message")
             return
         text = message.get("content")
-        if isinstance(text, str):
+        if text is not None and not isinstance(text, str):
+            raise ProtocolViolation(f"message content is not text: {text!r:.40}")
+        if text:
             attempt.text_chars += len(text)
         calls = message.get("tool_calls")
-        if isinstance(calls, list):
-            attempt.tool_calls = len(calls)
+        if calls is not None and not isinstance(calls, list):
+            raise ProtocolViolation(f"message tool_calls is not a list: {calls!r:.40}")
+        attempt.tool_calls = len(calls or ())
