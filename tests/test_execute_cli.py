@@ -307,3 +307,26 @@ def test_sigterm_mid_run_leaves_a_readable_interrupted_log(tmp_path: Path) -> No
     assert set(frame["status"]) == {"cancelled"} and set(frame["error_type"]) == {"cancelled"}
     assert "interrupted (SIGTERM)" in frame["error_message"][0]
     assert not list((data / ".staging").glob("*"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("delay_s", [0.05, 0.25])
+def test_a_signal_while_the_command_still_starts_is_exit_130(
+    tmp_path: Path, signum: int, delay_s: float
+) -> None:
+    """In the first fraction of a second (imports, config) a signal used to kill the process
+    with a traceback or a bare -2/-15; it is the documented 130 and one line."""
+    env: dict[str, Any] = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "--data-dir", str(tmp_path / "d"), "execute"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay_s)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")

@@ -108,3 +108,49 @@ def test_execute_warns_about_a_starved_loop_only_when_not_saturated() -> None:
     assert lag_warning({**pair, "client_loop_lag_p95_ms": None}, 5.0) is None
     busy = {**pair, "client_saturated": True, "client_loop_lag_p95_ms": 40.0}
     assert lag_warning(busy, 5.0) is None  # the saturation warning says it already
+
+
+async def test_attempts_cut_off_by_a_failure_say_so_and_the_run_says_why(tmp_path: Path) -> None:
+    """A failure that tears the load down (here a provider bug on one request while three
+    others are in flight) is not a timeout: the cancelled attempts and the run say what
+    happened, and the run's message is the error itself, not "ExceptionGroup ..."."""
+    from dataclasses import replace
+
+    from schemas import get_provider, register_provider
+    from stages.execute.providers import Attempt, ProviderSettings, RequestSpec
+    from stages.execute.runner import describe
+
+    class Broken:
+        kind = "mock"
+
+        def __init__(self, settings: ProviderSettings) -> None:
+            pass
+
+        async def send(self, spec: RequestSpec, attempt: Attempt) -> None:
+            if spec.request_index == 3:
+                await trio.sleep(0.05)
+                raise RuntimeError("provider bug")
+            await trio.sleep(30)
+
+        async def aclose(self) -> None:
+            return None
+
+    original = get_provider("mock")
+    register_provider(replace(original, factory=Broken), replace=True)
+    try:
+        loaded = config(
+            [{"name": "m", "provider": "mock", "model": "mock-small"}],
+            [scenario(expected_operations=4, concurrency_level=4)],
+            tmp_path,
+        )
+        with pytest.raises(BaseExceptionGroup) as raised:  # run_prepared: `execute` unwraps it
+            await run(loaded, tmp_path / "data")
+        assert describe(raised.value) == "RuntimeError: provider bug"
+    finally:
+        register_provider(original, replace=True)
+    rows = requests(tmp_path / "data").to_dicts()
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"cancelled"}
+    assert all("timed out" not in r["error_message"] for r in rows)
+    assert all("the run failed" in r["error_message"] for r in rows)
+    (finished,) = runs(tmp_path / "data").filter(kind="finished").to_dicts()
+    assert finished["status"] == "failed" and finished["message"] == "RuntimeError: provider bug"

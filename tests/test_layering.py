@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-CLI_MODULES = ("pipeline.cli", "pipeline.commands", "pipeline.__main__")
+CLI_MODULES = ("pipeline.cli", "pipeline.commands", "pipeline.__main__", "pipeline.entry")
 
 
 def imports(path: Path) -> set[str]:

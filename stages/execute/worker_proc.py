@@ -177,6 +177,8 @@ def worker_main(job: WorkerJob, conn: Connection, counter: Synchronized[int]) ->
     """The process's entry point (spawned): play the job, report, exit 0; else report and exit 1."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Started with both blocked (`workers._spawn`): what arrived meanwhile is now ignored.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         trio.run(_play, job, conn, SharedCounter(counter))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the run

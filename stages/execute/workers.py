@@ -138,7 +138,13 @@ class _Group:
             nursery.start_soon(until, self.failed)
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _spawn(jobs: Sequence[WorkerJob]) -> tuple[list[_Worker], Any]:
+    """Start the workers with SIGINT and SIGTERM blocked: the mask survives the exec, so a
+    Ctrl-C that reaches the process group while a worker still imports cannot kill it (it
+    unblocks them once it ignores them; the parent forwards the stop instead)."""
     context = multiprocessing.get_context("spawn")
     counter = context.Value("q", 0)
     workers = []
@@ -150,7 +156,11 @@ def _spawn(jobs: Sequence[WorkerJob]) -> tuple[list[_Worker], Any]:
             name=f"pipeline-execute-w{job.worker}",
             daemon=True,
         )
-        process.start()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child_end.close()
         workers.append(_Worker(job.worker, process, parent_end))
     return workers, counter

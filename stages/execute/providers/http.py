@@ -342,8 +342,12 @@ class HttpProvider:
                 f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
             )
         except _TRANSPORT_ERRORS as exc:
-            kind = "protocol" if got_headers else "connection"
-            self.fail(attempt, kind, f"{type(exc).__name__}: {exc}")
+            # Bytes came back, but not a response: the server answered something that is not
+            # HTTP (garbage, endless headers). Nothing came back: the connection failed.
+            answered = got_headers or (lane.pool is not None and lane.answered() > 0)
+            self.fail(
+                attempt, "protocol" if answered else "connection", f"{type(exc).__name__}: {exc}"
+            )
         finally:
             if not attempt.end_ns:
                 attempt.end_ns = perf_counter_ns()
@@ -384,13 +388,14 @@ class HttpProvider:
         )
         raw = b""
         limit = self.limits.max_response_bytes
-        async with aclosing(response.reads) as reads:
-            async for data in reads:
-                attempt.bytes_received += len(data)
-                if len(raw) < _ERROR_BODY_LIMIT:
-                    raw += data[: _ERROR_BODY_LIMIT - len(raw)]
-                if attempt.bytes_received > limit:
-                    break  # the status says it all: no need for the rest of an endless body
+        with trio.CancelScope() as enough:
+            async with aclosing(response.reads) as reads:
+                async for data in reads:
+                    attempt.bytes_received += len(data)
+                    if len(raw) < _ERROR_BODY_LIMIT:
+                        raw += data[: _ERROR_BODY_LIMIT - len(raw)]
+                    if attempt.bytes_received > limit:
+                        enough.cancel()  # the status says it all: not the rest of an endless body
         attempt.end_ns = response.arrived_ns()
         detail: str | None
         try:
@@ -413,7 +418,9 @@ class HttpProvider:
         stopped = False
         arrived_ns = response.arrived_ns
         # Read to the end even after the end marker or a failure (latency is to the last byte),
-        # but only for END_GRACE_S more: a server may keep the body open after `[DONE]`.
+        # but only for END_GRACE_S more: a server may keep the body open after `[DONE]`. Reading
+        # stops by cancelling the next read, not by leaving the loop: the cancellation then goes
+        # through httpcore's body generators, which close the connection and themselves.
         with trio.CancelScope() as rest:
             async with aclosing(response.reads) as reads:
                 async for data in reads:
@@ -421,7 +428,7 @@ class HttpProvider:
                     attempt.bytes_received += len(data)
                     if self._too_large(attempt):
                         stopped = True
-                        break
+                        rest.cancel()
                     if stopped:
                         continue
                     try:
@@ -446,12 +453,14 @@ class HttpProvider:
 
     async def _read_whole(self, response: _Reply, attempt: Attempt) -> None:
         parts: list[bytes] = []
-        async with aclosing(response.reads) as reads:
-            async for data in reads:
-                attempt.bytes_received += len(data)
-                if self._too_large(attempt):
-                    break
-                parts.append(data)
+        with trio.CancelScope() as enough:
+            async with aclosing(response.reads) as reads:
+                async for data in reads:
+                    attempt.bytes_received += len(data)
+                    if self._too_large(attempt):
+                        enough.cancel()
+                    elif attempt.ok:
+                        parts.append(data)
         now = attempt.end_ns = response.arrived_ns()
         if not attempt.ok:
             return

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ssl
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import httpcore
 import httpx
@@ -79,17 +79,50 @@ class Lane:
                 await connection.aclose()
                 connection = None
 
+    def answered(self) -> int:
+        """Bytes of an answer to the last request that arrived (0 also before any connection)."""
+        meter = self.backend.meter if self.backend is not None else None
+        return meter.received if meter is not None else 0
+
     def answered_nothing(self) -> bool:
         """The last request failed on a kept-alive connection before a single byte of an
         answer arrived: the server had closed it and never took the request."""
-        meter = self.backend.meter if self.backend is not None else None
-        return not self.opened and meter is not None and meter.received == 0
+        return not self.opened and self.backend is not None and self.answered() == 0
 
     async def drop(self) -> None:
         """Close the connection; the next request opens a new one."""
         if self.connection is not None:
             await self.connection.aclose()
             self.connection = None
+
+
+class _Body:
+    """A request body as httpcore iterates it: a plain async iterator, not an async generator.
+
+    httpcore stops iterating the body when a write fails (a server that closed the connection:
+    it then reads whatever answer there is), and trio warns about every async generator that is
+    collected unfinished; an iterator object has nothing to finish. One pass per request."""
+
+    __slots__ = ("_content",)
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    def __aiter__(self) -> _BodyPass:
+        return _BodyPass(self._content)
+
+
+class _BodyPass(AsyncIterator[bytes]):
+    __slots__ = ("_content",)
+
+    def __init__(self, content: bytes | None) -> None:
+        self._content = content
+
+    async def __anext__(self) -> bytes:
+        content, self._content = self._content, None
+        if content is None:
+            raise StopAsyncIteration
+        return content
 
 
 def core_request(request: httpx.Request) -> httpcore.Request:
@@ -108,7 +141,7 @@ def core_request(request: httpx.Request) -> httpcore.Request:
             target=request.url.raw_path,
         ),
         headers=request.headers.raw,
-        content=request.content,
+        content=_Body(request.content),
         extensions=_UNTIMED,
     )
 

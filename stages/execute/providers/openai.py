@@ -32,7 +32,7 @@ class _State(StreamState):
         self.tool_indexes: set[int] = set()
 
 
-_MAX_TOOL_CALLS = 4096
+_MAX_TOOL_CALLS = 1 << 16
 """Distinct tool-call indexes one response may use: past this it is garbage, not a model."""
 
 
