@@ -70,6 +70,11 @@ class MockConfiguration(_Frozen):
     retry_after: NonNegativeDuration = timedelta(seconds=1)
     hang: NonNegativeDuration = timedelta(seconds=600)
     """How long an injected hang lasts (past any sane client timeout)."""
+    mimic: Literal["openai", "llama.cpp", "llama-cpp-python"] = "openai"
+    """Whose wire quirks the mock server reproduces on its OpenAI endpoint (docs/mock.md):
+    "llama.cpp" promises keep-alive and closes the connection after every stream, and streams
+    a tool call's name before its arguments; "llama-cpp-python" sends no usage in streams and
+    ignores `max_completion_tokens` (it reads only `max_tokens`)."""
 
     @field_validator("error_kinds")
     @classmethod

@@ -7,6 +7,7 @@ way a real provider's would.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,94 @@ async def test_retry_after_from_the_server_each_attempt_an_event(tmp_path: Path)
         assert all(t["error_type"] == "rate_limited" for t in tries[:-1])
         for before, after in zip(tries, tries[1:], strict=False):
             assert (after["started_at"] - before["started_at"]).total_seconds() >= 0.04
+
+
+@pytest.mark.parametrize("provider", list(PROVIDERS))
+async def test_a_server_that_closes_after_every_stream_fails_nothing(
+    tmp_path: Path, provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama.cpp's server promises keep-alive and closes after each stream; the next request,
+    sent at once on the same connection, meets the close before any answer. The server never
+    took it, so it goes out again on a new connection: no false connection errors, one event
+    per request, and the resends counted."""
+    monkeypatch.setenv("EXEC_HTTP_KEY", KEY)
+    async with mock_server(mimic="llama.cpp", simulated_latency="1ms") as base:
+        loaded = config(
+            [http_target(provider, base)],
+            [scenario(expected_operations=60, concurrency_level=1, max_tokens=4)],
+            tmp_path,
+        )
+        result = await run(loaded, tmp_path / "data")
+    frame = requests(tmp_path / "data")
+    assert result.status == "completed" and frame.height == 60
+    assert set(frame["status"]) == {"ok"}, frame.filter(frame["status"] != "ok")["error_message"]
+    assert set(frame["attempt"]) == {1} and frame["reconnects"].max() == 1
+    assert frame["reconnects"].sum() > 0  # the close did cross the next request on the wire
+
+
+async def test_a_grammar_constrained_tool_call_as_llama_cpp_streams_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tool_choice: required` is sent, and a tool call streamed as llama.cpp (and vLLM) stream
+    it (the name alone first, then argument fragments) is one call, timed from its first delta."""
+    monkeypatch.setenv("EXEC_HTTP_KEY", KEY)
+    async with mock_server(mimic="llama.cpp", output_tokens=4) as base:
+        loaded = config(
+            [http_target("openai-compatible", base)],
+            [scenario(tools_required=True, tool_choice="required", expected_operations=2)],
+            tmp_path,
+        )
+        await run(loaded, tmp_path / "data")
+    frame = requests(tmp_path / "data")
+    assert set(frame["status"]) == {"ok"} and set(frame["tool_calls"]) == {1}
+    # the name-only delta and the 4 argument fragments are the content chunks
+    assert {len(c) for c in frame["chunk_offsets_us"]} == {5}
+    assert set(frame["output_tokens"]) == {4} and set(frame["output_token_rule"]) == {"server"}
+
+
+async def test_a_server_without_stream_usage_is_counted_and_calibrated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama-cpp-python sends no usage in streams: output is the content chunks (one token
+    each), input the target's own count when it is asked once per prompt (`calibrate_tokens`),
+    and both are marked as estimated; it ignores max_completion_tokens, which max_tokens_field
+    works around."""
+    monkeypatch.setenv("EXEC_HTTP_KEY", KEY)
+    async with mock_server(mimic="llama-cpp-python") as base:
+        targets = [
+            http_target("openai-compatible", base, name="plain"),
+            http_target("openai-compatible", base, name="calibrated", calibrate_tokens=True),
+            http_target("openai", base, name="both", max_tokens_field="both"),
+        ]
+        loaded = config(targets, [scenario(expected_operations=3, max_tokens=6)], tmp_path)
+        await run(loaded, tmp_path / "data")
+    frame = requests(tmp_path / "data")
+    by = {t: frame.filter(frame["target"] == t) for t in ("plain", "calibrated", "both")}
+    true_input = (len("<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n") + 3) // 4
+    for name, rows in by.items():
+        assert set(rows["status"]) == {"ok"} and set(rows["output_tokens"]) == {6}, name
+        assert set(rows["output_token_rule"]) == {"chunks"} and set(rows["token_source"]) == {
+            "estimated"
+        }
+    assert set(by["plain"]["input_tokens"]) == {2} and set(by["plain"]["input_token_rule"]) == {
+        "chars/4"
+    }
+    assert set(by["calibrated"]["input_tokens"]) == {true_input}
+    assert set(by["calibrated"]["input_token_rule"]) == {"calibrated"}
+    started = runs(tmp_path / "data").filter(kind="started", target="calibrated")
+    assert json.loads(started["token_calibration"][0]) == {
+        "asked": 1,
+        "input_tokens": {"0": true_input},
+    }
+
+
+async def test_a_server_that_ignores_the_token_cap_is_ended_and_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXEC_HTTP_KEY", KEY)
+    async with mock_server(mimic="llama-cpp-python") as base:
+        target = http_target("openai", base, request_timeout="0.3s")  # max_completion_tokens
+        await run(config([target], [scenario(expected_operations=1)], tmp_path), tmp_path / "data")
+    (row,) = requests(tmp_path / "data").to_dicts()
+    assert row["status"] == "timeout" and "ignore the token cap" in row["error_message"]
+    assert "max_tokens_field" in row["error_message"]

@@ -33,6 +33,7 @@ _KNOBS = {
     "retry_after": "retry_after",
     "hang": "hang",
     "memory": "memory_usage_simulation",
+    "mimic": "mimic",
 }
 
 
@@ -92,6 +93,12 @@ def _mock_table(ctx: Context, config_file: Path | None, target: str | None) -> d
 @click.option("--retry-after", help="retry-after of an injected 429, e.g. 1s. [default: 1s]")
 @click.option("--hang", help="How long an injected hang lasts, e.g. 600s. [default: 600s]")
 @click.option("--memory", type=int, help="Bytes held per request in flight. [default: 0]")
+@click.option(
+    "--mimic",
+    type=click.Choice(["openai", "llama.cpp", "llama-cpp-python"]),
+    help="Reproduce another server's wire quirks on the OpenAI endpoint (docs/mock.md). "
+    "[default: openai]",
+)
 @click.option(
     "--config",
     "config_file",

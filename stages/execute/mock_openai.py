@@ -27,7 +27,11 @@ from stages.execute.mock_wire import (
     positive_int,
 )
 
-__all__ = ["OPENAI", "OpenAIEncoder", "parse_openai"]
+__all__ = ["OPENAI", "UNCAPPED_TOKENS", "OpenAIEncoder", "mimic_openai_server", "parse_openai"]
+
+UNCAPPED_TOKENS = 4096
+"""What a server that ignored the request's token cap generates (llama-cpp-python ran to its
+context: 4,065 tokens in 90 s)."""
 
 _ERRORS = {
     400: ("invalid_request_error", None),
@@ -61,6 +65,21 @@ def parse_openai(body: dict[str, Any]) -> Chat:
             name, arg = next(((n, a) for n, a in tools if n == wanted), (name, arg))
         chat.tool_name, chat.tool_arg = name, arg
     return chat
+
+
+_CHATML = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+"""The chat template a llama.cpp-based server wraps a prompt in: its tokens count as input."""
+
+
+def mimic_openai_server(chat: Chat, body: dict[str, Any], mimic: str) -> None:
+    """What another OpenAI-compatible server would make of the request (docs/mock.md)."""
+    chat.mimic = mimic
+    if mimic != "openai":
+        chat.prompt = _CHATML.format(chat.prompt)
+    if mimic == "llama-cpp-python":
+        chat.include_usage = False  # it ignores stream_options
+        cap = positive_int(body.get("max_tokens"), "max_tokens")  # and max_completion_tokens
+        chat.max_tokens = cap if cap is not None else UNCAPPED_TOKENS
 
 
 class OpenAIEncoder(Encoder):
@@ -99,11 +118,28 @@ class OpenAIEncoder(Encoder):
         return {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
 
     def piece(self, i: int) -> bytes:
+        if self.chat.mimic == "llama.cpp":
+            return self._llama_piece(i).encode()
         out = self._chunk(self._delta(i))
         if i == 0 and self.chat.tool_name is None:
             # Like OpenAI: a role-only chunk (empty content) comes just before the first token.
             out = self._chunk({"role": "assistant", "content": "", "refusal": None}) + out
         return out.encode()
+
+    def _llama_piece(self, i: int) -> str:
+        """As llama.cpp's server streams (server-chat.cpp): a role chunk with null content
+        first; a tool call (grammar-constrained, as `tool_choice: required` makes it) opens with
+        its index, id, type and name only, then each token is an arguments fragment."""
+        text = self.pieces[i]
+        head = self._chunk({"role": "assistant", "content": None}) if i == 0 else ""
+        if self.chat.tool_name is None:
+            return head + self._chunk({"content": text})
+        if i == 0:
+            call = {"index": 0, "id": self.call_id, "type": "function"}
+            head += self._chunk(
+                {"tool_calls": [{**call, "function": {"name": self.chat.tool_name}}]}
+            )
+        return head + self._chunk({"tool_calls": [{"index": 0, "function": {"arguments": text}}]})
 
     def malformed(self, i: int) -> bytes:
         return (self._prefix + dumps(self._delta(i))[:-1] + "\n\n").encode()

@@ -43,7 +43,7 @@ from schemas.scenario import MockConfiguration
 from stages.execute.mock_anthropic import ANTHROPIC
 from stages.execute.mock_connection import Connection, Headers, Request, response
 from stages.execute.mock_ollama import OLLAMA
-from stages.execute.mock_openai import OPENAI
+from stages.execute.mock_openai import OPENAI, mimic_openai_server
 from stages.execute.mock_sim import (
     STATUS_ERRORS,
     ConcurrencyGate,
@@ -261,6 +261,8 @@ class MockServer:
         if not isinstance(body, dict):
             raise BadRequest("The request body must be a JSON object.")
         chat = provider.parse(body)
+        if provider is OPENAI:
+            mimic_openai_server(chat, body, self.config.mimic)
         index = self._index_of(request)
         outcome.index = index
         queued = self.gate.in_flight >= self.gate.limit
@@ -339,6 +341,9 @@ class MockServer:
         bad = plan.cut_after if plan.error == "malformed" else None
         outcome.status = 200
         head = [("content-type", encoder.stream_type), ("cache-control", "no-cache")]
+        llama = self.config.mimic == "llama.cpp"
+        if llama:  # as llama.cpp's server (cpp-httplib) answers any stream
+            head.append(("keep-alive", "timeout=5, max=100"))
         await conn.send(response(200, head + headers))
         pending = encoder.head()
         if pending:
@@ -359,6 +364,8 @@ class MockServer:
                     await conn.send(h11.Data(data=pending))
                 pending = b""
         await conn.send(h11.Data(data=encoder.tail()), h11.EndOfMessage())
+        if llama:
+            conn.must_close = True  # promised keep-alive, closed all the same
 
     async def _whole(
         self, conn: Connection, encoder: Encoder, headers: Headers, t0: float, outcome: _Outcome

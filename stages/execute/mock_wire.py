@@ -77,6 +77,8 @@ class Chat:
     tool_name: str | None = None
     tool_arg: str = "input"
     include_usage: bool = False
+    mimic: str = "openai"
+    """The server whose quirks the answer reproduces (`MockConfiguration.mimic`)."""
 
 
 # ---------------------------------------------------------------------------------------------

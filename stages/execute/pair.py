@@ -158,9 +158,7 @@ class PairLoad:
                 with trio.move_on_after(run.request_timeout_s) as deadline:
                     await self.provider.send(spec, attempt)
                 if deadline.cancelled_caught:
-                    attempt.fail(
-                        "timeout", f"no complete response within {run.request_timeout_s:g}s"
-                    )
+                    attempt.fail("timeout", self._timeout_message(spec, attempt))
             except trio.Cancelled:
                 attempt.fail("cancelled", f"cancelled: {self.stop.reason()}")
                 if not attempt.end_ns:
@@ -177,6 +175,18 @@ class PairLoad:
             attempt_no += 1
             scheduled_ns = perf_counter_ns()
         self.stats.finished += 1
+
+    def _timeout_message(self, spec: RequestSpec, attempt: Attempt) -> str:
+        """Why an attempt timed out, with the likely cause when the server streamed more
+        content chunks than the token cap allows (it ignored the field the cap went in)."""
+        message = f"no complete response within {self.run.request_timeout_s:g}s"
+        chunks = len(attempt.chunk_ns)
+        if spec.stream and chunks > spec.max_tokens:
+            message += (
+                f" ({chunks} content chunks for max_tokens {spec.max_tokens}: the server seems "
+                "to ignore the token cap; see the target's max_tokens_field)"
+            )
+        return message
 
     def dropped(self, index: int, scheduled_ns: int) -> None:
         """An open-loop request that was due but never got a slot before the run ended."""
