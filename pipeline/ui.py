@@ -16,7 +16,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-__all__ = ["ProgressReporter", "echo_json", "print_table", "progress"]
+__all__ = [
+    "ESTIMATED_NOTE",
+    "ProgressReporter",
+    "echo_json",
+    "mark_estimated",
+    "print_table",
+    "progress",
+]
+
+ESTIMATED_NOTE = (
+    "~ token counts (and what they cost) estimated for some requests: the server reported no "
+    "usage (tokens_estimated; docs/execute.md says how)"
+)
 
 
 def echo_json(payload: Any) -> None:
@@ -29,6 +41,21 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     return str(value)
+
+
+def mark_estimated(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], flag: str = "tokens_estimated"
+) -> bool:
+    """Prefix `~` to `columns` of each row whose token counts were (partly) estimated, so a
+    table never shows an estimate as a measurement; True when any row was marked."""
+    marked = False
+    for row in rows:
+        if row.get(flag):
+            for column in columns:
+                if row.get(column) is not None:
+                    row[column] = "~" + _cell(row[column])
+            marked = True
+    return marked
 
 
 def print_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:

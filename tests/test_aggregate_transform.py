@@ -50,6 +50,8 @@ request_st = st.fixed_dictionaries(
         "output": st.integers(0, 300),
         "cached_share": st.floats(0, 1),
         "attempt": st.integers(1, 3),
+        "token_source": st.sampled_from(["server", "estimated", None]),
+        "reconnects": st.integers(0, 1),
     }
 )
 
@@ -81,6 +83,8 @@ def build(draws: list[dict[str, Any]], model: str = "priced") -> list[dict[str, 
                 "cached_tokens": int(d["input"] * d["cached_share"]),
                 "status": d["status"],
                 "error_type": None if ok else d["error_type"],
+                "token_source": d["token_source"],
+                "reconnects": d["reconnects"],
             }
         )
     return rows
@@ -107,6 +111,8 @@ def test_metrics_equal_numpy(draws: list[dict[str, Any]]) -> None:
     assert row["error_rate"] == pytest.approx(1 - len(ok) / len(measured))
     assert sum(row[c] for c in ERROR_COLUMNS) == row["failed"]
     assert row["retries"] == sum(r["attempt"] > 1 for r in measured)
+    assert row["reconnects"] == sum(r["reconnects"] for r in measured)
+    assert row["tokens_estimated"] == sum(r["token_source"] == "estimated" for r in measured)
     if not ok:
         assert row["latency_p50_ms"] is None and row["latency_std_ms"] is None
         return

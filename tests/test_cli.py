@@ -13,7 +13,7 @@ import click
 import pytest
 
 from pipeline.cli import cli as group
-from tests.conftest import ROOT, CliResult, run_pipeline
+from tests.conftest import ROOT, CliResult, mock_server_process, run_pipeline
 from tests.writer_proc import batch
 
 Run = Callable[..., CliResult]
@@ -185,3 +185,36 @@ def test_a_second_process_waits_for_the_lock_then_fails_clearly(tmp_path: Path) 
         if holder.stdout:
             holder.stdout.close()
     assert run_pipeline("--data-dir", str(data), "compact", cwd=tmp_path).returncode == 0
+
+
+def test_estimated_token_counts_are_marked_in_every_table(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """A server that sends no usage (the mock as llama-cpp-python): what rests on estimated
+    counts carries a ~ in aggregate's and compare's tables, with a note saying why."""
+    with mock_server_process("--mimic", "llama-cpp-python", "--latency", "1ms") as root:
+        config = tmp_path / "est.toml"
+        config.write_text(
+            f"""
+default_scenarios = ["s"]
+[prices.tiny]
+input = 1.0
+output = 2.0
+[[targets]]
+name = "lcp"
+provider = "openai-compatible"
+model = "tiny"
+base_url = "{root}/v1"
+[[scenarios]]
+name = "s"
+test_prompts = ["hi"]
+expected_operations = 3
+streaming_required = true
+"""
+        )
+        data = str(tmp_path / "data")
+        assert cli("--data-dir", data, "--config", str(config), "execute").code == 0
+    aggregated = cli("--data-dir", data, "--config", str(config), "aggregate")
+    assert aggregated.code == 0 and "~" in aggregated.out and "estimated" in aggregated.err
+    compared = cli("--data-dir", data, "--config", str(config), "compare")
+    assert compared.code == 0 and "~" in compared.out and "estimated" in compared.out

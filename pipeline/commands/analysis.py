@@ -8,7 +8,7 @@ import click
 import polars as pl
 
 from pipeline.commands._base import EXIT_OK, Context, json_option, pass_ctx
-from pipeline.ui import echo_json, print_table
+from pipeline.ui import ESTIMATED_NOTE, echo_json, mark_estimated, print_table
 
 __all__ = ["COMMANDS"]
 
@@ -59,6 +59,7 @@ def aggregate(ctx: Context, full: bool, skip_corrupt: bool, as_json: bool) -> in
         pl.col("throughput_rps").alias("rps"),
         pl.col("cost_usd").alias("cost_usd"),
         pl.col("run_status").alias("status"),
+        "tokens_estimated",
     ).to_dicts()
     if as_json:
         echo_json(
@@ -79,7 +80,10 @@ def aggregate(ctx: Context, full: bool, skip_corrupt: bool, as_json: bool) -> in
             f"{report.total_rows} in {report.results_path}"
         )
         columns = ["run_id", "scenario", "target", "status", "ops", "error_rate"]
+        estimated = mark_estimated(rows, ["cost_usd"])
         print_table(title, rows, [*columns, "p50_ms", "p95_ms", "rps", "cost_usd"])
+        if estimated:
+            ctx.info(ESTIMATED_NOTE)
     return EXIT_OK
 
 

@@ -9,7 +9,7 @@ from pipeline.commands._base import EXIT_OK, EXIT_REGRESSION, Context, json_opti
 from pipeline.errors import InputError
 from pipeline.layout import Layout
 from pipeline.outputs import read_output
-from pipeline.ui import echo_json, print_table
+from pipeline.ui import ESTIMATED_NOTE, echo_json, mark_estimated, print_table
 from stages.compare.transform import compare as compare_targets
 from stages.profile.run import ProfileSummary, run_profile
 from stages.recommend.run import RecommendSummary, run_recommend
@@ -138,9 +138,11 @@ def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
         return EXIT_OK
     for c in comparisons:
         table = c.table.with_columns(pl.col("success_rate").round(4), pl.col("score").round(1))
+        rows = table.to_dicts()
+        estimated = mark_estimated(rows, ["usd_per_million_output_tokens"])
         print_table(
             f"compare: {c.scenario}",
-            table.to_dicts(),
+            rows,
             [
                 "target",
                 "latency_p50_ms",
@@ -157,6 +159,8 @@ def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
         )
         if not c.cost_included:
             click.echo("(cost is left out of the score: at least one target has no price)")
+        if estimated:
+            click.echo(ESTIMATED_NOTE)
     return EXIT_OK
 
 

@@ -73,6 +73,8 @@ COLUMNS = (
     "input_tokens",
     "output_tokens",
     "cached_tokens",
+    "token_source",
+    "reconnects",
 )
 """The request-event columns the pass reads (a batch source must give at least these)."""
 
@@ -292,8 +294,10 @@ class _Result:
         s["tpot_n"] += int(np.count_nonzero(has_tpot))
         s["tpot_sum"] += int(np.add.reduce(tpot, where=has_tpot))
         s["output_tokens"] += int(out.sum())  # nulls were read as 0
-        for name in ("input_tokens", "cached_tokens"):
+        for name in ("input_tokens", "cached_tokens", "reconnects"):
             s[name] += int(pc.sum(batch.column(name)).as_py() or 0)
+        estimated = pc.equal(batch.column("token_source"), "estimated")
+        s["tokens_estimated"] += int(pc.sum(estimated).as_py() or 0)
         self.extreme_of("first_start_us", start, "min")
         self.extreme_of("last_end_us", end, "max")
         self.latency.append(lat_ok)
@@ -475,6 +479,7 @@ _RESULT_SCHEMA = pl.Schema(
         ("operations", _I),
         ("successful", _I),
         ("retries", _I),
+        ("reconnects", _I),
         ("first_start_us", _I),
         ("last_end_us", _I),
         ("lat_min", _I),
@@ -489,6 +494,7 @@ _RESULT_SCHEMA = pl.Schema(
         ("input_tokens", _I),
         ("output_tokens", _I),
         ("cached_tokens", _I),
+        ("tokens_estimated", _I),
         *((name, _I) for name in ERROR_COLUMNS),
         *((f"lat_{q}", _F) for q in LATENCY_Q),
         *((f"ttft_{q}", _F) for q in SHORT_Q),
@@ -512,14 +518,14 @@ def _result_row(key: tuple[object, ...], acc: _Result) -> tuple[object, ...]:
         *key,
         acc.provider,
         acc.model,
-        *(s[n] for n in ("operations", "successful", "retries")),
+        *(s[n] for n in ("operations", "successful", "retries", "reconnects")),
         x.get("first_start_us"),
         x.get("last_end_us"),
         x.get("lat_min"),
         x.get("lat_max"),
         *(s[n] for n in ("lat_n", "lat_sum", "lat_sq", "ttft_n", "ttft_sum")),
         *(s[n] for n in ("tpot_n", "tpot_sum")),
-        *(s[n] for n in ("input_tokens", "output_tokens", "cached_tokens")),
+        *(s[n] for n in ("input_tokens", "output_tokens", "cached_tokens", "tokens_estimated")),
         *(acc.errors[name] for name in ERROR_COLUMNS),
         *quantiles(acc.latency, list(LATENCY_Q.values())),
         *quantiles(acc.ttft, list(SHORT_Q.values())),

@@ -29,6 +29,7 @@ COMPARE_COLUMNS = (
     "throughput_rps",
     "success_rate",
     "usd_per_million_output_tokens",
+    "tokens_estimated",
     "latency_score",
     "cost_score",
     "reliability_score",

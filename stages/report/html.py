@@ -200,12 +200,13 @@ def _summary(latest: pl.DataFrame, colors: dict[str, str]) -> str:
                 _e(_ms(r["ttft_p50_ms"])),
                 _e(f"{_num(r['throughput_rps'])} req/s"),
                 _e(_pct(r["error_rate"])),
-                _e(_usd(r["cost_per_request_usd"])),
+                _e(("~" if r.get("tokens_estimated") else "") + _usd(r["cost_per_request_usd"])),
             ]
         )
     return (
         '<p class="lead">The latest run of each target per scenario. Latency and TTFT over '
-        "successful requests; error rate over all attempts (warmup excluded).</p>"
+        "successful requests; error rate over all attempts (warmup excluded). A cost marked "
+        "~ rests on token counts the client estimated (the server reported no usage).</p>"
         + _table(headers, rows)
     )
 
