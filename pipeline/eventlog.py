@@ -16,12 +16,17 @@ ever hiding a file published after it:
   deleted by `compact` as a leftover) only when it matches byte for byte. Compacted files written
   before this rule list names only and are read exactly as before; the name list is still
   written beside the digests, so older versions read new files as they always did.
+
+Nothing below the data directory is reached through a symbolic link (`pipeline.fsutil`): a
+linked partition, table folder or `*.arrow` file stops a replay with SymlinkRefusedError naming
+it, rather than being read, moved or deleted through.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,8 +40,19 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.errors import CorruptEventFileError, InputError, InvalidNameError
-from pipeline.fsutil import publish_new, staged_file
+from pipeline.errors import (
+    CorruptEventFileError,
+    InputError,
+    InvalidNameError,
+    SymlinkRefusedError,
+)
+from pipeline.fsutil import (
+    STAGING_DIR,
+    dir_entries,
+    publish_new,
+    rename_below,
+    staged_file,
+)
 from schemas import TABLES, TableSpec, check_safe_name
 
 __all__ = [
@@ -115,10 +131,12 @@ def write_ipc(
 
 
 def read_event_file(path: Path) -> tuple[pa.Table, Fingerprint]:
-    """Read and fully validate one event file, with its fingerprint; raise CorruptEventFileError
-    naming it."""
+    """Read and fully validate one event file (never through a link), with its fingerprint;
+    raise CorruptEventFileError naming it."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read()
         table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
         table.validate(full=True)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -140,7 +158,8 @@ def _matches(path: Path, prints: Sequence[Fingerprint | None]) -> bool:
         size = path.lstat().st_size
         if not any(p is not None and p.size == size for p in prints):
             return False
-        with path.open("rb") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
             digest = hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16))
     except OSError as exc:
         raise CorruptEventFileError([path], str(exc)) from exc
@@ -233,13 +252,13 @@ class EventWriter:
             def write(handle: BinaryIO, part: pa.Table = part) -> None:
                 write_ipc(part, handle)
 
-            tmp = staged_file(self.log.staging, write)
             directory = self.log.table_dir(table) / f"date={day}"
-            while True:  # a taken name (never, short of a token collision) takes the next
-                final = directory / f"{self.run_id}-{self.name}-{self.seq:06d}.arrow"
-                self.seq += 1
-                if publish_new(tmp, final):
-                    break
+            with staged_file(self.log.data_dir, self.log.staging, write) as tmp:
+                while True:  # a taken name (never, short of a token collision) takes the next
+                    final = directory / f"{self.run_id}-{self.name}-{self.seq:06d}.arrow"
+                    self.seq += 1
+                    if publish_new(tmp, final):
+                        break
             published.append(final)
         return published
 
@@ -256,7 +275,7 @@ class EventLog:
 
     @property
     def staging(self) -> Path:
-        return self.data_dir / ".staging"
+        return self.data_dir / STAGING_DIR
 
     @property
     def quarantine_dir(self) -> Path:
@@ -283,23 +302,41 @@ class EventLog:
     # -- reading -----------------------------------------------------------------------------
 
     def partitions(self, table: str) -> list[str]:
+        """The dates of the table's partitions; a linked one raises SymlinkRefusedError."""
         root = self.table_dir(table)
-        if not root.is_dir():
+        try:
+            entries = dir_entries(self.data_dir, root)
+        except FileNotFoundError:
             return []
-        return sorted(
-            m.group(1) for p in root.iterdir() if p.is_dir() and (m := _PARTITION.match(p.name))
-        )
+        days = []
+        for name, kind in entries:
+            if match := _PARTITION.match(name):
+                if kind == "link":
+                    raise SymlinkRefusedError(root / name)
+                if kind == "dir":
+                    days.append(match.group(1))
+        return days
 
     def listing(self, table: str, day: str) -> tuple[list[EventFile], list[EventFile]]:
         """The files of one partition: (visible, replaced). Replaced are those a compacted file
         there lists and that still match what it merged (module docstring)."""
         directory = self.table_dir(table) / f"date={day}"
+        try:
+            entries = dir_entries(self.data_dir, directory)
+        except FileNotFoundError:
+            return [], []
         found = []
-        for path in sorted(directory.glob("*.arrow")):
-            if path.name.startswith(COMPACTED_PREFIX):
-                found.append(EventFile(path, table, day, None))
-            elif match := _FILE.match(path.name):
-                found.append(EventFile(path, table, day, match["run"]))
+        for name, kind in entries:
+            if not name.endswith(".arrow"):
+                continue
+            if kind == "link":
+                raise SymlinkRefusedError(directory / name)
+            if kind != "file":
+                continue
+            if name.startswith(COMPACTED_PREFIX):
+                found.append(EventFile(directory / name, table, day, None))
+            elif match := _FILE.match(name):
+                found.append(EventFile(directory / name, table, day, match["run"]))
         listed: dict[str, list[Fingerprint | None]] = {}
         for item in found:
             if item.run_id is None:
@@ -366,8 +403,7 @@ class EventLog:
         moved = []
         for item in files:
             dest = self.quarantine_dir / "events" / item.table / f"date={item.date}" / item.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            item.path.rename(dest)
+            rename_below(self.data_dir, item.path, dest)
             moved.append(dest)
         return moved
 

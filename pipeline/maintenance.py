@@ -9,13 +9,13 @@ file holds byte for byte, never a later file that happens to carry a listed name
 
 The merged file's name is a digest of its inputs' names *and fingerprints*, so finding that name
 taken means exactly these inputs were merged before (a crash after publishing): that file is the
-result.
+result. Every delete and move goes through `pipeline.fsutil`, so neither follows a link planted
+in the data directory (a linked partition stops the command, naming it).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -33,7 +33,16 @@ from pipeline.eventlog import (
     replaces_metadata,
     write_ipc,
 )
-from pipeline.fsutil import fsync_dir, makedirs_durable, publish_new, staged_file
+from pipeline.fsutil import (
+    dir_entries,
+    fsync_dir,
+    kind_of,
+    publish_new,
+    remove_dir,
+    rename_below,
+    staged_file,
+    unlink_below,
+)
 from schemas import TABLES
 
 __all__ = ["ArchiveResult", "CompactResult", "archive", "compact"]
@@ -81,12 +90,14 @@ def _read_all(
 def compact_partition(
     log: EventLog, table: str, day: str, *, skip_corrupt: bool = False
 ) -> CompactResult | None:
+    root = log.data_dir
     directory = log.table_dir(table) / f"date={day}"
     files, leftovers = log.listing(table, day)
     for item in leftovers:  # finish a compaction a crash interrupted
-        item.path.unlink(missing_ok=True)
+        unlink_below(root, item.path)
+    if leftovers:
+        fsync_dir(root, directory)
     if len(files) <= 1:
-        fsync_dir(directory)
         return None
     tables, used, quarantined = _read_all(log, files, skip_corrupt)
     if not used:
@@ -101,13 +112,12 @@ def compact_partition(
     key = "\n".join(f"{name} {f.size} {f.blake2b}" for name, f in replaced)
     digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
     metadata = replaces_metadata(replaced)
-    tmp = staged_file(log.staging, lambda h: write_ipc(merged, h, metadata))
     final = directory / f"{COMPACTED_PREFIX}-{digest}.arrow"
-    if not publish_new(tmp, final):
-        tmp.unlink()  # these very inputs were merged before a crash: that file is the result
+    with staged_file(root, log.staging, lambda h: write_ipc(merged, h, metadata)) as tmp:
+        publish_new(tmp, final)  # False: these very inputs were merged before a crash: the result
     for item, _ in used:
-        item.path.unlink(missing_ok=True)
-    fsync_dir(directory)
+        unlink_below(root, item.path)
+    fsync_dir(root, directory)
     return CompactResult(
         table, day, len(used), merged.num_rows, before - merged.num_rows, quarantined
     )
@@ -156,25 +166,21 @@ def archive(
 ) -> list[ArchiveResult]:
     """Move partitions older than N days to `DATA/archive/events/` (not read by replay)."""
     cutoff = (_today() - timedelta(days=older_than_days)).isoformat()
+    root = log.data_dir
     results = []
     for table in tables or TABLES:
         for day in log.partitions(table):
             if day >= cutoff:
                 continue
             source = log.table_dir(table) / f"date={day}"
-            dest = log.data_dir / "archive" / "events" / table / f"date={day}"
-            files = sorted(source.iterdir())
-            makedirs_durable(dest.parent)
-            if not dest.exists():
-                os.rename(source, dest)  # one atomic step for the whole partition
-            else:
-                for path in files:
-                    os.rename(path, dest / path.name)
-                fsync_dir(dest)
-                source.rmdir()
-            fsync_dir(source.parent)
-            fsync_dir(dest.parent)
-            results.append(
-                ArchiveResult(table, day, len([f for f in files if f.suffix == ".arrow"]))
-            )
+            dest = root / "archive" / "events" / table / f"date={day}"
+            entries = dir_entries(root, source)
+            if kind_of(root, dest) is None:
+                rename_below(root, source, dest)  # one atomic step for the whole partition
+            else:  # archived before (then the partition came back): move in file by file
+                for name, _ in entries:
+                    rename_below(root, source / name, dest / name)
+                remove_dir(root, source)
+            arrow = [n for n, kind in entries if kind == "file" and n.endswith(".arrow")]
+            results.append(ArchiveResult(table, day, len(arrow)))
     return results

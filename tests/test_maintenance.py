@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.errors import CorruptEventFileError
 from pipeline.eventlog import REPLACED_KEY, REPLACES_KEY, EventLog, conform, write_ipc
+from pipeline.fsutil import unlink_below
 from pipeline.maintenance import archive, compact
 from schemas import TABLES
 from tests.writer_proc import batch
@@ -71,20 +72,18 @@ def test_a_crash_after_publishing_and_before_deleting_loses_and_doubles_nothing(
     log: EventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = ids(log)
-    real_unlink = Path.unlink
     calls = {"n": 0}
 
-    def dying_unlink(self: Path, missing_ok: bool = False) -> None:
-        if self.suffix == ".arrow":
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt("killed")  # stands for SIGKILL between two deletions
-        real_unlink(self, missing_ok=missing_ok)
+    def dying_unlink(root: Path, path: Path) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")  # stands for SIGKILL between two deletions
+        return unlink_below(root, path)
 
-    monkeypatch.setattr(Path, "unlink", dying_unlink)
+    monkeypatch.setattr("pipeline.maintenance.unlink_below", dying_unlink)
     with pytest.raises(KeyboardInterrupt):
         compact(log)
-    monkeypatch.setattr(Path, "unlink", real_unlink)
+    monkeypatch.undo()
     assert len(arrow_files(log.data_dir)) == 1 + 4  # the merged file and 4 not yet deleted inputs
     assert ids(log) == before  # readers skip the inputs the merged file names
     compact(log)

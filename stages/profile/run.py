@@ -33,5 +33,5 @@ def run_profile(
     with exclusive_lock(data_dir, lock_timeout_s):
         results = read_output(layout.results, "aggregate")
         frame = profile(results.lazy(), settings)
-        write_output(frame, layout.profiles, PROFILE_KEYS, layout.staging)
+        write_output(frame, layout.profiles, PROFILE_KEYS, data_dir)
     return ProfileSummary(layout.profiles, frame)

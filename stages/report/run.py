@@ -44,7 +44,9 @@ def write_report(
     def write(handle: BinaryIO) -> None:
         handle.write(content)
 
-    # Staged beside the destination: the final rename must not cross file systems.
+    # Staged beside the destination: the final rename must not cross file systems. The page
+    # goes where the user said, so the folder it names is the root (followed if a link).
     out = out.absolute()
-    replace_atomic(staged_file(out.parent, write), out)
+    with staged_file(out.parent, out.parent, write) as tmp:
+        replace_atomic(tmp, out)
     return ReportWritten(out, page.sections, page.missing)
