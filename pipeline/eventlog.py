@@ -52,6 +52,7 @@ from pipeline.fsutil import (
     publish_new,
     rename_below,
     staged_file,
+    sweep_staging,
 )
 from schemas import TABLES, TableSpec, check_safe_name
 
@@ -217,7 +218,8 @@ class EventWriter:
 
     File names are `<run>-<writer>.<token>-<seq>.arrow`: `token` is 8 random hex digits drawn
     for this instance and `seq` counts its files (across tables and days), so no two instances
-    ever produce the same name, whatever restarts (module docstring).
+    ever produce the same name, whatever restarts (module docstring). Its first append sweeps
+    `DATA/.staging` of temp files a killed writer left behind.
     """
 
     def __init__(self, log: EventLog, run_id: str, writer: str = "w0") -> None:
@@ -234,6 +236,7 @@ class EventWriter:
         self.name = f"{writer}.{secrets.token_hex(4)}"
         """What goes into the file names: the writer and this instance's token."""
         self.seq = 0
+        self._swept = False
 
     def append(
         self, table: str, batch: pa.Table | pa.RecordBatch | Mapping[str, Sequence[Any]]
@@ -243,6 +246,9 @@ class EventWriter:
         data = conform(spec, batch)
         if data.num_rows == 0:
             return []
+        if not self._swept:
+            sweep_staging(self.log.data_dir)
+            self._swept = True
         dates = pc.strftime(data.column(spec.time_column), format="%Y-%m-%d")
         days = sorted(set(dates.to_pylist()))
         published = []

@@ -16,14 +16,18 @@ made on purpose works.
 Failures: every OSError of these operations becomes a one-line StoreError, `<path>: <cause>` (a
 full disk, a read-only file system, a permission denied), never a traceback.
 
-A staged temp file is removed by its writer whatever happens after it was created (a failed
-write, a failed publish, an exception), so a full disk does not stay full of our own temp files.
+Staged files are provably owned while alive: the writer holds an exclusive `flock` on its temp
+file from the moment it exists until after it is published or removed, and the kernel drops the
+lock if the writer dies. `sweep_staging` removes the temp files nobody holds: those a killed or
+failed write left behind. A live writer's file is never removed (`_create_locked` closes the one
+window, between creating a file and locking it).
 
 Paths stay plain, so an object-store backend can map "publish" to a single create-only PUT.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import uuid
@@ -51,6 +55,7 @@ __all__ = [
     "stage",
     "staged_file",
     "store_error",
+    "sweep_staging",
     "unlink_below",
 ]
 
@@ -269,7 +274,7 @@ def remove_dir(root: Path, path: Path) -> None:
 
 @dataclass
 class Staged:
-    """A complete, fsynced temp file under a staging directory, removed by `close`."""
+    """A complete, fsynced temp file under a staging directory, flock-held until `close`."""
 
     root: Path
     path: Path
@@ -283,15 +288,16 @@ class Staged:
         return self.path.name
 
     def close(self) -> None:
-        """Remove the temp name if it still is this file. Never raises (it runs while another
-        error propagates)."""
+        """Remove the temp name if it still is this file, then release the lock: in that order,
+        so a sweeper that gets the lock finds the name gone. Never raises (it runs while another
+        error propagates): a name it could not remove is swept later."""
         if self.fd < 0:
             return
         try:
             if _same_file(self.dir_fd, self.name, self.fd):
                 os.unlink(self.name, dir_fd=self.dir_fd)
         except OSError:
-            pass  # renamed into place already; or a read-only disk
+            pass  # renamed into place already, or swept after the link; or a read-only disk
         finally:
             os.close(self.fd)
             os.close(self.dir_fd)
@@ -308,15 +314,31 @@ def _same_file(dir_fd: int, name: str, fd: int) -> bool:
     return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
 
 
-def _create(root: Path, staging: Path, dir_fd: int) -> Staged:
-    """Create a new temp file (never through a link; uuid4: nobody else uses the name)."""
-    path = staging / f"{uuid.uuid4().hex}{TMP_SUFFIX}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(path.name, flags, 0o644, dir_fd=dir_fd)
-    except OSError as exc:
-        raise store_error(path, exc) from exc
-    return Staged(root, path, dir_fd, fd)
+def _create_locked(root: Path, staging: Path, dir_fd: int) -> Staged:
+    """Create a new temp file and lock it.
+
+    The one race with `sweep_staging`: it can open and lock a file in the instant between its
+    creation and our flock, and remove it. So, once our flock is granted, the name must still be
+    our file; if it is not, it was swept: make another. After that check the file is ours: a
+    sweeper can no longer get the lock, and nobody else uses the name (uuid4)."""
+    for _ in range(100):
+        path = staging / f"{uuid.uuid4().hex}{TMP_SUFFIX}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path.name, flags, 0o644, dir_fd=dir_fd)
+        except OSError as exc:
+            raise store_error(path, exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(dir_fd, path.name, fd):
+                return Staged(root, path, dir_fd, fd)
+        except OSError as exc:
+            os.close(fd)
+            raise store_error(path, exc) from exc
+        os.close(fd)
+    raise StoreError(
+        f"{staging}: temp files keep disappearing from it; is something removing them?"
+    )
 
 
 def stage(root: Path, staging: Path, write: Callable[[BinaryIO], object]) -> Staged:
@@ -326,12 +348,12 @@ def stage(root: Path, staging: Path, write: Callable[[BinaryIO], object]) -> Sta
     """
     dir_fd = _open_below(root, staging, create=True)
     try:
-        staged = _create(root, staging, dir_fd)
+        staged = _create_locked(root, staging, dir_fd)
     except BaseException:
         os.close(dir_fd)
         raise
     try:
-        with os.fdopen(os.dup(staged.fd), "wb") as handle:  # a dup: `fd` stays for `close`
+        with os.fdopen(os.dup(staged.fd), "wb") as handle:  # a dup: the flock stays on `fd`
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -357,8 +379,8 @@ def staged_file(root: Path, staging: Path, write: Callable[[BinaryIO], object]) 
 def publish_new(tmp: Staged, final: Path) -> bool:
     """Publish `tmp` at `final` only if nothing is there (hard link); False if the name is taken.
 
-    The temp name stays until `tmp` is closed: a crash in between leaves a second link in
-    staging, never a missing file."""
+    The temp name stays until `tmp` is closed: a crash in between leaves a second link that the
+    next sweep removes, never a missing file."""
     with open_dir(tmp.root, final.parent, create=True) as parent:
         try:
             os.link(
@@ -386,3 +408,50 @@ def replace_atomic(tmp: Staged, final: Path) -> None:
         except OSError as exc:
             raise store_error(final, exc) from exc
         _fsync(parent, final.parent)
+
+
+def sweep_staging(root: Path) -> int:
+    """Remove the temp files in `root/.staging` that no live writer holds; return how many.
+
+    A writer holds its temp file's flock for the file's whole life, so a lock we can take is
+    proof the writer is gone (killed, or failed without cleaning up). The name is removed only
+    while we hold the lock and only if it still is the file we locked. Anything else (a live
+    writer's file, a link, a directory, a file we may not remove) is left alone.
+    """
+    staging = root / STAGING_DIR
+    try:
+        dir_fd = _open_below(root, staging, create=False)
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    try:
+        try:
+            with os.scandir(dir_fd) as entries:
+                names = [
+                    e.name
+                    for e in entries
+                    if e.name.endswith(TMP_SUFFIX) and e.is_file(follow_symlinks=False)
+                ]
+        except OSError as exc:
+            raise store_error(staging, exc) from exc
+        for name in names:
+            try:
+                fd = os.open(
+                    name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
+                )
+            except OSError:
+                continue  # gone already (published and closed), or not ours to open
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if _same_file(dir_fd, name, fd):
+                    os.unlink(name, dir_fd=dir_fd)
+                    removed += 1
+            except OSError:
+                continue  # held by a live writer (BlockingIOError), or not ours to remove
+            finally:
+                os.close(fd)
+        if removed:
+            _fsync(dir_fd, staging)
+    finally:
+        os.close(dir_fd)
+    return removed

@@ -7,6 +7,10 @@ The lock file is opened with O_NOFOLLOW (and the data directory's own descriptor
 regular file with a single link: a `.lock` planted as a symlink or a hard link to someone else's
 file would otherwise have its holder truncate that file. A lock file that cannot be opened or
 written (a full or read-only disk) is a one-line StoreError naming it.
+
+Whoever gets the lock first sweeps `DATA/.staging` of temp files no live writer holds
+(`fsutil.sweep_staging`): every derived stage, `compact` and `archive` pass here, so what a
+killed or failed write left behind goes at the next one.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.errors import LockTimeoutError, StoreError
-from pipeline.fsutil import open_file, store_error
+from pipeline.fsutil import open_file, store_error, sweep_staging
 
 __all__ = ["LOCK_NAME", "exclusive_lock"]
 
@@ -65,6 +69,7 @@ def exclusive_lock(data_dir: Path, timeout_s: float = 30.0, poll_s: float = 0.05
                 os.pwrite(fd, str(os.getpid()).encode(), 0)
             except OSError as exc:
                 raise store_error(data_dir / LOCK_NAME, exc) from exc
+            sweep_staging(data_dir)
             yield
         finally:
             try:
