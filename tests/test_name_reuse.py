@@ -132,6 +132,7 @@ def test_compact_while_the_second_pairs_workers_start_loses_nothing(
             time.sleep(0.02)
     _, compact_err = waiting.communicate(timeout=120)
     assert waiting.returncode == 0, compact_err
+    assert f"waiting for the data directory lock held by pid {os.getpid()} ..." in compact_err
     out, err = run.communicate(timeout=120)
     assert run.returncode == 0, err
     acknowledged = sum(pair["requests"] for pair in json.loads(out)["results"])

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from pipeline.errors import CorruptEventFileError
 from pipeline.eventlog import EventFile, EventLog, Replay, read_file_table
-from pipeline.lock import exclusive_lock
+from pipeline.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
 from pipeline.outputs import output_present, parquet_writer, replace_outputs
 from schemas import TABLES
 from stages.aggregate.scan import COLUMNS
@@ -111,12 +111,12 @@ def run_aggregate(
     *,
     incremental: bool = False,
     skip_corrupt: bool = False,
-    lock_timeout_s: float = 30.0,
+    lock: LockOptions = DEFAULT_LOCK,
 ) -> AggregateReport:
     """Rebuild results/ from the event log (all runs, or only those not yet final) under the lock."""
     log = EventLog(data_dir)
     results_path, timeseries_path = output_paths(data_dir)
-    with exclusive_lock(data_dir, lock_timeout_s):
+    with exclusive_lock(data_dir, lock):
         moved: list[Path] = []
         while True:
             try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.layout import Layout
-from pipeline.lock import exclusive_lock
+from pipeline.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
 from pipeline.outputs import parquet_writer, read_output, replace_outputs
 from stages.recommend.transform import recommend, to_markdown
 
@@ -24,9 +24,9 @@ class RecommendSummary:
     recommendations: pl.DataFrame
 
 
-def run_recommend(data_dir: Path, lock_timeout_s: float = 30.0) -> RecommendSummary:
+def run_recommend(data_dir: Path, lock: LockOptions = DEFAULT_LOCK) -> RecommendSummary:
     layout = Layout(data_dir)
-    with exclusive_lock(data_dir, lock_timeout_s):
+    with exclusive_lock(data_dir, lock):
         results = read_output(layout.results, "aggregate")
         profiles = read_output(layout.profiles, "profile")
         frame = recommend(results, profiles)
