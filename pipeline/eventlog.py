@@ -46,14 +46,8 @@ from pipeline.errors import (
     InvalidNameError,
     SymlinkRefusedError,
 )
-from pipeline.fsutil import (
-    STAGING_DIR,
-    dir_entries,
-    publish_new,
-    rename_below,
-    staged_file,
-    sweep_staging,
-)
+from pipeline.fsutil import dir_entries, rename_below
+from pipeline.staging import STAGING_DIR, publish_new, staged_file, sweep_staging
 from schemas import TABLES, TableSpec, check_safe_name
 
 __all__ = [

@@ -12,7 +12,7 @@ regular file with a single link: a `.lock` planted as a symlink or a hard link t
 file would otherwise have its holder truncate that file.
 
 Whoever gets the lock first sweeps `DATA/.staging` of temp files no live writer holds
-(`fsutil.sweep_staging`): every derived stage and `compact` passes here, so what a killed or
+(`staging.sweep_staging`): every derived stage and `compact` passes here, so what a killed or
 failed write left behind goes at the next one.
 """
 
@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import LockTimeoutError, StoreError
-from pipeline.fsutil import open_file, store_error, sweep_staging
+from pipeline.fsutil import open_file, store_error
+from pipeline.staging import sweep_staging
 
 __all__ = ["DEFAULT_LOCK", "LOCK_NAME", "LockHolder", "LockOptions", "exclusive_lock"]
 

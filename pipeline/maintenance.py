@@ -37,12 +37,11 @@ from pipeline.fsutil import (
     dir_entries,
     fsync_dir,
     kind_of,
-    publish_new,
     remove_dir,
     rename_below,
-    staged_file,
     unlink_below,
 )
+from pipeline.staging import publish_new, staged_file
 from schemas import TABLES
 
 __all__ = ["ArchiveResult", "CompactResult", "archive", "compact"]

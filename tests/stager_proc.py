@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.eventlog import conform, write_ipc
-from pipeline.fsutil import STAGING_DIR, publish_new, stage
+from pipeline.staging import STAGING_DIR, publish_new, stage
 from schemas import TABLES
 from tests.writer_proc import batch
 

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.errors import StoreError
 from pipeline.eventlog import EventLog
-from pipeline.fsutil import STAGING_DIR, publish_new, stage, staged_file, sweep_staging
+from pipeline.staging import STAGING_DIR, publish_new, stage, staged_file, sweep_staging
 from tests.conftest import ROOT, run_pipeline
 from tests.stager_proc import PUBLISHED
 from tests.writer_proc import batch
