@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ from schemas import TrendSettings
 from stages.aggregate.run import run_aggregate
 from stages.profile.run import run_profile
 from stages.recommend.run import run_recommend
-from tests.conftest import ROOT
+from tests.conftest import ROOT, CliResult
 from tests.eventgen import many, write_runs
 
 PRICES = load_config(cwd=Path("/nonexistent")).price
@@ -238,3 +238,16 @@ def test_a_data_dir_without_write_permission_fails_with_one_line(
     results = run_all(commands(data, data.parent / "report.html"), data.parent, prefix)
     check_one_line_errors(results, "Permission denied", must_fail=ALL)
     check_nothing_half_written(data, outputs)
+
+
+def test_any_other_file_error_is_still_one_line(
+    cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The CLI's last resort: an OSError the store did not turn into a StoreError itself."""
+
+    def unreadable(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path / "somewhere"))
+
+    monkeypatch.setattr("stages.aggregate.run_aggregate", unreadable)
+    result = cli("--data-dir", str(tmp_path / "data"), "aggregate")
+    assert (result.code, result.err) == (1, f"error: {tmp_path / 'somewhere'}: Permission denied\n")
