@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from pipeline.commands import register_all
-from pipeline.commands._base import EXIT_INTERRUPTED, EXIT_OK, Context
+from pipeline.commands._base import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, Context
 from pipeline.errors import PipelineError
 
 __all__ = ["cli", "main"]
@@ -73,4 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except OSError as exc:
+        # The last resort: the store turns its own file errors into StoreError already; any
+        # other (a full or read-only disk met elsewhere) is still one line naming the path.
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(EXIT_FAILURE)
     sys.exit(result if isinstance(result, int) else EXIT_OK)

@@ -8,7 +8,8 @@ PipelineError
 ├── StoreError                 the event log or an output could not be used (exit 1)
 │   ├── CorruptEventFileError  an event file cannot be read; names it
 │   ├── LockTimeoutError       another process holds the data directory's lock
-│   └── StageInputMissingError a stage's input has not been built yet
+│   ├── StageInputMissingError a stage's input has not been built yet
+│   └── SymlinkRefusedError    a symlink below the data directory (never followed)
 └── NotBuiltError              a command that exists but is not implemented yet (exit 1)
 """
 
@@ -26,6 +27,7 @@ __all__ = [
     "PipelineError",
     "StageInputMissingError",
     "StoreError",
+    "SymlinkRefusedError",
     "WorkerFailedError",
 ]
 
@@ -70,6 +72,18 @@ class LockTimeoutError(StoreError):
 
 class StageInputMissingError(StoreError):
     pass
+
+
+class SymlinkRefusedError(StoreError):
+    """Nothing below the data directory is reached through a symbolic link: a planted link must
+    not make the pipeline read, write or delete anything outside it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(
+            f"{path} is a symbolic link; links inside the data directory are never followed: "
+            "remove it (or put what it points to in its place) and run again"
+        )
 
 
 class NotBuiltError(PipelineError):

@@ -3,14 +3,32 @@
 Writers publish whole files only (staging → fsync → link); a published file is never modified.
 Readers list `*.arrow` only, check each file's footer, and scan them with the table's explicit
 schema, so an older file without a newer column reads as null (or the column's default).
-Compaction leaves a merged file whose metadata names the files it replaces; readers skip those,
-so the set of events is the same at every instant of a compaction.
+
+Compaction leaves a merged file whose metadata lists the files it replaces; readers skip those,
+so the set of events is the same at every instant of a compaction. Two rules keep that list from
+ever hiding a file published after it:
+
+* File names never repeat within a run: each `EventWriter` draws a random incarnation token
+  (`w0` → `w0.1f2e3d4c`), so a writer that starts again under the same run and writer name (a
+  restarted process, the next pair's worker processes, a one-shot append) never produces a name
+  seen before, not even one a compaction merged and deleted.
+* The list records each replaced file's size and blake2b digest, and a file is skipped (or
+  deleted by `compact` as a leftover) only when it matches byte for byte. Compacted files written
+  before this rule list names only and are read exactly as before; the name list is still
+  written beside the digests, so older versions read new files as they always did.
+
+Nothing below the data directory is reached through a symbolic link (`pipeline.fsutil`): a
+linked partition, table folder or `*.arrow` file stops a replay with SymlinkRefusedError naming
+it, rather than being read, moved or deleted through.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -22,22 +40,36 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.errors import CorruptEventFileError, InputError, InvalidNameError
-from pipeline.fsutil import publish_new, staged_file
+from pipeline.errors import (
+    CorruptEventFileError,
+    InputError,
+    InvalidNameError,
+    SymlinkRefusedError,
+)
+from pipeline.fsutil import dir_entries, rename_below
+from pipeline.staging import STAGING_DIR, publish_new, staged_file, sweep_staging
 from schemas import TABLES, TableSpec, check_safe_name
 
 __all__ = [
+    "REPLACED_KEY",
     "REPLACES_KEY",
     "Replay",
     "conform",
     "EventFile",
     "EventLog",
     "EventWriter",
+    "Fingerprint",
+    "read_event_file",
     "read_file_table",
+    "replaces_metadata",
     "write_ipc",
 ]
 
 REPLACES_KEY = b"pipeline.replaces"
+"""A compacted file's metadata: the names of the files it replaces (a JSON list of strings)."""
+REPLACED_KEY = b"pipeline.replaced"
+"""The same files with their size and digest (a JSON list of {name, size, blake2b}); when it is
+there, a file is replaced only if it matches."""
 COMPACTED_PREFIX = "_compacted"
 _PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _FILE = re.compile(r"^(?P<run>.+)-(?P<writer>[A-Za-z0-9_.]+)-(?P<seq>\d+)\.arrow$")
@@ -62,6 +94,27 @@ class EventFile:
         return self.path.name
 
 
+@dataclass(frozen=True)
+class Fingerprint:
+    """A file's size and content digest: what a compacted file remembers of each file it merged."""
+
+    size: int
+    blake2b: str
+
+    @classmethod
+    def of(cls, data: bytes) -> Fingerprint:
+        return cls(len(data), hashlib.blake2b(data, digest_size=16).hexdigest())
+
+
+def replaces_metadata(replaced: Sequence[tuple[str, Fingerprint]]) -> dict[bytes, bytes]:
+    """The metadata of a compacted file replacing these files (both keys: see REPLACED_KEY)."""
+    entries = [{"name": n, "size": f.size, "blake2b": f.blake2b} for n, f in sorted(replaced)]
+    return {
+        REPLACES_KEY: json.dumps([e["name"] for e in entries]).encode(),
+        REPLACED_KEY: json.dumps(entries).encode(),
+    }
+
+
 def write_ipc(
     table: pa.Table, handle: BinaryIO, metadata: Mapping[bytes, bytes] | None = None
 ) -> None:
@@ -72,15 +125,40 @@ def write_ipc(
         writer.write_table(table.replace_schema_metadata(schema.metadata))
 
 
-def read_file_table(path: Path) -> pa.Table:
-    """Read and fully validate one event file; raise CorruptEventFileError naming it."""
+def read_event_file(path: Path) -> tuple[pa.Table, Fingerprint]:
+    """Read and fully validate one event file (never through a link), with its fingerprint;
+    raise CorruptEventFileError naming it."""
     try:
-        with pa.memory_map(str(path)) as source:
-            table = pa.ipc.open_file(source).read_all()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read()
+        table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
         table.validate(full=True)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise CorruptEventFileError([path], str(exc).splitlines()[0][:200]) from exc
-    return table
+    return table, Fingerprint.of(data)
+
+
+def read_file_table(path: Path) -> pa.Table:
+    """Read and fully validate one event file; raise CorruptEventFileError naming it."""
+    return read_event_file(path)[0]
+
+
+def _matches(path: Path, prints: Sequence[Fingerprint | None]) -> bool:
+    """Whether the file at `path` is one of `prints` (None: listed by name only, an older
+    compacted file: any content matches)."""
+    if any(p is None for p in prints):
+        return True
+    try:
+        size = path.lstat().st_size
+        if not any(p is not None and p.size == size for p in prints):
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            digest = hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16))
+    except OSError as exc:
+        raise CorruptEventFileError([path], str(exc)) from exc
+    return Fingerprint(size, digest.hexdigest()) in prints
 
 
 def _footer_schema(path: Path) -> pa.Schema:
@@ -133,7 +211,13 @@ def conform(
 
 
 class EventWriter:
-    """Appends batches for one run from one writer; file names are `<run>-<writer>-<seq>.arrow`."""
+    """Appends batches for one run from one writer instance.
+
+    File names are `<run>-<writer>.<token>-<seq>.arrow`: `token` is 8 random hex digits drawn
+    for this instance and `seq` counts its files (across tables and days), so no two instances
+    ever produce the same name, whatever restarts (module docstring). Its first append sweeps
+    `DATA/.staging` of temp files a killed writer left behind.
+    """
 
     def __init__(self, log: EventLog, run_id: str, writer: str = "w0") -> None:
         for label, value in (("run_id", run_id), ("writer", writer)):
@@ -146,7 +230,10 @@ class EventWriter:
         self.log = log
         self.run_id = run_id
         self.writer = writer
+        self.name = f"{writer}.{secrets.token_hex(4)}"
+        """What goes into the file names: the writer and this instance's token."""
         self.seq = 0
+        self._swept = False
 
     def append(
         self, table: str, batch: pa.Table | pa.RecordBatch | Mapping[str, Sequence[Any]]
@@ -156,6 +243,9 @@ class EventWriter:
         data = conform(spec, batch)
         if data.num_rows == 0:
             return []
+        if not self._swept:
+            sweep_staging(self.log.data_dir)
+            self._swept = True
         dates = pc.strftime(data.column(spec.time_column), format="%Y-%m-%d")
         days = sorted(set(dates.to_pylist()))
         published = []
@@ -165,13 +255,13 @@ class EventWriter:
             def write(handle: BinaryIO, part: pa.Table = part) -> None:
                 write_ipc(part, handle)
 
-            tmp = staged_file(self.log.staging, write)
             directory = self.log.table_dir(table) / f"date={day}"
-            while True:
-                final = directory / f"{self.run_id}-{self.writer}-{self.seq:06d}.arrow"
-                self.seq += 1
-                if publish_new(tmp, final):
-                    break
+            with staged_file(self.log.data_dir, self.log.staging, write) as tmp:
+                while True:  # a taken name (never, short of a token collision) takes the next
+                    final = directory / f"{self.run_id}-{self.name}-{self.seq:06d}.arrow"
+                    self.seq += 1
+                    if publish_new(tmp, final):
+                        break
             published.append(final)
         return published
 
@@ -188,7 +278,7 @@ class EventLog:
 
     @property
     def staging(self) -> Path:
-        return self.data_dir / ".staging"
+        return self.data_dir / STAGING_DIR
 
     @property
     def quarantine_dir(self) -> Path:
@@ -208,28 +298,59 @@ class EventLog:
         run_id: str,
         writer: str = "w0",
     ) -> list[Path]:
-        """One-shot append (a new writer each call: use `writer()` for a stream of batches)."""
-        out = self.writer(run_id, writer)
-        existing = self.files(table, run_ids=[run_id])
-        out.seq = 1 + max(
-            (
-                int(m["seq"])
-                for f in existing
-                if (m := _FILE.match(f.name)) and m["writer"] == writer
-            ),
-            default=-1,
-        )
-        return out.append(table, batch)
+        """One-shot append (a new writer instance each call, so a new token: no name is ever
+        reused; use `writer()` for a stream of batches)."""
+        return self.writer(run_id, writer).append(table, batch)
 
     # -- reading -----------------------------------------------------------------------------
 
     def partitions(self, table: str) -> list[str]:
+        """The dates of the table's partitions; a linked one raises SymlinkRefusedError."""
         root = self.table_dir(table)
-        if not root.is_dir():
+        try:
+            entries = dir_entries(self.data_dir, root)
+        except FileNotFoundError:
             return []
-        return sorted(
-            m.group(1) for p in root.iterdir() if p.is_dir() and (m := _PARTITION.match(p.name))
-        )
+        days = []
+        for name, kind in entries:
+            if match := _PARTITION.match(name):
+                if kind == "link":
+                    raise SymlinkRefusedError(root / name)
+                if kind == "dir":
+                    days.append(match.group(1))
+        return days
+
+    def listing(self, table: str, day: str) -> tuple[list[EventFile], list[EventFile]]:
+        """The files of one partition: (visible, replaced). Replaced are those a compacted file
+        there lists and that still match what it merged (module docstring)."""
+        directory = self.table_dir(table) / f"date={day}"
+        try:
+            entries = dir_entries(self.data_dir, directory)
+        except FileNotFoundError:
+            return [], []
+        found = []
+        for name, kind in entries:
+            if not name.endswith(".arrow"):
+                continue
+            if kind == "link":
+                raise SymlinkRefusedError(directory / name)
+            if kind != "file":
+                continue
+            if name.startswith(COMPACTED_PREFIX):
+                found.append(EventFile(directory / name, table, day, None))
+            elif match := _FILE.match(name):
+                found.append(EventFile(directory / name, table, day, match["run"]))
+        listed: dict[str, list[Fingerprint | None]] = {}
+        for item in found:
+            if item.run_id is None:
+                for name, fingerprint in self.replaced_by(item.path):
+                    listed.setdefault(name, []).append(fingerprint)
+        visible: list[EventFile] = []
+        replaced: list[EventFile] = []
+        for item in found:
+            prints = listed.get(item.name)
+            (replaced if prints and _matches(item.path, prints) else visible).append(item)
+        return visible, replaced
 
     def files(
         self,
@@ -245,30 +366,28 @@ class EventLog:
         for day in self.partitions(table):
             if (since and day < since.isoformat()) or (until and day > until.isoformat()):
                 continue
-            directory = self.table_dir(table) / f"date={day}"
-            found = []
-            for path in sorted(directory.glob("*.arrow")):
-                if path.name.startswith(COMPACTED_PREFIX):
-                    found.append(EventFile(path, table, day, None))
-                elif match := _FILE.match(path.name):
-                    found.append(EventFile(path, table, day, match["run"]))
-            replaced = set()
-            for item in found:
-                if item.run_id is None:
-                    replaced |= set(self.replaced_by(item.path))
-            for item in found:
-                if item.name in replaced:
-                    continue
+            for item in self.listing(table, day)[0]:
                 if wanted is not None and item.run_id is not None and item.run_id not in wanted:
                     continue
                 out.append(item)
         return out
 
     @staticmethod
-    def replaced_by(path: Path) -> list[str]:
+    def replaced_by(path: Path) -> list[tuple[str, Fingerprint | None]]:
+        """The files a compacted file replaces, with their fingerprints (None: names only)."""
         metadata = _footer_schema(path).metadata or {}
-        raw = metadata.get(REPLACES_KEY)
-        return list(json.loads(raw)) if raw else []
+        try:
+            if raw := metadata.get(REPLACED_KEY):
+                return [
+                    (e["name"], Fingerprint(int(e["size"]), str(e["blake2b"])))
+                    for e in json.loads(raw)
+                ]
+            raw = metadata.get(REPLACES_KEY)
+            return [(str(name), None) for name in json.loads(raw)] if raw else []
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CorruptEventFileError(
+                [path], f"unreadable list of replaced files: {exc}"
+            ) from exc
 
     def check(
         self, files: Sequence[EventFile]
@@ -287,8 +406,7 @@ class EventLog:
         moved = []
         for item in files:
             dest = self.quarantine_dir / "events" / item.table / f"date={item.date}" / item.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            item.path.rename(dest)
+            rename_below(self.data_dir, item.path, dest)
             moved.append(dest)
         return moved
 

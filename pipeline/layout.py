@@ -12,10 +12,6 @@ class Layout:
         self.data_dir = Path(data_dir)
 
     @property
-    def staging(self) -> Path:
-        return self.data_dir / ".staging"
-
-    @property
     def results(self) -> Path:
         return self.data_dir / "results" / "benchmark_results.parquet"
 

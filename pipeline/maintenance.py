@@ -1,21 +1,24 @@
 """Housekeeping of the event log: compaction of closed partitions, archiving of old ones.
 
 Compaction is crash-safe at every step because readers already follow one rule: a compacted file
-names, in its metadata, the files it replaces, and those are skipped. So the steps are
-(1) write the merged file to staging, (2) publish it (from now on the inputs are invisible),
-(3) delete the inputs. A kill between any two steps leaves the same set of events readable, and
-the next compaction finishes the job.
+lists, in its metadata, the files it replaces (name, size, digest), and those are skipped while
+they match. So the steps are (1) write the merged file to staging, (2) publish it (from now on
+the inputs are invisible), (3) delete the inputs. A kill between any two steps leaves the same
+set of events readable, and the next compaction finishes the job: it deletes only files a merged
+file holds byte for byte, never a later file that happens to carry a listed name.
+
+The merged file's name is a digest of its inputs' names *and fingerprints*, so finding that name
+taken means exactly these inputs were merged before (a crash after publishing): that file is the
+result. Every delete and move goes through `pipeline.fsutil`, so neither follows a link planted
+in the data directory (a linked partition stops the command, naming it).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,13 +26,22 @@ import pyarrow.compute as pc
 from pipeline.errors import CorruptEventFileError
 from pipeline.eventlog import (
     COMPACTED_PREFIX,
-    REPLACES_KEY,
     EventFile,
     EventLog,
-    read_file_table,
+    Fingerprint,
+    read_event_file,
+    replaces_metadata,
     write_ipc,
 )
-from pipeline.fsutil import fsync_dir, makedirs_durable, publish_new, staged_file
+from pipeline.fsutil import (
+    dir_entries,
+    fsync_dir,
+    kind_of,
+    remove_dir,
+    rename_below,
+    unlink_below,
+)
+from pipeline.staging import publish_new, staged_file
 from schemas import TABLES
 
 __all__ = ["ArchiveResult", "CompactResult", "archive", "compact"]
@@ -56,25 +68,18 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
-def _leftovers(log: EventLog, table: str, day: str) -> list[Path]:
-    """Files still on disk that a published compacted file already replaces."""
-    directory = log.table_dir(table) / f"date={day}"
-    replaced: set[str] = set()
-    for path in directory.glob(f"{COMPACTED_PREFIX}*.arrow"):
-        replaced |= set(log.replaced_by(path))
-    return [directory / name for name in sorted(replaced) if (directory / name).exists()]
-
-
 def _read_all(
     log: EventLog, files: list[EventFile], skip_corrupt: bool
-) -> tuple[list[pa.Table], list[EventFile], int]:
+) -> tuple[list[pa.Table], list[tuple[EventFile, Fingerprint]], int]:
     tables, used, bad = [], [], []
     for item in files:
         try:
-            tables.append(read_file_table(item.path))
-            used.append(item)
+            table, fingerprint = read_event_file(item.path)
         except CorruptEventFileError:
             bad.append(item)
+            continue
+        tables.append(table)
+        used.append((item, fingerprint))
     if bad and not skip_corrupt:
         raise CorruptEventFileError([b.path for b in bad], "cannot be read; compaction stopped")
     log.quarantine(bad)
@@ -84,12 +89,14 @@ def _read_all(
 def compact_partition(
     log: EventLog, table: str, day: str, *, skip_corrupt: bool = False
 ) -> CompactResult | None:
+    root = log.data_dir
     directory = log.table_dir(table) / f"date={day}"
-    for path in _leftovers(log, table, day):  # finish a compaction a crash interrupted
-        path.unlink(missing_ok=True)
-    files = log.files(table, since=date.fromisoformat(day), until=date.fromisoformat(day))
+    files, leftovers = log.listing(table, day)
+    for item in leftovers:  # finish a compaction a crash interrupted
+        unlink_below(root, item.path)
+    if leftovers:
+        fsync_dir(root, directory)
     if len(files) <= 1:
-        fsync_dir(directory)
         return None
     tables, used, quarantined = _read_all(log, files, skip_corrupt)
     if not used:
@@ -100,16 +107,16 @@ def compact_partition(
     before = merged.num_rows
     merged = _dedupe(merged)
     merged = merged.sort_by([(spec.time_column, "ascending"), ("event_id", "ascending")])
-    names = sorted(item.name for item in used)
-    digest = hashlib.blake2b("\n".join(names).encode(), digest_size=8).hexdigest()
-    metadata = {REPLACES_KEY: json.dumps(names).encode()}
-    tmp = staged_file(log.staging, lambda h: write_ipc(merged, h, metadata))
+    replaced = sorted((item.name, fingerprint) for item, fingerprint in used)
+    key = "\n".join(f"{name} {f.size} {f.blake2b}" for name, f in replaced)
+    digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+    metadata = replaces_metadata(replaced)
     final = directory / f"{COMPACTED_PREFIX}-{digest}.arrow"
-    if not publish_new(tmp, final):
-        tmp.unlink()  # the same inputs were merged before a crash: that file is the result
-    for item in used:
-        item.path.unlink(missing_ok=True)
-    fsync_dir(directory)
+    with staged_file(root, log.staging, lambda h: write_ipc(merged, h, metadata)) as tmp:
+        publish_new(tmp, final)  # False: these very inputs were merged before a crash: the result
+    for item, _ in used:
+        unlink_below(root, item.path)
+    fsync_dir(root, directory)
     return CompactResult(
         table, day, len(used), merged.num_rows, before - merged.num_rows, quarantined
     )
@@ -158,25 +165,21 @@ def archive(
 ) -> list[ArchiveResult]:
     """Move partitions older than N days to `DATA/archive/events/` (not read by replay)."""
     cutoff = (_today() - timedelta(days=older_than_days)).isoformat()
+    root = log.data_dir
     results = []
     for table in tables or TABLES:
         for day in log.partitions(table):
             if day >= cutoff:
                 continue
             source = log.table_dir(table) / f"date={day}"
-            dest = log.data_dir / "archive" / "events" / table / f"date={day}"
-            files = sorted(source.iterdir())
-            makedirs_durable(dest.parent)
-            if not dest.exists():
-                os.rename(source, dest)  # one atomic step for the whole partition
-            else:
-                for path in files:
-                    os.rename(path, dest / path.name)
-                fsync_dir(dest)
-                source.rmdir()
-            fsync_dir(source.parent)
-            fsync_dir(dest.parent)
-            results.append(
-                ArchiveResult(table, day, len([f for f in files if f.suffix == ".arrow"]))
-            )
+            dest = root / "archive" / "events" / table / f"date={day}"
+            entries = dir_entries(root, source)
+            if kind_of(root, dest) is None:
+                rename_below(root, source, dest)  # one atomic step for the whole partition
+            else:  # archived before (then the partition came back): move in file by file
+                for name, _ in entries:
+                    rename_below(root, source / name, dest / name)
+                remove_dir(root, source)
+            arrow = [n for n, kind in entries if kind == "file" and n.endswith(".arrow")]
+            results.append(ArchiveResult(table, day, len(arrow)))
     return results

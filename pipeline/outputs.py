@@ -3,11 +3,18 @@
 The same frame always gives the same bytes: rows are sorted by the given keys, polars-only types
 (Categorical, Enum) become strings, the compression and row-group size are fixed, and nothing from
 the clock goes into the file.
+
+A stage's outputs are written together (`replace_outputs`): every file is staged (written whole
+and fsynced) before any is replaced, so a write that fails (a full disk) replaces none of them
+and leaves no temp file behind; the stage's previous outputs stay as they were, consistent.
+Outputs live at `DATA/<folder>/<file>`; neither the folder nor the file is read or written
+through a symbolic link.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -15,12 +22,22 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import StageInputMissingError
-from pipeline.fsutil import replace_atomic, staged_file
+from pipeline.errors import StageInputMissingError, SymlinkRefusedError
+from pipeline.staging import STAGING_DIR, Staged, replace_atomic, stage
 
-__all__ = ["ROW_GROUP_SIZE", "plain_arrow", "read_output", "write_output"]
+__all__ = [
+    "ROW_GROUP_SIZE",
+    "Writer",
+    "output_present",
+    "parquet_writer",
+    "plain_arrow",
+    "read_output",
+    "replace_outputs",
+    "write_output",
+]
 
 ROW_GROUP_SIZE = 128 * 1024
+Writer = Callable[[BinaryIO], object]
 
 
 def plain_arrow(frame: pl.DataFrame) -> pa.Table:
@@ -42,15 +59,14 @@ def plain_arrow(frame: pl.DataFrame) -> pa.Table:
     return table.cast(pa.schema(fields))
 
 
-def write_output(frame: pl.DataFrame, path: Path, sort_by: Sequence[str], staging: Path) -> Path:
-    """Sort, write to staging with fixed settings, fsync, then atomically replace `path`."""
-    if sort_by:
-        frame = frame.sort(list(sort_by), nulls_last=True, maintain_order=True)
-    table = plain_arrow(frame)
+def parquet_writer(frame: pl.DataFrame, sort_by: Sequence[str]) -> Writer:
+    """What writes `frame` as an output file: sorted, plain types, fixed settings. The sort and
+    the conversion run when it is called (in `replace_outputs`' threads, beside the other file)."""
 
     def write(handle: BinaryIO) -> None:
+        rows = frame.sort(list(sort_by), nulls_last=True, maintain_order=True) if sort_by else frame
         pq.write_table(
-            table,
+            plain_arrow(rows),
             handle,
             compression="zstd",
             compression_level=3,
@@ -59,13 +75,52 @@ def write_output(frame: pl.DataFrame, path: Path, sort_by: Sequence[str], stagin
             use_dictionary=True,
         )
 
-    tmp = staged_file(staging, write)
-    replace_atomic(tmp, path)
+    return write
+
+
+def replace_outputs(root: Path, outputs: Sequence[tuple[Path, Writer]]) -> list[Path]:
+    """Stage every output under `root/.staging` (at once, in threads: writing and fsync release
+    the GIL), then replace each path atomically. A failure while staging replaces nothing."""
+    staging = root / STAGING_DIR
+    staged: list[Staged] = []
+    try:
+        if len(outputs) == 1:
+            staged.append(stage(root, staging, outputs[0][1]))
+        else:
+            with ThreadPoolExecutor(len(outputs)) as pool:
+                futures = [pool.submit(stage, root, staging, write) for _, write in outputs]
+            failures = []
+            for future in futures:  # all done: keep what was staged, so it is removed below
+                try:
+                    staged.append(future.result())
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others
+                    failures.append(exc)
+            if failures:
+                raise failures[0]
+        for (path, _), tmp in zip(outputs, staged, strict=True):
+            replace_atomic(tmp, path)
+    finally:
+        for tmp in staged:
+            tmp.close()
+    return [path for path, _ in outputs]
+
+
+def write_output(frame: pl.DataFrame, path: Path, sort_by: Sequence[str], root: Path) -> Path:
+    """Sort, write to `root/.staging` with fixed settings, fsync, then atomically replace `path`."""
+    replace_outputs(root, [(path, parquet_writer(frame, sort_by))])
     return path
+
+
+def output_present(path: Path) -> bool:
+    """Whether the output file exists; a link in its place (or for its folder) is refused."""
+    for each in (path.parent, path):
+        if each.is_symlink():
+            raise SymlinkRefusedError(each)
+    return path.is_file()
 
 
 def read_output(path: Path, producer: str) -> pl.DataFrame:
     """Read an output a later stage depends on; say which command builds it when it is missing."""
-    if not path.is_file():
+    if not output_present(path):
         raise StageInputMissingError(f"{path} does not exist yet: run `pipeline {producer}` first")
     return pl.read_parquet(path)

@@ -97,7 +97,5 @@ def results_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
 
 def write_results(data_dir: Path, rows: list[dict[str, Any]]) -> Path:
     layout = Layout(data_dir)
-    write_output(
-        results_frame(rows), layout.results, ["run_id", "scenario", "target"], layout.staging
-    )
+    write_output(results_frame(rows), layout.results, ["run_id", "scenario", "target"], data_dir)
     return layout.results

@@ -156,7 +156,8 @@ def test_an_unwritable_data_dir_exits_1_with_one_line(
     blocker = tmp_path / "blocker"
     blocker.write_text("not a directory")
     result = cli("-q", "--data-dir", str(blocker / "data"), "execute", "--requests", "2")
-    assert result.code == 1 and result.err.startswith("error: cannot write runs events")
+    assert result.code == 1 and result.err.startswith("error: ") and result.err.count("\n") == 1
+    assert str(blocker) in result.err and "Not a directory" in result.err
     assert "Traceback" not in result.err
 
 

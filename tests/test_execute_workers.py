@@ -136,7 +136,7 @@ def test_sigint_to_the_parent_stops_every_worker_and_exits_130(tmp_path: Path) -
                 deadline = time.monotonic() + 60
                 samples = data / "events" / "samples"
                 # Both workers flushed samples (~1 s after they started): their requests are out.
-                while not (list(samples.rglob("*-w1-*")) and list(samples.rglob("*-w2-*"))):
+                while not (list(samples.rglob("*-w1[.-]*")) and list(samples.rglob("*-w2[.-]*"))):
                     assert proc.poll() is None, proc.communicate()
                     assert time.monotonic() < deadline, "the workers never started"
                     time.sleep(0.05)

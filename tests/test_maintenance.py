@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -9,8 +12,10 @@ import pyarrow as pa
 import pytest
 
 from pipeline.errors import CorruptEventFileError
-from pipeline.eventlog import EventLog
+from pipeline.eventlog import REPLACED_KEY, REPLACES_KEY, EventLog, conform, write_ipc
+from pipeline.fsutil import unlink_below
 from pipeline.maintenance import archive, compact
+from schemas import TABLES
 from tests.writer_proc import batch
 
 
@@ -67,20 +72,18 @@ def test_a_crash_after_publishing_and_before_deleting_loses_and_doubles_nothing(
     log: EventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = ids(log)
-    real_unlink = Path.unlink
     calls = {"n": 0}
 
-    def dying_unlink(self: Path, missing_ok: bool = False) -> None:
-        if self.suffix == ".arrow":
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt("killed")  # stands for SIGKILL between two deletions
-        real_unlink(self, missing_ok=missing_ok)
+    def dying_unlink(root: Path, path: Path) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")  # stands for SIGKILL between two deletions
+        return unlink_below(root, path)
 
-    monkeypatch.setattr(Path, "unlink", dying_unlink)
+    monkeypatch.setattr("pipeline.maintenance.unlink_below", dying_unlink)
     with pytest.raises(KeyboardInterrupt):
         compact(log)
-    monkeypatch.setattr(Path, "unlink", real_unlink)
+    monkeypatch.undo()
     assert len(arrow_files(log.data_dir)) == 1 + 4  # the merged file and 4 not yet deleted inputs
     assert ids(log) == before  # readers skip the inputs the merged file names
     compact(log)
@@ -111,13 +114,13 @@ def test_compacting_twice_with_late_files_keeps_every_event(log: EventLog) -> No
 
 
 def test_compact_names_a_corrupt_file_and_quarantines_it_when_asked(log: EventLog) -> None:
-    path = log.data_dir / "events/requests/date=2026-01-02/r1-w1-000001.arrow"
+    (path,) = (log.data_dir / "events/requests/date=2026-01-02").glob("r1-w1.*-000001.arrow")
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(CorruptEventFileError, match="r1-w1-000001.arrow"):
+    with pytest.raises(CorruptEventFileError, match=re.escape(path.name)):
         compact(log)
     (result,) = compact(log, skip_corrupt=True)
     assert result.quarantined == 1 and result.events == 50
-    assert (log.data_dir / "quarantine/events/requests/date=2026-01-02/r1-w1-000001.arrow").exists()
+    assert (log.data_dir / "quarantine/events/requests/date=2026-01-02" / path.name).exists()
 
 
 def test_archive_moves_old_partitions_and_keeps_their_files(log: EventLog) -> None:
@@ -146,3 +149,54 @@ def test_batch_sources_of_a_compacted_file_keep_only_the_runs_asked_for(log: Eve
     replay = log.replay("requests", run_ids=["r2"])
     tables = [pa.Table.from_batches(list(read())) for read in replay.batch_sources(["run_id"])]
     assert pa.concat_tables(tables).column("run_id").to_pylist() == ["r2"] * 7
+
+
+def _write_event_file(path: Path, rows: dict[str, list[object]]) -> None:
+    """An event file put in place by hand (as a name collision, or an older version, would)."""
+    with path.open("wb") as handle:
+        write_ipc(conform(TABLES["requests"], rows), handle)
+
+
+def test_the_merged_file_lists_each_replaced_file_with_its_size_and_digest(log: EventLog) -> None:
+    partition = log.data_dir / "events/requests/date=2026-01-02"
+    inputs = {p.name: p.read_bytes() for p in partition.glob("*.arrow")}
+    compact(log)
+    (merged,) = partition.glob("*.arrow")
+    metadata = pa.ipc.open_file(merged).schema.metadata
+    assert json.loads(metadata[REPLACES_KEY]) == sorted(inputs)  # what older versions read
+    assert json.loads(metadata[REPLACED_KEY]) == [
+        {
+            "name": name,
+            "size": len(data),
+            "blake2b": hashlib.blake2b(data, digest_size=16).hexdigest(),
+        }
+        for name, data in sorted(inputs.items())
+    ]
+
+
+def test_a_later_file_under_a_listed_name_is_neither_hidden_nor_deleted(log: EventLog) -> None:
+    """Should a name ever come back (a token collision, a hand-made file), what a compacted file
+    lists hides and deletes only the file it merged, byte for byte."""
+    compact(log)
+    partition = log.data_dir / "events/requests/date=2026-01-02"
+    (merged,) = partition.glob("*.arrow")
+    listed = json.loads(pa.ipc.open_file(merged).schema.metadata[REPLACES_KEY])[0]
+    _write_event_file(partition / listed, batch("r2", "w0", 0, 5))
+    assert len(ids(log)) == 65
+    compact(log)
+    assert len(ids(log)) == 65 and len(arrow_files(log.data_dir)) == 1
+
+
+def test_an_older_compacted_file_hides_the_names_it_lists_as_before(log: EventLog) -> None:
+    """A merged file from before the digests lists names only: those files are skipped (and
+    deleted by the next compact) whatever their content, exactly as that version did."""
+    partition = log.data_dir / "events/requests/date=2026-01-02"
+    inputs = sorted(partition.glob("*.arrow"))
+    merged = pa.concat_tables([pa.ipc.open_file(p).read_all() for p in inputs])
+    names = json.dumps([p.name for p in inputs]).encode()
+    with (partition / "_compacted-0123456789abcdef.arrow").open("wb") as handle:
+        write_ipc(merged, handle, {REPLACES_KEY: names})
+    _write_event_file(inputs[0], batch("r2", "w0", 0, 5))  # other bytes, a listed name
+    assert len(ids(log)) == 60  # the listed names are hidden, whatever they hold
+    compact(log)
+    assert len(ids(log)) == 60 and len(arrow_files(log.data_dir)) == 1

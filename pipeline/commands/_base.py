@@ -11,6 +11,7 @@ import click
 
 from pipeline.config import LoadedConfig, load_config
 from pipeline.errors import NotBuiltError
+from pipeline.lock import LockHolder, LockOptions
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -48,9 +49,15 @@ class Context:
     def show_progress(self) -> bool:
         return not self.quiet
 
-    @property
-    def lock_timeout_s(self) -> float:
-        return self.config.config.lock_timeout.total_seconds()
+    def lock(self, command: str) -> LockOptions:
+        """How `command` takes the data directory's lock: the config's timeout, its name in the
+        lock file, and a line on stderr if it has to wait (the store never prints)."""
+
+        def waiting(holder: LockHolder) -> None:
+            self.info(f"waiting for the data directory lock held by {holder} ...")
+
+        timeout_s = self.config.config.lock_timeout.total_seconds()
+        return LockOptions(timeout_s=timeout_s, command=command, on_wait=waiting)
 
     def info(self, message: str) -> None:
         if not self.quiet:

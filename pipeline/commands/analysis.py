@@ -39,7 +39,7 @@ def aggregate(ctx: Context, full: bool, skip_corrupt: bool, as_json: bool) -> in
         ctx.config.price,
         incremental=not full,
         skip_corrupt=skip_corrupt,
-        lock_timeout_s=ctx.lock_timeout_s,
+        lock=ctx.lock("aggregate"),
     )
     if report.quarantined:
         ctx.info(f"quarantined {len(report.quarantined)} corrupt event file(s) under quarantine/")

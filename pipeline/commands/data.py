@@ -43,7 +43,7 @@ def compact(
     Crash-safe: the set of readable events is the same at every moment.
     """
     day: date | None = before.date() if hasattr(before, "date") else None
-    with exclusive_lock(ctx.data_dir, ctx.lock_timeout_s):
+    with exclusive_lock(ctx.data_dir, ctx.lock("compact")):
         results = compact_events(
             EventLog(ctx.data_dir), tables or None, before=day, skip_corrupt=skip_corrupt
         )
@@ -75,7 +75,7 @@ def compact(
 @pass_ctx
 def archive(ctx: Context, days: int, tables: tuple[str, ...], as_json: bool) -> int:
     """Move event partitions older than N days under DATA/archive/ (replay no longer reads them)."""
-    with exclusive_lock(ctx.data_dir, ctx.lock_timeout_s):
+    with exclusive_lock(ctx.data_dir, ctx.lock("archive")):
         results = archive_events(EventLog(ctx.data_dir), days, tables or None)
     rows = [asdict(r) for r in results]
     if as_json:

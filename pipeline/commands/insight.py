@@ -78,7 +78,7 @@ def profile(ctx: Context, fail_on_regression: bool, as_json: bool) -> int:
     latency, throughput, error rate and cost efficiency, and any change point. A direction needs
     at least 5 runs; fewer than 3 is insufficient_data.
     """
-    summary = run_profile(ctx.data_dir, ctx.config.config.trends, ctx.lock_timeout_s)
+    summary = run_profile(ctx.data_dir, ctx.config.config.trends, ctx.lock("profile"))
     report_profile(ctx, summary, as_json)
     return EXIT_REGRESSION if fail_on_regression and summary.regressions.height else EXIT_OK
 
@@ -91,7 +91,7 @@ def recommend(ctx: Context, as_json: bool) -> int:
 
     Rules over the latest results and the profiles, each with priority, evidence and run ids.
     """
-    report_recommend(ctx, run_recommend(ctx.data_dir, ctx.lock_timeout_s), as_json)
+    report_recommend(ctx, run_recommend(ctx.data_dir, ctx.lock("recommend")), as_json)
     return EXIT_OK
 
 

@@ -9,7 +9,6 @@ rebuild. Runs still in progress (no `finished` record) are always re-aggregated.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import pyarrow as pa
 
 from pipeline.errors import CorruptEventFileError
 from pipeline.eventlog import EventFile, EventLog, Replay, read_file_table
-from pipeline.lock import exclusive_lock
-from pipeline.outputs import write_output
+from pipeline.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
+from pipeline.outputs import output_present, parquet_writer, replace_outputs
 from schemas import TABLES
 from stages.aggregate.scan import COLUMNS
 from stages.aggregate.transform import (
@@ -112,12 +111,12 @@ def run_aggregate(
     *,
     incremental: bool = False,
     skip_corrupt: bool = False,
-    lock_timeout_s: float = 30.0,
+    lock: LockOptions = DEFAULT_LOCK,
 ) -> AggregateReport:
     """Rebuild results/ from the event log (all runs, or only those not yet final) under the lock."""
     log = EventLog(data_dir)
     results_path, timeseries_path = output_paths(data_dir)
-    with exclusive_lock(data_dir, lock_timeout_s):
+    with exclusive_lock(data_dir, lock):
         moved: list[Path] = []
         while True:
             try:
@@ -137,14 +136,13 @@ def run_aggregate(
             kept = pl.col("run_id").is_in(sorted(keep))
             results = pl.concat([old_results.filter(kept).cast(dict(RESULT_SCHEMA)), results])  # type: ignore[arg-type]
             series = pl.concat([old_series.filter(kept).cast(dict(TIMESERIES_SCHEMA)), series])  # type: ignore[arg-type]
-        staging = log.staging
-        with ThreadPoolExecutor(2) as pool:  # writing and fsync release the GIL: both at once
-            written = [
-                pool.submit(write_output, results, results_path, KEYS, staging),
-                pool.submit(write_output, series, timeseries_path, TIMESERIES_KEYS, staging),
-            ]
-            for future in written:
-                future.result()
+        replace_outputs(  # both staged at once, then both replaced: never one without the other
+            data_dir,
+            [
+                (results_path, parquet_writer(results, KEYS)),
+                (timeseries_path, parquet_writer(series, TIMESERIES_KEYS)),
+            ],
+        )
     unpriced = results.filter(pl.col("price_input_per_mtok").is_null()).get_column("model")
     quarantined = (*(path for replay in replays for path in replay.quarantined), *moved)
     return AggregateReport(
@@ -181,7 +179,7 @@ def _build(
     runs = log.replay("runs", skip_corrupt=skip_corrupt)
     keep: set[str] = set()
     old_results = old_series = None
-    if incremental and results_path.is_file() and timeseries_path.is_file():
+    if incremental and output_present(results_path) and output_present(timeseries_path):
         old_results = pl.read_parquet(results_path)
         old_series = pl.read_parquet(timeseries_path)
         if old_results.columns != list(RESULT_SCHEMA) or old_series.columns != list(

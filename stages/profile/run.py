@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.layout import Layout
-from pipeline.lock import exclusive_lock
+from pipeline.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
 from pipeline.outputs import read_output, write_output
 from schemas import TrendSettings
 from stages.profile.transform import PROFILE_KEYS, profile
@@ -27,11 +27,11 @@ class ProfileSummary:
 
 
 def run_profile(
-    data_dir: Path, settings: TrendSettings, lock_timeout_s: float = 30.0
+    data_dir: Path, settings: TrendSettings, lock: LockOptions = DEFAULT_LOCK
 ) -> ProfileSummary:
     layout = Layout(data_dir)
-    with exclusive_lock(data_dir, lock_timeout_s):
+    with exclusive_lock(data_dir, lock):
         results = read_output(layout.results, "aggregate")
         frame = profile(results.lazy(), settings)
-        write_output(frame, layout.profiles, PROFILE_KEYS, layout.staging)
+        write_output(frame, layout.profiles, PROFILE_KEYS, data_dir)
     return ProfileSummary(layout.profiles, frame)

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.fsutil import replace_atomic, staged_file
 from pipeline.layout import Layout
-from pipeline.lock import exclusive_lock
-from pipeline.outputs import read_output, write_output
+from pipeline.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
+from pipeline.outputs import parquet_writer, read_output, replace_outputs
 from stages.recommend.transform import recommend, to_markdown
 
 __all__ = ["RecommendSummary", "run_recommend"]
@@ -25,16 +24,18 @@ class RecommendSummary:
     recommendations: pl.DataFrame
 
 
-def run_recommend(data_dir: Path, lock_timeout_s: float = 30.0) -> RecommendSummary:
+def run_recommend(data_dir: Path, lock: LockOptions = DEFAULT_LOCK) -> RecommendSummary:
     layout = Layout(data_dir)
-    with exclusive_lock(data_dir, lock_timeout_s):
+    with exclusive_lock(data_dir, lock):
         results = read_output(layout.results, "aggregate")
         profiles = read_output(layout.profiles, "profile")
         frame = recommend(results, profiles)
-        write_output(frame, layout.recommendations, SORT, layout.staging)
         text = to_markdown(frame).encode()
-        replace_atomic(
-            staged_file(layout.staging, lambda handle: handle.write(text)),
-            layout.recommendations_md,
+        replace_outputs(  # the Parquet and its Markdown: both or neither
+            data_dir,
+            [
+                (layout.recommendations, parquet_writer(frame, SORT)),
+                (layout.recommendations_md, lambda handle: handle.write(text)),
+            ],
         )
     return RecommendSummary(layout.recommendations, layout.recommendations_md, frame)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pipeline.fsutil import replace_atomic, staged_file
+from pipeline.staging import replace_atomic, staged_file
 from stages.report.charts import build_charts
 from stages.report.data import Missing, ReportData, load_report_data
 from stages.report.html import Page, render_page
@@ -44,7 +44,9 @@ def write_report(
     def write(handle: BinaryIO) -> None:
         handle.write(content)
 
-    # Staged beside the destination: the final rename must not cross file systems.
+    # Staged beside the destination: the final rename must not cross file systems. The page
+    # goes where the user said, so the folder it names is the root (followed if a link).
     out = out.absolute()
-    replace_atomic(staged_file(out.parent, write), out)
+    with staged_file(out.parent, out.parent, write) as tmp:
+        replace_atomic(tmp, out)
     return ReportWritten(out, page.sections, page.missing)
