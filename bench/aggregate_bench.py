@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 import polars as pl  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.eventlog import EventLog  # noqa: E402
+from pipeline.store.eventlog import EventLog  # noqa: E402
 from stages.aggregate.run import run_aggregate  # noqa: E402
 from stages.aggregate.scan import COLUMNS  # noqa: E402
 from stages.aggregate.transform import KEYS, aggregate  # noqa: E402

@@ -42,7 +42,7 @@ import psutil  # noqa: E402
 import trio  # noqa: E402
 
 from pipeline.config import parse_config  # noqa: E402
-from pipeline.eventlog import EventLog  # noqa: E402
+from pipeline.store.eventlog import EventLog  # noqa: E402
 from stages.execute.runner import ExecuteOptions, execute  # noqa: E402
 
 TTFT_MS, ITL_MS, TOKENS = 50.0, 10.0, 16

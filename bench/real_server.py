@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 import polars as pl  # noqa: E402
 
 from pipeline.config import parse_config  # noqa: E402
-from pipeline.eventlog import EventLog  # noqa: E402
+from pipeline.store.eventlog import EventLog  # noqa: E402
 from stages.execute.runner import ExecuteOptions, execute  # noqa: E402
 from tests.real_server import LLAMA_SERVER, MODEL, llama_server  # noqa: E402
 

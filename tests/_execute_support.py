@@ -13,7 +13,7 @@ import polars as pl
 import trio
 
 from pipeline.config import LoadedConfig, parse_config
-from pipeline.eventlog import EventLog
+from pipeline.store.eventlog import EventLog
 from schemas import MockConfiguration, TargetConfig
 from stages.execute.mock_server import serve
 from stages.execute.runner import ExecuteOptions, ExecuteResult, new_run_id, prepare, run_prepared

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.eventlog import EventLog
+from pipeline.store.eventlog import EventLog
 from schemas import ERROR_TYPES, TABLES, event_id
 
 __all__ = [

@@ -8,8 +8,8 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.layout import Layout
-from pipeline.outputs import write_output
+from pipeline.store.layout import Layout
+from pipeline.store.outputs import write_output
 from stages.aggregate.transform import RESULT_SCHEMA
 
 BASE_TIME = datetime(2026, 10, 1, tzinfo=UTC)

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from pipeline.eventlog import conform, write_ipc
-from pipeline.staging import STAGING_DIR, publish_new, stage
+from pipeline.store.eventlog import conform, write_ipc
+from pipeline.store.staging import STAGING_DIR, publish_new, stage
 from schemas import TABLES
 from tests.writer_proc import batch
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.eventlog import EventLog
+from pipeline.store.eventlog import EventLog
 from schemas import ERROR_TYPES
 from stages.aggregate import output_paths, to_benchmark_result
 from tests.conftest import CliResult

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import load_config
-from pipeline.eventlog import EventLog
+from pipeline.store.eventlog import EventLog
 from schemas import ModelPrice
 from stages.aggregate import RESULT_SCHEMA, output_paths, run_aggregate, to_benchmark_result
 from stages.aggregate.scan import COLUMNS

@@ -130,7 +130,7 @@ def test_usage_errors_exit_2(cli: Run) -> None:
 
 
 def test_compact_and_archive_from_the_cli(cli: Run, tmp_path: Path) -> None:
-    from pipeline.eventlog import EventLog
+    from pipeline.store.eventlog import EventLog
 
     data = tmp_path / "d"
     for number in range(3):
@@ -145,7 +145,7 @@ def test_compact_and_archive_from_the_cli(cli: Run, tmp_path: Path) -> None:
 def test_data_dir_comes_from_the_environment(
     cli: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline.eventlog import EventLog
+    from pipeline.store.eventlog import EventLog
 
     data = tmp_path / "from-env"
     for number in range(2):
@@ -160,7 +160,7 @@ def test_a_second_process_waits_for_the_lock_then_fails_clearly(tmp_path: Path) 
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from pipeline.lock import exclusive_lock\n"
+            "import sys, time; from pathlib import Path; from pipeline.store.lock import exclusive_lock\n"
             "with exclusive_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(30)\n",
             str(data),
         ],

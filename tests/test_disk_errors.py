@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
-from pipeline.eventlog import EventLog
+from pipeline.store.eventlog import EventLog
 from schemas import TrendSettings
 from stages.aggregate.run import run_aggregate
 from stages.profile.run import run_profile

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import CorruptEventFileError, InputError, InvalidNameError
-from pipeline.eventlog import EventLog, conform
+from pipeline.store.eventlog import EventLog, conform
 from schemas import TABLES, RequestEvent
 from tests.conftest import ROOT
 from tests.strategies import request_events, to_batch

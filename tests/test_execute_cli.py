@@ -16,7 +16,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from pipeline.eventlog import EventLog
+from pipeline.store.eventlog import EventLog
 from schemas import ProviderKind, register_provider, unregister_provider
 from stages.execute.load import arrival_offsets
 from stages.execute.providers.mock import MockProvider

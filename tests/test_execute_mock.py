@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from pipeline.commands.execute import lag_warning
-from pipeline.eventlog import EventLog
+from pipeline.store.eventlog import EventLog
 from stages.execute.runner import ExecuteOptions
 from tests._execute_support import config, requests, run, runs, scenario
 from tests.test_execute_http import EXPECTED

@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from pipeline.errors import WorkerFailedError
-from pipeline.eventlog import EventLog
+from pipeline.store.eventlog import EventLog
 from schemas import BenchmarkScenario
 from stages.execute.capacity import BUSY_SHARE, default_workers, saturation
 from stages.execute.load import plan_load, schedule_share, split_concurrency

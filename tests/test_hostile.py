@@ -17,7 +17,7 @@ import polars as pl
 import psutil
 import pytest
 
-from pipeline.eventlog import EventLog
+from pipeline.store.eventlog import EventLog
 from stages.execute.taxonomy import MAX_MESSAGE
 from tests._execute_support import config, requests, run, scenario
 from tests.hostile_server import PAYLOAD_MODES, TRANSPORT_MODES, hostile_server

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from pipeline.errors import StoreError, SymlinkRefusedError
-from pipeline.lock import LOCK_NAME, LockHolder, LockOptions, exclusive_lock
+from pipeline.store.lock import LOCK_NAME, LockHolder, LockOptions, exclusive_lock
 from tests.conftest import ROOT, run_pipeline
 
 HOLD = (
     "import sys, time; from pathlib import Path\n"
-    "from pipeline.lock import LockOptions, exclusive_lock\n"
+    "from pipeline.store.lock import LockOptions, exclusive_lock\n"
     "with exclusive_lock(Path(sys.argv[1]), LockOptions(command=sys.argv[2])):\n"
     "    print('held', flush=True); time.sleep(float(sys.argv[3]))\n"
 )

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 
 from pipeline.errors import CorruptEventFileError
-from pipeline.eventlog import REPLACED_KEY, REPLACES_KEY, EventLog, conform, write_ipc
-from pipeline.fsutil import unlink_below
-from pipeline.maintenance import archive, compact
+from pipeline.store.eventlog import REPLACED_KEY, REPLACES_KEY, EventLog, conform, write_ipc
+from pipeline.store.fsutil import unlink_below
+from pipeline.store.maintenance import archive, compact
 from schemas import TABLES
 from tests.writer_proc import batch
 
@@ -80,7 +80,7 @@ def test_a_crash_after_publishing_and_before_deleting_loses_and_doubles_nothing(
             raise KeyboardInterrupt("killed")  # stands for SIGKILL between two deletions
         return unlink_below(root, path)
 
-    monkeypatch.setattr("pipeline.maintenance.unlink_below", dying_unlink)
+    monkeypatch.setattr("pipeline.store.maintenance.unlink_below", dying_unlink)
     with pytest.raises(KeyboardInterrupt):
         compact(log)
     monkeypatch.undo()
@@ -99,7 +99,7 @@ def test_a_crash_before_publishing_leaves_the_inputs_as_they_were(
     def dying_publish(tmp: Path, final: Path) -> bool:
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr("pipeline.maintenance.publish_new", dying_publish)
+    monkeypatch.setattr("pipeline.store.maintenance.publish_new", dying_publish)
     with pytest.raises(KeyboardInterrupt):
         compact(log)
     assert arrow_files(log.data_dir) == files and ids(log) == before

@@ -20,9 +20,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.eventlog import EventLog
-from pipeline.lock import exclusive_lock
-from pipeline.maintenance import compact
+from pipeline.store.eventlog import EventLog
+from pipeline.store.lock import exclusive_lock
+from pipeline.store.maintenance import compact
 from tests.conftest import ROOT, run_pipeline
 from tests.writer_proc import batch
 

@@ -131,7 +131,7 @@ def test_profile_without_results_says_what_to_run(cli: Run, tmp_path: Path) -> N
 
 def test_a_history_of_events_through_the_real_stages(cli: Run, tmp_path: Path) -> None:
     """Eight daily runs whose TTFT creeps up: events → aggregate → profile → recommend → gate."""
-    from pipeline.eventlog import EventLog
+    from pipeline.store.eventlog import EventLog
     from tests.eventgen import slowing_history, write_runs
 
     data = tmp_path / "data"

@@ -22,8 +22,8 @@ import polars as pl
 import pytest
 
 from pipeline.errors import StageInputMissingError
-from pipeline.eventlog import EventLog
-from pipeline.layout import Layout
+from pipeline.store.eventlog import EventLog
+from pipeline.store.layout import Layout
 from schemas import ModelPrice, TrendSettings
 from stages.aggregate.run import run_aggregate
 from stages.profile.run import run_profile

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.eventlog import EventLog
+from pipeline.store.eventlog import EventLog
 from tests.conftest import CliResult
 from tests.eventgen import slowing_history, write_runs
 

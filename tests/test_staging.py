@@ -18,8 +18,8 @@ from typing import Any, BinaryIO
 import pytest
 
 from pipeline.errors import StoreError
-from pipeline.eventlog import EventLog
-from pipeline.staging import STAGING_DIR, publish_new, stage, staged_file, sweep_staging
+from pipeline.store.eventlog import EventLog
+from pipeline.store.staging import STAGING_DIR, publish_new, stage, staged_file, sweep_staging
 from tests.conftest import ROOT, run_pipeline
 from tests.stager_proc import PUBLISHED
 from tests.writer_proc import batch

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
-from pipeline.eventlog import EventLog
-from pipeline.lock import LOCK_NAME
+from pipeline.store.eventlog import EventLog
+from pipeline.store.lock import LOCK_NAME
 from schemas import TrendSettings
 from stages.aggregate.run import run_aggregate
 from stages.profile.run import run_profile

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime, timedelta
 
-from pipeline.eventlog import EventLog
+from pipeline.store.eventlog import EventLog
 from schemas import event_id
 
 

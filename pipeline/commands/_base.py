@@ -11,7 +11,7 @@ import click
 
 from pipeline.config import LoadedConfig, load_config
 from pipeline.errors import NotBuiltError
-from pipeline.lock import LockHolder, LockOptions
+from pipeline.store.lock import LockHolder, LockOptions
 
 __all__ = [
     "EXIT_BAD_INPUT",

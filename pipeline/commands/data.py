@@ -8,10 +8,10 @@ from datetime import date
 import click
 
 from pipeline.commands._base import EXIT_OK, Context, json_option, pass_ctx
-from pipeline.eventlog import EventLog
-from pipeline.lock import exclusive_lock
-from pipeline.maintenance import archive as archive_events
-from pipeline.maintenance import compact as compact_events
+from pipeline.store.eventlog import EventLog
+from pipeline.store.lock import exclusive_lock
+from pipeline.store.maintenance import archive as archive_events
+from pipeline.store.maintenance import compact as compact_events
 from pipeline.ui import echo_json, print_table
 from schemas import TABLES
 

@@ -7,8 +7,8 @@ import polars as pl
 
 from pipeline.commands._base import EXIT_OK, EXIT_REGRESSION, Context, json_option, pass_ctx
 from pipeline.errors import InputError
-from pipeline.layout import Layout
-from pipeline.outputs import read_output
+from pipeline.store.layout import Layout
+from pipeline.store.outputs import read_output
 from pipeline.ui import ESTIMATED_NOTE, echo_json, mark_estimated, print_table
 from stages.compare.transform import compare as compare_targets
 from stages.profile.run import ProfileSummary, run_profile

@@ -16,9 +16,9 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.errors import CorruptEventFileError
-from pipeline.eventlog import EventFile, EventLog, Replay, read_file_table
-from pipeline.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
-from pipeline.outputs import output_present, parquet_writer, replace_outputs
+from pipeline.store.eventlog import EventFile, EventLog, Replay, read_file_table
+from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
+from pipeline.store.outputs import output_present, parquet_writer, replace_outputs
 from schemas import TABLES
 from stages.aggregate.scan import COLUMNS
 from stages.aggregate.transform import (

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from pipeline.errors import InputError, StoreError
-from pipeline.eventlog import EventWriter, conform
+from pipeline.store.eventlog import EventWriter, conform
 from schemas import SCHEMA_VERSION, TABLES, event_id
 from stages.execute.providers.base import Attempt
 

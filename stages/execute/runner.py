@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from pipeline.config import LoadedConfig, format_validation_error
 from pipeline.errors import ConfigError, InvalidNameError, WorkerFailedError
-from pipeline.eventlog import EventLog
+from pipeline.store.eventlog import EventLog
 from schemas import (
     SCHEMA_VERSION,
     BenchmarkScenario,

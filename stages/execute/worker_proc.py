@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from pipeline.eventlog import EventLog
+from pipeline.store.eventlog import EventLog
 from stages.execute.load import schedule_share
 from stages.execute.pair import PairLoad, Stop, run_measured, run_warmup
 from stages.execute.providers import build_provider

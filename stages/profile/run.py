@@ -7,9 +7,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.layout import Layout
-from pipeline.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
-from pipeline.outputs import read_output, write_output
+from pipeline.store.layout import Layout
+from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
+from pipeline.store.outputs import read_output, write_output
 from schemas import TrendSettings
 from stages.profile.transform import PROFILE_KEYS, profile
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.layout import Layout
-from pipeline.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
-from pipeline.outputs import parquet_writer, read_output, replace_outputs
+from pipeline.store.layout import Layout
+from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
+from pipeline.store.outputs import parquet_writer, read_output, replace_outputs
 from stages.recommend.transform import recommend, to_markdown
 
 __all__ = ["RecommendSummary", "run_recommend"]

@@ -15,9 +15,9 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.errors import InputError, StageInputMissingError
-from pipeline.eventlog import EventLog
-from pipeline.layout import Layout
-from pipeline.outputs import read_output
+from pipeline.store.eventlog import EventLog
+from pipeline.store.layout import Layout
+from pipeline.store.outputs import read_output
 
 __all__ = [
     "Missing",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pipeline.staging import replace_atomic, staged_file
+from pipeline.store.staging import replace_atomic, staged_file
 from stages.report.charts import build_charts
 from stages.report.data import Missing, ReportData, load_report_data
 from stages.report.html import Page, render_page

@@ -12,7 +12,7 @@ made on purpose works.
 Failures: every OSError of these operations becomes a one-line StoreError, `<path>: <cause>` (a
 full disk, a read-only file system, a permission denied), never a traceback.
 
-Writing whole files (stage, publish, replace, sweep) is `pipeline.staging`, on top of this.
+Writing whole files (stage, publish, replace, sweep) is `pipeline.store.staging`, on top of this.
 """
 
 from __future__ import annotations

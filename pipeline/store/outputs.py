@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import StageInputMissingError, SymlinkRefusedError
-from pipeline.staging import STAGING_DIR, Staged, replace_atomic, stage
+from pipeline.store.staging import STAGING_DIR, Staged, replace_atomic, stage
 
 __all__ = [
     "ROW_GROUP_SIZE",

@@ -9,7 +9,7 @@ file holds byte for byte, never a later file that happens to carry a listed name
 
 The merged file's name is a digest of its inputs' names *and fingerprints*, so finding that name
 taken means exactly these inputs were merged before (a crash after publishing): that file is the
-result. Every delete and move goes through `pipeline.fsutil`, so neither follows a link planted
+result. Every delete and move goes through `pipeline.store.fsutil`, so neither follows a link planted
 in the data directory (a linked partition stops the command, naming it).
 """
 
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import CorruptEventFileError
-from pipeline.eventlog import (
+from pipeline.store.eventlog import (
     COMPACTED_PREFIX,
     EventFile,
     EventLog,
@@ -33,7 +33,7 @@ from pipeline.eventlog import (
     replaces_metadata,
     write_ipc,
 )
-from pipeline.fsutil import (
+from pipeline.store.fsutil import (
     dir_entries,
     fsync_dir,
     kind_of,
@@ -41,7 +41,7 @@ from pipeline.fsutil import (
     rename_below,
     unlink_below,
 )
-from pipeline.staging import publish_new, staged_file
+from pipeline.store.staging import publish_new, staged_file
 from schemas import TABLES
 
 __all__ = ["ArchiveResult", "CompactResult", "archive", "compact"]

@@ -2,7 +2,7 @@
 
 Durable: a file is written whole under a staging directory, fsynced, then published by hard link
 (which never replaces a name) or by rename (which replaces one atomically), and the directory is
-fsynced. Every step goes through `pipeline.fsutil`'s confined operations (no link below the root
+fsynced. Every step goes through `pipeline.store.fsutil`'s confined operations (no link below the root
 is followed; every OSError is a one-line StoreError), and a temp file is removed by its writer
 whatever fails after it was created.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.errors import StoreError
-from pipeline.fsutil import fsync_fd, open_dir, store_error
+from pipeline.store.fsutil import fsync_fd, open_dir, store_error
 
 __all__ = [
     "STAGING_DIR",

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import LockTimeoutError, StoreError
-from pipeline.fsutil import open_file, store_error
-from pipeline.staging import sweep_staging
+from pipeline.store.fsutil import open_file, store_error
+from pipeline.store.staging import sweep_staging
 
 __all__ = ["DEFAULT_LOCK", "LOCK_NAME", "LockHolder", "LockOptions", "exclusive_lock"]
 

@@ -17,7 +17,7 @@ ever hiding a file published after it:
   before this rule list names only and are read exactly as before; the name list is still
   written beside the digests, so older versions read new files as they always did.
 
-Nothing below the data directory is reached through a symbolic link (`pipeline.fsutil`): a
+Nothing below the data directory is reached through a symbolic link (`pipeline.store.fsutil`): a
 linked partition, table folder or `*.arrow` file stops a replay with SymlinkRefusedError naming
 it, rather than being read, moved or deleted through.
 """
@@ -46,8 +46,8 @@ from pipeline.errors import (
     InvalidNameError,
     SymlinkRefusedError,
 )
-from pipeline.fsutil import dir_entries, rename_below
-from pipeline.staging import STAGING_DIR, publish_new, staged_file, sweep_staging
+from pipeline.store.fsutil import dir_entries, rename_below
+from pipeline.store.staging import STAGING_DIR, publish_new, staged_file, sweep_staging
 from schemas import TABLES, TableSpec, check_safe_name
 
 __all__ = [
