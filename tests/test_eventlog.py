@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import CorruptEventFileError, InputError, InvalidNameError
 from pipeline.store.eventlog import EventLog, conform
+from pipeline.store.maintenance import compact
 from schemas import TABLES, RequestEvent
 from tests.conftest import ROOT
 from tests.strategies import request_events, to_batch
@@ -123,6 +124,12 @@ def test_an_older_file_without_a_newer_column_reads_as_null_or_default(data_dir:
     assert isinstance(fast, pl.DataFrame)
     assert fast.schema == frame.select(columns).schema
     assert sorted(map(repr, fast.rows())) == sorted(map(repr, frame.select(columns).rows()))
+    # Compaction merges the old and new files by the same plan: the merged file reads exactly
+    # as the files did (a default, not a null, where an older file lacked a defaulted column).
+    compact(log, before=date(2027, 1, 1))
+    assert len(log.files("requests")) == 1
+    merged = log.replay("requests").collect().sort("run_id", "event_id")
+    assert merged.equals(frame)
 
 
 def test_staging_and_temporary_files_are_never_read(data_dir: Path) -> None:

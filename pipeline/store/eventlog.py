@@ -46,6 +46,7 @@ from pipeline.errors import (
     InvalidNameError,
     SymlinkRefusedError,
 )
+from pipeline.store.evolution import ReadPlan, fill_value, polars_schema
 from pipeline.store.fsutil import dir_entries, rename_below
 from pipeline.store.staging import STAGING_DIR, publish_new, staged_file, sweep_staging
 from schemas import TABLES, TableSpec, check_safe_name
@@ -195,7 +196,7 @@ def conform(
                 columns.append(batch.column(field.name).cast(field.type))
             elif field.nullable:
                 columns.append(pa.chunked_array([pa.nulls(batch.num_rows, field.type)]))
-            elif (fill := _fill_value(spec, field.name)) is not None:
+            elif (fill := fill_value(spec, field.name)) is not None:
                 # A column added later with a default: a writer that predates it still fits.
                 columns.append(pa.chunked_array([pa.array([fill] * batch.num_rows, field.type)]))
             else:
@@ -451,13 +452,13 @@ class Replay:
         exactly `columns` (the table's types; a column an older file lacks reads as its default
         or null). Read with pyarrow, only those columns, so the files can be read in parallel and
         nothing is converted. A file corrupt past its footer fails naming it."""
-        plans: dict[tuple[str, ...], _ReadPlan] = {}
+        plans: dict[tuple[str, ...], ReadPlan] = {}
         sources: list[Callable[[], Iterator[pa.RecordBatch]]] = []
         for item, schema in self.schemas:
             names = tuple(schema.names)
             plan = plans.get(names)
             if plan is None:
-                plan = plans[names] = _ReadPlan.of(self.spec, schema, tuple(columns))
+                plan = plans[names] = ReadPlan.of(self.spec, schema, columns)
             runs = self.run_ids if item.run_id is None else None
             sources.append(partial(_read_batches, plan, item, runs))
         return sources
@@ -473,74 +474,20 @@ class Replay:
             raise exc
 
 
-def polars_schema(spec: TableSpec) -> pl.Schema:
-    frame = pl.from_arrow(spec.schema.empty_table())
-    assert isinstance(frame, pl.DataFrame)
-    return frame.schema
-
-
-def _fill_value(spec: TableSpec, name: str) -> bool | int | float | str | None:
-    """What a column an older file lacks reads as: the model's plain default, else null."""
-    defaults = spec.model.model_fields
-    default = defaults[name].default if name in defaults else None
-    return default if isinstance(default, bool | int | float | str) else None
-
-
-@dataclass(frozen=True)
-class _ReadPlan:
-    """How to read `columns` from files of one schema: which fields, and per column its type and
-    whether the file has it (else its fill value). Made once per schema, not per file."""
-
-    options: pa.ipc.IpcReadOptions
-    columns: tuple[tuple[str, pa.DataType, bool, object], ...]
-    schema: pa.Schema
-    """What every batch is given: the columns, the table's types, all nullable (one schema for
-    files old and new, so batches of both can be joined)."""
-    as_is: bool
-    """Every column is in the file with the table's type: select, nothing to build."""
-
-    @classmethod
-    def of(cls, spec: TableSpec, schema: pa.Schema, columns: tuple[str, ...]) -> _ReadPlan:
-        types = {f.name: f.type for f in spec.schema}
-        present = set(schema.names)
-        fields = sorted(schema.get_field_index(name) for name in columns if name in present)
-        return cls(
-            pa.ipc.IpcReadOptions(included_fields=fields, use_threads=False),
-            tuple(
-                (name, types[name], name in present, _fill_value(spec, name)) for name in columns
-            ),
-            pa.schema([(name, types[name]) for name in columns]),
-            all(name in present and schema.field(name).type == types[name] for name in columns),
-        )
-
-
 def _read_batches(
-    plan: _ReadPlan, item: EventFile, run_ids: Sequence[str] | None
+    plan: ReadPlan, item: EventFile, run_ids: Sequence[str] | None
 ) -> Iterator[pa.RecordBatch]:
     """One file's record batches with exactly the plan's columns, typed as the table (see
     `batch_sources`); only the rows of `run_ids` when given (a compacted file holds many runs)."""
     wanted = pa.array(list(run_ids), pa.string()) if run_ids is not None else None
-    names = plan.schema.names
+    schema = plan.batch_schema()
     try:
         # Read, not memory-mapped: mapping and unmapping serialise threads on the process's
         # address space, which shows with many small files (measured: same speed on big ones).
         with pa.OSFile(str(item.path)) as source:
             reader = pa.ipc.open_file(source, options=plan.options)
             for index in range(reader.num_record_batches):
-                batch = reader.get_batch(index)
-                if plan.as_is:
-                    out = pa.RecordBatch.from_arrays(
-                        batch.select(names).columns, schema=plan.schema
-                    )
-                else:
-                    arrays = []
-                    for name, kind, present, fill in plan.columns:
-                        if present:
-                            array = batch.column(name)
-                            arrays.append(array if array.type == kind else array.cast(kind))
-                        else:
-                            arrays.append(pa.array([fill] * batch.num_rows, kind))
-                    out = pa.RecordBatch.from_arrays(arrays, schema=plan.schema)
+                out = plan.batch(reader.get_batch(index), schema)
                 if wanted is not None:
                     out = out.filter(pc.is_in(out.column("run_id"), value_set=wanted))
                 yield out
@@ -552,21 +499,14 @@ def _scan(spec: TableSpec, files: Sequence[tuple[EventFile, pa.Schema]]) -> pl.L
     target = polars_schema(spec)
     if not files:
         return pl.LazyFrame(schema=target)
-    # One scan per distinct column list (files written by the same schema version): the current
-    # files as they are, older ones with the columns they lack filled in.
-    by_names: dict[tuple[str, ...], list[str]] = {}
+    # One scan per distinct column list (files written by the same schema version), read by its
+    # plan: the current files as they are, older ones with the columns they lack filled in.
+    by_names: dict[tuple[str, ...], tuple[pa.Schema, list[str]]] = {}
     for item, schema in files:
-        by_names.setdefault(tuple(schema.names), []).append(str(item.path))
-    frames = []
-    for names, paths in by_names.items():
-        frame = pl.scan_ipc(paths, glob=False)
-        if list(names) != spec.schema.names:
-            fill = [
-                pl.lit(_fill_value(spec, name), dtype=dtype).alias(name)
-                for name, dtype in target.items()
-                if name not in names
-            ]
-            frame = frame.with_columns(fill).select(list(target))
-        frames.append(frame)
+        by_names.setdefault(tuple(schema.names), (schema, []))[1].append(str(item.path))
+    frames = [
+        ReadPlan.of(spec, schema).frame(pl.scan_ipc(paths, glob=False), target)
+        for schema, paths in by_names.values()
+    ]
     frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
     return frame.cast(dict(target))  # type: ignore[arg-type]

@@ -33,6 +33,7 @@ from pipeline.store.eventlog import (
     replaces_metadata,
     write_ipc,
 )
+from pipeline.store.evolution import ReadPlan
 from pipeline.store.fsutil import (
     dir_entries,
     fsync_dir,
@@ -102,8 +103,15 @@ def compact_partition(
     if not used:
         return CompactResult(table, day, len(files), 0, 0, quarantined)
     spec = TABLES[table]
-    merged = pa.concat_tables(tables, promote_options="default")
-    merged = _conform(merged, spec.schema)
+    # Each file read by its schema's plan (an older one's missing columns as a replay reads
+    # them), then one table: every file now has the table's exact schema.
+    plans: dict[tuple[str, ...], ReadPlan] = {}
+    conformed = []
+    for part in tables:
+        names = tuple(part.schema.names)
+        plan = plans.get(names) or plans.setdefault(names, ReadPlan.of(spec, part.schema))
+        conformed.append(plan.table(part, spec.schema))
+    merged = pa.concat_tables(conformed)
     before = merged.num_rows
     merged = _dedupe(merged)
     merged = merged.sort_by([(spec.time_column, "ascending"), ("event_id", "ascending")])
@@ -120,16 +128,6 @@ def compact_partition(
     return CompactResult(
         table, day, len(used), merged.num_rows, before - merged.num_rows, quarantined
     )
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    columns = []
-    for field in schema:
-        if field.name in table.column_names:
-            columns.append(table.column(field.name).cast(field.type))
-        else:
-            columns.append(pa.chunked_array([pa.nulls(table.num_rows, field.type)]))
-    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _dedupe(table: pa.Table) -> pa.Table:

@@ -467,7 +467,12 @@ def scan_requests(sources: Sequence[BatchSource], *, threads: int | None = None)
                 else:
                     found[key] = acc
         rows = list(pool.map(_result_row, found.keys(), found.values()))
-    results = pl.DataFrame(rows, schema=_RESULT_SCHEMA, orient="row")
+    names = list(_RESULT_SCHEMA)
+    if any(list(row) != names for row in rows):  # a column built twice, or one forgotten
+        raise AssertionError("a result row does not have exactly the result columns")
+    results = pl.DataFrame(
+        {name: [row[name] for row in rows] for name in names}, schema=_RESULT_SCHEMA
+    )
     return Scanned(results, _seconds_frame(found))
 
 
@@ -504,33 +509,33 @@ _RESULT_SCHEMA = pl.Schema(
 )
 
 
-def _result_row(key: tuple[object, ...], acc: _Result) -> tuple[object, ...]:
-    """One row of `_RESULT_SCHEMA`: the sums and extremes, and the percentiles (the costly part,
-    so rows are built on the pass's threads: numpy's selection releases the GIL)."""
+def _result_row(key: tuple[object, ...], acc: _Result) -> dict[str, object]:
+    """One row of `_RESULT_SCHEMA`, by column name: the sums and extremes, and the percentiles
+    (the costly part, so rows are built on the pass's threads: numpy's selection releases the
+    GIL)."""
     s, x = acc.sums, acc.extremes
+    row: dict[str, object] = dict(zip(KEYS, key, strict=True))
+    row["provider"], row["model"] = acc.provider, acc.model
+    for name in ("operations", "successful", "retries", "reconnects"):
+        row[name] = s[name]
+    for name in ("first_start_us", "last_end_us", "lat_min", "lat_max"):
+        row[name] = x.get(name)
+    for name in ("lat_n", "lat_sum", "lat_sq", "ttft_n", "ttft_sum", "tpot_n", "tpot_sum"):
+        row[name] = s[name]
+    for name in ("input_tokens", "output_tokens", "cached_tokens", "tokens_estimated"):
+        row[name] = s[name]
+    for name in ERROR_COLUMNS:
+        row[name] = acc.errors[name]
+    for q, value in zip(LATENCY_Q, quantiles(acc.latency, list(LATENCY_Q.values())), strict=True):
+        row[f"lat_{q}"] = value
+    for q, value in zip(SHORT_Q, quantiles(acc.ttft, list(SHORT_Q.values())), strict=True):
+        row[f"ttft_{q}"] = value
     values, weights = acc.gaps.merged()
-    if len(values):
-        itl: list[float | None] = [linear_quantile(values, weights, q) for q in SHORT_Q.values()]
-        itl.append(int(np.dot(values, weights)) / int(weights.sum()))  # exact sums
-    else:
-        itl = [None] * (len(SHORT_Q) + 1)
-    return (
-        *key,
-        acc.provider,
-        acc.model,
-        *(s[n] for n in ("operations", "successful", "retries", "reconnects")),
-        x.get("first_start_us"),
-        x.get("last_end_us"),
-        x.get("lat_min"),
-        x.get("lat_max"),
-        *(s[n] for n in ("lat_n", "lat_sum", "lat_sq", "ttft_n", "ttft_sum")),
-        *(s[n] for n in ("tpot_n", "tpot_sum")),
-        *(s[n] for n in ("input_tokens", "output_tokens", "cached_tokens", "tokens_estimated")),
-        *(acc.errors[name] for name in ERROR_COLUMNS),
-        *quantiles(acc.latency, list(LATENCY_Q.values())),
-        *quantiles(acc.ttft, list(SHORT_Q.values())),
-        *itl,
-    )
+    for q, share in SHORT_Q.items():
+        row[f"itl_{q}"] = linear_quantile(values, weights, share) if len(values) else None
+    # exact sums: the mean of the pooled gaps from their value counts
+    row["itl_mean"] = int(np.dot(values, weights)) / int(weights.sum()) if len(values) else None
+    return row
 
 
 def _seconds_frame(found: dict[tuple[object, ...], _Result]) -> pl.DataFrame:
