@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.store.eventlog import conform, write_ipc
-from pipeline.store.staging import STAGING_DIR, publish_new, stage
+from pipeline.store.layout import STAGING_DIR
+from pipeline.store.staging import publish_new, stage
 from schemas import TABLES
 from tests.writer_proc import batch
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from pipeline.errors import StoreError, SymlinkRefusedError
-from pipeline.store.lock import LOCK_NAME, LockHolder, LockOptions, exclusive_lock
+from pipeline.store.layout import LOCK_NAME
+from pipeline.store.lock import LockHolder, LockOptions, exclusive_lock
 from tests.conftest import ROOT, run_pipeline
 
 HOLD = (

@@ -19,7 +19,8 @@ import pytest
 
 from pipeline.errors import StoreError
 from pipeline.store.eventlog import EventLog
-from pipeline.store.staging import STAGING_DIR, publish_new, stage, staged_file, sweep_staging
+from pipeline.store.layout import STAGING_DIR
+from pipeline.store.staging import publish_new, stage, staged_file, sweep_staging
 from tests.conftest import ROOT, run_pipeline
 from tests.stager_proc import PUBLISHED
 from tests.writer_proc import batch

@@ -21,7 +21,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.store.eventlog import EventLog
-from pipeline.store.lock import LOCK_NAME
+from pipeline.store.layout import LOCK_NAME
 from schemas import TrendSettings
 from stages.aggregate.run import run_aggregate
 from stages.profile.run import run_profile

@@ -48,7 +48,8 @@ from pipeline.errors import (
 )
 from pipeline.store.evolution import ReadPlan, fill_value, polars_schema
 from pipeline.store.fsutil import dir_entries, rename_below
-from pipeline.store.staging import STAGING_DIR, publish_new, staged_file, sweep_staging
+from pipeline.store.layout import Layout
+from pipeline.store.staging import publish_new, staged_file, sweep_staging
 from schemas import TABLES, TableSpec, check_safe_name
 
 __all__ = [
@@ -256,7 +257,7 @@ class EventWriter:
             def write(handle: BinaryIO, part: pa.Table = part) -> None:
                 write_ipc(part, handle)
 
-            directory = self.log.table_dir(table) / f"date={day}"
+            directory = self.log.partition_dir(table, day)
             with staged_file(self.log.data_dir, self.log.staging, write) as tmp:
                 while True:  # a taken name (never, short of a token collision) takes the next
                     final = directory / f"{self.run_id}-{self.name}-{self.seq:06d}.arrow"
@@ -272,21 +273,21 @@ class EventLog:
 
     def __init__(self, data_dir: Path | str) -> None:
         self.data_dir = Path(data_dir)
+        self.layout = Layout(self.data_dir)
 
     @property
     def events_dir(self) -> Path:
-        return self.data_dir / "events"
+        return self.layout.events
 
     @property
     def staging(self) -> Path:
-        return self.data_dir / STAGING_DIR
-
-    @property
-    def quarantine_dir(self) -> Path:
-        return self.data_dir / "quarantine"
+        return self.layout.staging
 
     def table_dir(self, table: str) -> Path:
-        return self.events_dir / _spec(table).name
+        return self.layout.table(_spec(table).name)
+
+    def partition_dir(self, table: str, day: str) -> Path:
+        return self.layout.partition(_spec(table).name, day)
 
     def writer(self, run_id: str, writer: str = "w0") -> EventWriter:
         return EventWriter(self, run_id, writer)
@@ -324,7 +325,7 @@ class EventLog:
     def listing(self, table: str, day: str) -> tuple[list[EventFile], list[EventFile]]:
         """The files of one partition: (visible, replaced). Replaced are those a compacted file
         there lists and that still match what it merged (module docstring)."""
-        directory = self.table_dir(table) / f"date={day}"
+        directory = self.partition_dir(table, day)
         try:
             entries = dir_entries(self.data_dir, directory)
         except FileNotFoundError:
@@ -406,7 +407,7 @@ class EventLog:
         """Move files aside to `DATA/quarantine/events/<table>/date=D/` (never deleted)."""
         moved = []
         for item in files:
-            dest = self.quarantine_dir / "events" / item.table / f"date={item.date}" / item.name
+            dest = self.layout.quarantined(item.table, item.date, item.name)
             rename_below(self.data_dir, item.path, dest)
             moved.append(dest)
         return moved

@@ -29,11 +29,10 @@ from pathlib import Path
 
 from pipeline.errors import LockTimeoutError, StoreError
 from pipeline.store.fsutil import open_file, store_error
+from pipeline.store.layout import Layout
 from pipeline.store.staging import sweep_staging
 
-__all__ = ["DEFAULT_LOCK", "LOCK_NAME", "LockHolder", "LockOptions", "exclusive_lock"]
-
-LOCK_NAME = ".lock"
+__all__ = ["DEFAULT_LOCK", "LockHolder", "LockOptions", "exclusive_lock"]
 _UNKNOWN_AFTER_S = 1.0
 """How long a waiter waits for the holder's pid to appear (written just after it got the lock)
 before saying it waits for an unknown process."""
@@ -73,7 +72,7 @@ DEFAULT_LOCK = LockOptions()
 
 
 def _open_lock_file(data_dir: Path) -> int:
-    path = data_dir / LOCK_NAME
+    path = Layout(data_dir).lock
     flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK  # O_NONBLOCK: a planted FIFO cannot hang us
     fd = open_file(data_dir, path, flags)
     info = os.fstat(fd)
@@ -103,7 +102,7 @@ def _acquire(fd: int, data_dir: Path, options: LockOptions) -> None:
         except BlockingIOError:
             pass
         except OSError as exc:
-            raise store_error(data_dir / LOCK_NAME, exc) from exc
+            raise store_error(Layout(data_dir).lock, exc) from exc
         holder = _holder(fd)
         waited = time.monotonic() - started
         if not told and (holder.pid is not None or waited >= _UNKNOWN_AFTER_S):
@@ -132,7 +131,7 @@ def exclusive_lock(data_dir: Path, options: LockOptions = DEFAULT_LOCK) -> Itera
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"{os.getpid()} {options.command}".strip().encode() + b"\n", 0)
             except OSError as exc:
-                raise store_error(data_dir / LOCK_NAME, exc) from exc
+                raise store_error(Layout(data_dir).lock, exc) from exc
             sweep_staging(data_dir)
             yield
         finally:

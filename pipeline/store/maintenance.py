@@ -91,7 +91,7 @@ def compact_partition(
     log: EventLog, table: str, day: str, *, skip_corrupt: bool = False
 ) -> CompactResult | None:
     root = log.data_dir
-    directory = log.table_dir(table) / f"date={day}"
+    directory = log.partition_dir(table, day)
     files, leftovers = log.listing(table, day)
     for item in leftovers:  # finish a compaction a crash interrupted
         unlink_below(root, item.path)
@@ -169,8 +169,8 @@ def archive(
         for day in log.partitions(table):
             if day >= cutoff:
                 continue
-            source = log.table_dir(table) / f"date={day}"
-            dest = root / "archive" / "events" / table / f"date={day}"
+            source = log.partition_dir(table, day)
+            dest = log.layout.archived(table, day)
             entries = dir_entries(root, source)
             if kind_of(root, dest) is None:
                 rename_below(root, source, dest)  # one atomic step for the whole partition

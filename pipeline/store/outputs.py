@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import StageInputMissingError, SymlinkRefusedError
-from pipeline.store.staging import STAGING_DIR, Staged, replace_atomic, stage
+from pipeline.store.layout import Layout
+from pipeline.store.staging import Staged, replace_atomic, stage
 
 __all__ = [
     "ROW_GROUP_SIZE",
@@ -81,7 +82,7 @@ def parquet_writer(frame: pl.DataFrame, sort_by: Sequence[str]) -> Writer:
 def replace_outputs(root: Path, outputs: Sequence[tuple[Path, Writer]]) -> list[Path]:
     """Stage every output under `root/.staging` (at once, in threads: writing and fsync release
     the GIL), then replace each path atomically. A failure while staging replaces nothing."""
-    staging = root / STAGING_DIR
+    staging = Layout(root).staging
     staged: list[Staged] = []
     try:
         if len(outputs) == 1:

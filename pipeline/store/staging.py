@@ -28,9 +28,9 @@ from typing import BinaryIO
 
 from pipeline.errors import StoreError
 from pipeline.store.fsutil import fsync_fd, open_dir, store_error
+from pipeline.store.layout import Layout
 
 __all__ = [
-    "STAGING_DIR",
     "TMP_SUFFIX",
     "Staged",
     "publish_new",
@@ -40,7 +40,6 @@ __all__ = [
     "sweep_staging",
 ]
 
-STAGING_DIR = ".staging"
 TMP_SUFFIX = ".tmp"
 
 
@@ -191,7 +190,7 @@ def sweep_staging(root: Path) -> int:
     while we hold the lock and only if it still is the file we locked. Anything else (a live
     writer's file, a link, a directory, a file we may not remove) is left alone.
     """
-    staging = root / STAGING_DIR
+    staging = Layout(root).staging
     try:
         with open_dir(root, staging) as dir_fd:
             return _sweep(staging, dir_fd)

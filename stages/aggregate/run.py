@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from pipeline.errors import CorruptEventFileError
 from pipeline.store.eventlog import EventFile, EventLog, Replay, read_file_table
+from pipeline.store.layout import Layout
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
 from pipeline.store.outputs import output_present, parquet_writer, replace_outputs
 from schemas import TABLES
@@ -32,10 +33,7 @@ from stages.aggregate.transform import (
     aggregate,
 )
 
-__all__ = ["RESULTS_FILE", "TIMESERIES_FILE", "AggregateReport", "output_paths", "run_aggregate"]
-
-RESULTS_FILE = Path("results") / "benchmark_results.parquet"
-TIMESERIES_FILE = Path("results") / "timeseries.parquet"
+__all__ = ["AggregateReport", "output_paths", "run_aggregate"]
 _PRICE_COLUMNS = (
     "price_input_per_mtok",
     "price_output_per_mtok",
@@ -61,7 +59,8 @@ class AggregateReport:
 
 
 def output_paths(data_dir: Path) -> tuple[Path, Path]:
-    return data_dir / RESULTS_FILE, data_dir / TIMESERIES_FILE
+    layout = Layout(data_dir)
+    return layout.results, layout.timeseries
 
 
 def _event_run_ids(log: EventLog) -> set[str]:

@@ -275,11 +275,8 @@ class MockServer:
             # and the others that arrived with it; or, if it waited for a slot, when admitted.
             start_ns = perf_counter_ns() if queued else request.arrived_ns
             plan = self.simulator.plan(index, chat.max_tokens, chat.prompt)
-            held = hold_memory(self.config.memory_usage_simulation)
-            try:
+            with hold_memory(self.config.memory_usage_simulation):
                 await self._play(conn, provider, chat, plan, outcome, start_ns)
-            finally:
-                del held
 
     async def _rate_limited(
         self, conn: Connection, provider: Provider, outcome: _Outcome, *, overload: bool

@@ -19,9 +19,10 @@ their mean stays the configured one whatever the spread.
 from __future__ import annotations
 
 import math
+import mmap
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -77,16 +78,25 @@ def estimate_input_tokens(text: str) -> int:
     return estimate_tokens(text)
 
 
-def hold_memory(nbytes: int) -> bytearray:
-    """Allocate `nbytes` and touch every page, so the memory really counts in the process's RSS.
+@contextmanager
+def hold_memory(nbytes: int) -> Iterator[None]:
+    """Hold `nbytes` of fresh memory for the block, every page touched, so it really counts in
+    the process's RSS (`memory_usage_simulation`), and give it back to the OS when it ends.
 
-    A fresh zeroed bytearray is mapped lazily by the OS and would not show up in a memory sample;
-    writing one byte per page makes `memory_usage_simulation` real.
+    An anonymous mapping, not a bytearray: the allocator may serve a bytearray from memory the
+    process already holds (a freed big block stays in its heap), and RSS would not move; a
+    mapping is new pages every time, returned at once on close.
     """
-    block = bytearray(nbytes)
-    if nbytes:
-        block[::_PAGE] = b"\x01" * len(range(0, nbytes, _PAGE))
-    return block
+    if nbytes <= 0:
+        yield
+        return
+    block = mmap.mmap(-1, nbytes)
+    try:
+        for offset in range(0, nbytes, _PAGE):
+            block[offset] = 1
+        yield
+    finally:
+        block.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,11 +53,8 @@ class MockProvider:
                     attempt.retry_after_s = self.config.retry_after.total_seconds()
                     attempt.fail("rate_limited", "HTTP 429: mock concurrency limit reached")
                     return
-                block = hold_memory(self.config.memory_usage_simulation)
-                try:
+                with hold_memory(self.config.memory_usage_simulation):
                     await self._respond(spec, plan, attempt)
-                finally:
-                    del block
         finally:
             if not attempt.end_ns:
                 attempt.end_ns = perf_counter_ns()
