@@ -223,3 +223,38 @@ async def test_a_server_that_ignores_the_token_cap_is_ended_and_said_so(
     (row,) = requests(tmp_path / "data").to_dicts()
     assert row["status"] == "timeout" and "ignore the token cap" in row["error_message"]
     assert "max_tokens_field" in row["error_message"]
+
+
+async def test_a_production_request_takes_the_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real sockets go through the lanes' own httpcore connections and the lean backend (arrival
+    stamps, the wire meter), never through httpx's per-request machinery: if that path is ever
+    taken silently (a changed httpx or httpcore), this fails instead of the client slowing."""
+    import httpx
+
+    from stages.execute.providers.backend import LeanTrioBackend
+
+    async def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("httpx.AsyncClient.send was used by a production request")
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", forbidden)
+    connects: list[str] = []
+    real = LeanTrioBackend.connect_tcp
+
+    async def counted(self: LeanTrioBackend, host: str, port: int, *args: Any, **kw: Any) -> Any:
+        connects.append(host)
+        return await real(self, host, port, *args, **kw)
+
+    monkeypatch.setattr(LeanTrioBackend, "connect_tcp", counted)
+    monkeypatch.setenv("EXEC_HTTP_KEY", KEY)
+    async with mock_server() as base:
+        loaded = config(
+            [http_target(p, base) for p in PROVIDERS],
+            [scenario(expected_operations=3, concurrency_level=1)],
+            tmp_path,
+        )
+        await run(loaded, tmp_path / "data")
+    frame = requests(tmp_path / "data")
+    assert frame.height == 12 and set(frame["status"]) == {"ok"}
+    assert connects == ["127.0.0.1"] * 4  # one kept-alive connection per target, ours
