@@ -11,6 +11,7 @@ import click
 
 from pipeline.config import LoadedConfig, load_config
 from pipeline.errors import NotBuiltError
+from schemas import INT64_MAX, INT64_MIN
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -18,6 +19,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_REGRESSION",
+    "SEED",
     "Context",
     "json_option",
     "not_built",
@@ -26,6 +28,8 @@ __all__ = [
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 F = TypeVar("F", bound=Callable[..., Any])
+SEED = click.IntRange(INT64_MIN, INT64_MAX)
+"""A seed is recorded in an int64 column: a larger one would fail only when its events are written."""
 
 
 @dataclass
