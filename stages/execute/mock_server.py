@@ -158,10 +158,19 @@ class MockServer:
             finally:
                 nursery.cancel_scope.cancel()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.watch_peer, nursery.cancel_scope)
-            nursery.start_soon(respond)
-        if conn.peer_gone and not outcome.note:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.watch_peer, nursery.cancel_scope)
+                nursery.start_soon(respond)
+        finally:
+            # In `finally`: a shutdown that begins right after the response went out cancels
+            # the nursery's exit, and the request it served must still get its line.
+            self._log_request(request, outcome, conn.peer_gone, started)
+
+    def _log_request(
+        self, request: Request, outcome: _Outcome, peer_gone: bool, started: float
+    ) -> None:
+        if peer_gone and not outcome.note:
             outcome.note = "client went away"
         if self.log is not None:
             elapsed_ms = (time.perf_counter() - started) * 1000.0
@@ -428,7 +437,20 @@ def run_server(
 
     try:
         trio.run(main)
-    except OSError as exc:
-        sys.stderr.write(f"mock server: cannot listen on {host}:{port}: {exc.strerror or exc}\n")
+    except (OSError, BaseExceptionGroup) as exc:
+        # Binding happens inside a nursery, so its error arrives wrapped in a group: a port in
+        # use, an unknown host (gaierror) or a refused address is one OSError with a reason.
+        cause = _sole(exc)
+        if not isinstance(cause, OSError):
+            raise
+        reason = cause.strerror or str(cause)
+        sys.stderr.write(f"mock-server: cannot listen on {host}:{port}: {reason}\n")
         return 1
     return 0
+
+
+def _sole(error: BaseException) -> BaseException:
+    """The one error inside nested single-member groups (or the group itself if it holds more)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
