@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ __all__ = [
 
 DEFAULT_CONFIG_NAME = "pipeline.toml"
 BUILTIN = "<built-in default>"
+MAX_PROMPTS_FILE = 256 * 1024 * 1024
 _PLAIN_KEY = re.compile(r"[\w.-]+\Z")
 
 
@@ -131,8 +133,20 @@ class LoadedConfig:
 
 
 def read_prompts_file(path: Path) -> list[str]:
-    """Prompts from JSONL: each line a JSON string or an object with a "prompt" field."""
+    """Prompts from JSONL: each line a JSON string or an object with a "prompt" field.
+
+    Only a regular file of at most `MAX_PROMPTS_FILE` bytes is read: a device (`/dev/zero`) or a
+    FIFO would be read forever, and every prompt is held in memory for the run.
+    """
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: prompts_file: not a regular file")
+        if info.st_size > MAX_PROMPTS_FILE:
+            raise ConfigError(
+                f"{path}: prompts_file: {info.st_size:,} bytes, over the "
+                f"{MAX_PROMPTS_FILE >> 20} MiB a run may hold"
+            )
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ConfigError(f"{path}: prompts_file: cannot read ({exc.strerror})") from None

@@ -279,3 +279,16 @@ def test_a_second_process_waits_for_the_lock_then_fails_clearly(tmp_path: Path) 
         if holder.stdout:
             holder.stdout.close()
     assert run_pipeline("--data-dir", str(data), "compact", cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("prompts", ["/dev/zero", ".", "big.jsonl"])
+def test_a_prompts_file_that_is_not_a_regular_file_or_too_large_exits_2(
+    cli: Run, tmp_path: Path, prompts: str
+) -> None:
+    with open(tmp_path / "big.jsonl", "wb") as big:
+        big.truncate(256 * 1024 * 1024 + 1)  # sparse: no disk used
+    config = tmp_path / "c.toml"
+    config.write_text(TARGET + f'[[scenarios]]\nname = "s"\nprompts_file = "{prompts}"\n')
+    result = cli("--config", str(config), "scenarios", "validate")
+    assert result.code == 2, result.err
+    assert "prompts_file: not a regular file" in result.err or "over the 256 MiB" in result.err
