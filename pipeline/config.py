@@ -85,11 +85,13 @@ class LoadedConfig:
         return {t.name: t for t in self.config.targets}
 
     def select_scenarios(self, names: Iterable[str] | None) -> list[BenchmarkScenario]:
-        chosen = list(names or []) or list(self.config.default_scenarios)
+        # A name given twice (`--scenario a --scenario a`) runs once: a pair run twice under
+        # one run id would record the same event ids twice.
+        chosen = list(dict.fromkeys(names or [])) or list(self.config.default_scenarios)
         return [self._pick(self.scenarios, n, "scenario") for n in chosen]
 
     def select_targets(self, names: Iterable[str] | None) -> list[TargetConfig]:
-        chosen = list(names or [])
+        chosen = list(dict.fromkeys(names or []))
         if not chosen:
             return list(self.config.targets)
         return [self._pick(self.targets, n, "target") for n in chosen]

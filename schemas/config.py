@@ -136,8 +136,9 @@ class PipelineConfig(_Strict):
     scenarios: list[BenchmarkScenario] = Field(default_factory=list)
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     """Per-model overrides of the shipped price table."""
-    default_scenarios: list[SafeName] = Field(default_factory=lambda: ["quickstart"])
-    """What `execute` runs when no --scenario is given."""
+    default_scenarios: list[SafeName] = Field(default_factory=lambda: ["quickstart"], min_length=1)
+    """What `execute` runs when no --scenario is given (an empty list would run nothing and
+    report success; a repeated name would run a pair twice under one run id)."""
     lock_timeout: Duration = timedelta(seconds=30)
     trends: TrendSettings = Field(default_factory=TrendSettings)
     compare_weights: CompareWeights = Field(default_factory=CompareWeights)
@@ -152,4 +153,10 @@ class PipelineConfig(_Strict):
     @classmethod
     def _unique_scenarios(cls, value: list[BenchmarkScenario]) -> list[BenchmarkScenario]:
         require_unique_names([s.name for s in value], "scenario")
+        return value
+
+    @field_validator("default_scenarios")
+    @classmethod
+    def _unique_defaults(cls, value: list[str]) -> list[str]:
+        require_unique_names(value, "default scenario")
         return value

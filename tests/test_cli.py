@@ -292,3 +292,33 @@ def test_a_prompts_file_that_is_not_a_regular_file_or_too_large_exits_2(
     result = cli("--config", str(config), "scenarios", "validate")
     assert result.code == 2, result.err
     assert "prompts_file: not a regular file" in result.err or "over the 256 MiB" in result.err
+
+
+@pytest.mark.parametrize(
+    ("defaults", "message"),
+    [
+        ("[]", "default_scenarios: List should have at least 1 item"),
+        (
+            '["quickstart", "quickstart"]',
+            "default_scenarios: default scenario names must be unique",
+        ),
+    ],
+)
+def test_default_scenarios_is_not_empty_and_names_each_once(
+    cli: Run, tmp_path: Path, defaults: str, message: str
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f"default_scenarios = {defaults}\n" + TARGET)
+    data = tmp_path / "d"
+    result = cli("--data-dir", str(data), "--config", str(config), "execute", "--requests", "1")
+    assert result.code == 2 and f"{config}: {message}" in result.err and not data.exists()
+
+
+def test_a_scenario_or_target_named_twice_on_the_command_line_runs_once(
+    cli: Run, tmp_path: Path
+) -> None:
+    data = tmp_path / "d"
+    args = ["--scenario", "quickstart"] * 2 + ["--target", "mock-fast"] * 2
+    result = cli("-q", "--data-dir", str(data), "execute", "--requests", "1", "--json", *args)
+    assert result.code == 0, result.err
+    assert len(json.loads(result.out)["results"]) == 1
