@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,8 @@ __all__ = [
 
 DEFAULT_CONFIG_NAME = "pipeline.toml"
 BUILTIN = "<built-in default>"
+MAX_PROMPTS_FILE = 256 * 1024 * 1024
+_PLAIN_KEY = re.compile(r"[\w.-]+\Z")
 
 
 def _loc(parts: Sequence[int | str]) -> str:
@@ -38,8 +42,12 @@ def _loc(parts: Sequence[int | str]) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif _PLAIN_KEY.match(str(part)):
             out += ("." if out else "") + str(part)
+        else:
+            # A key from the file that is not a plain word (spaces, a colon, a line break, or
+            # empty) is quoted, so the message stays one `file: field: message` line.
+            out += f"[{json.dumps(str(part)[:60])}]"
     return out or "(top level)"
 
 
@@ -77,11 +85,13 @@ class LoadedConfig:
         return {t.name: t for t in self.config.targets}
 
     def select_scenarios(self, names: Iterable[str] | None) -> list[BenchmarkScenario]:
-        chosen = list(names or []) or list(self.config.default_scenarios)
+        # A name given twice (`--scenario a --scenario a`) runs once: a pair run twice under
+        # one run id would record the same event ids twice.
+        chosen = list(dict.fromkeys(names or [])) or list(self.config.default_scenarios)
         return [self._pick(self.scenarios, n, "scenario") for n in chosen]
 
     def select_targets(self, names: Iterable[str] | None) -> list[TargetConfig]:
-        chosen = list(names or [])
+        chosen = list(dict.fromkeys(names or []))
         if not chosen:
             return list(self.config.targets)
         return [self._pick(self.targets, n, "target") for n in chosen]
@@ -99,6 +109,16 @@ class LoadedConfig:
             prompts += read_prompts_file(self.base_dir / scenario.prompts_file)
         return prompts
 
+    def prompt_problems(self) -> list[str]:
+        """Every scenario's prompts read once; the message of each that cannot be used."""
+        problems = []
+        for scenario in self.scenarios.values():
+            try:
+                self.prompts(scenario)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        return problems
+
     def price(self, model: str) -> ModelPrice | None:
         """The config's price for a model, else the shipped table's, else None (unknown)."""
         if model in self.config.prices:
@@ -115,11 +135,27 @@ class LoadedConfig:
 
 
 def read_prompts_file(path: Path) -> list[str]:
-    """Prompts from JSONL: each line a JSON string or an object with a "prompt" field."""
+    """Prompts from JSONL: each line a JSON string or an object with a "prompt" field.
+
+    Only a regular file of at most `MAX_PROMPTS_FILE` bytes is read: a device (`/dev/zero`) or a
+    FIFO would be read forever, and every prompt is held in memory for the run.
+    """
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: prompts_file: not a regular file")
+        if info.st_size > MAX_PROMPTS_FILE:
+            raise ConfigError(
+                f"{path}: prompts_file: {info.st_size:,} bytes, over the "
+                f"{MAX_PROMPTS_FILE >> 20} MiB a run may hold"
+            )
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ConfigError(f"{path}: prompts_file: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: prompts_file: not UTF-8 text") from None
+    except ValueError as exc:  # a path no OS accepts (a NUL byte in it)
+        raise ConfigError(f"{str(path)!r}: prompts_file: not a usable path ({exc})") from None
     prompts = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -128,6 +164,8 @@ def read_prompts_file(path: Path) -> list[str]:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: line {number}: JSON nested too deeply") from None
         text = item.get("prompt") if isinstance(item, dict) else item
         if not isinstance(text, str) or not text:
             raise ConfigError(f"{path}: line {number}: prompt: expected a non-empty string")
@@ -179,4 +217,9 @@ def load_config(path: Path | str | None = None, *, cwd: Path | None = None) -> L
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: (top level): arrays or tables nested too deeply") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4,300)
+        reason = str(exc).split(";")[0]  # not the advice to raise Python's limit
+        raise ConfigError(f"{path}: (top level): invalid TOML value: {reason}") from None
     return parse_config(raw, str(path), path.parent)

@@ -6,6 +6,7 @@ Kept apart from the stages so they never print; the CLI decides what to show.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,8 +32,25 @@ ESTIMATED_NOTE = (
 )
 
 
+def _finite(value: Any) -> Any:
+    """`value` with every NaN and infinity (nested anywhere) replaced by None.
+
+    JSON has no NaN or Infinity: Python's `json` would print them as bare words that other
+    parsers refuse, so a summary that carries one says null instead.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def echo_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    """Print `payload` as JSON that every parser reads: non-finite numbers become null."""
+    text = json.dumps(_finite(payload), indent=2, sort_keys=True, default=str, allow_nan=False)
+    sys.stdout.write(text + "\n")
 
 
 def _cell(value: Any) -> str:

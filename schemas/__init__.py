@@ -1,6 +1,15 @@
 """Declarations only: the entities, events, config and stored-table schemas. No I/O, no imports of ours."""
 
-from schemas._types import Duration, NonNegativeDuration, SafeName, check_safe_name, parse_duration
+from schemas._types import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_DURATION,
+    Duration,
+    NonNegativeDuration,
+    SafeName,
+    check_safe_name,
+    parse_duration,
+)
 from schemas.config import CompareWeights, ModelPrice, PipelineConfig, TargetConfig, TrendSettings
 from schemas.events import (
     ERROR_TYPES,
@@ -24,6 +33,11 @@ from schemas.registry import (
 from schemas.results import BenchmarkResult, LatencyMetrics, MemoryUsage, TokenUsage
 from schemas.scenario import (
     ERROR_KINDS,
+    MAX_MOCK_MEMORY,
+    MAX_MOCK_MEMORY_TOTAL,
+    MAX_MOCK_OUTPUT_TOKENS,
+    MAX_PLANNED_REQUESTS,
+    MAX_WARMUP,
     BenchmarkScenario,
     MockConfiguration,
     ScenarioSet,
@@ -33,6 +47,14 @@ from schemas.scenario import (
 __all__ = [
     "ERROR_KINDS",
     "ERROR_TYPES",
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAX_DURATION",
+    "MAX_MOCK_MEMORY",
+    "MAX_MOCK_MEMORY_TOTAL",
+    "MAX_MOCK_OUTPUT_TOKENS",
+    "MAX_PLANNED_REQUESTS",
+    "MAX_WARMUP",
     "MIN_TREND_POINTS",
     "RUN_STATUSES",
     "SCHEMA_VERSION",

@@ -1,4 +1,8 @@
-"""The TOML config as models: targets, scenarios, prices. Keys are the models' own field names."""
+"""The TOML config as models: targets, scenarios, prices. Keys are the models' own field names.
+
+Numbers are finite and bounded (prices, thresholds, weights): each ends up in a computed column
+or a score, where an infinity becomes a NaN that no JSON or comparison can carry.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas._types import Duration, SafeName, require_unique_names
+from schemas._types import Duration, SafeName, require_unique_names, shown
 from schemas.registry import ProviderName, get_provider
 from schemas.scenario import BenchmarkScenario, MockConfiguration
 
@@ -20,17 +24,23 @@ __all__ = [
     "ResponseLimits",
     "TargetConfig",
     "TrendSettings",
+    "is_sensitive_header",
+    "strip_userinfo",
 ]
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
-"""An HTTP header name (RFC 9110 token), so a config cannot smuggle a second header or a body."""
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: `$` would allow a final newline
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+"""An HTTP field name (RFC 9110 token)."""
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*\Z")
+"""Visible ASCII, spaces and tabs: what every HTTP client sends as is (no CR/LF injection)."""
+MAX_PRICE = 1_000_000.0
+"""USD per million tokens: one dollar per token is past any real price."""
 _MIB = 1024 * 1024
 
 
 def _env_name(value: str) -> str:
     if not _ENV_NAME.match(value):
-        raise ValueError(f"{value!r} is not an environment variable name")
+        raise ValueError(f"{shown(value)} is not an environment variable name")
     return value
 
 
@@ -90,20 +100,20 @@ class TargetConfig(_Strict):
             )
         return data
 
+    @field_validator("headers", "secret_headers")
+    @classmethod
+    def _http_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{shown(name)} is not an HTTP header name")
+            if not _HEADER_VALUE.match(text):
+                raise ValueError(f"header {shown(name)}: use visible ASCII (no line breaks)")
+        return value
+
     @field_validator("api_key_env")
     @classmethod
     def _key_env(cls, value: str | None) -> str | None:
         return _env_name(value) if value is not None else None
-
-    @field_validator("headers", "secret_headers")
-    @classmethod
-    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, item in value.items():
-            if not _HEADER_NAME.match(name):
-                raise ValueError(f"{name!r} is not an HTTP header name")
-            if any(c in item for c in "\r\n\x00"):
-                raise ValueError(f"header {name!r}: a value must be one line")
-        return value
 
     @field_validator("secret_headers")
     @classmethod
@@ -115,8 +125,8 @@ class TargetConfig(_Strict):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s]+$", value):
-            raise ValueError(f"{value!r} is not an http(s) URL")
+        if value is not None and not re.match(r"^https?://[^\s]+\Z", value):
+            raise ValueError(f"{shown(value)} is not an http(s) URL")
         return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
@@ -168,34 +178,36 @@ def strip_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
+
+
 class ModelPrice(_Strict):
     """USD per million tokens."""
 
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cached_input: float | None = Field(default=None, ge=0)
+    input: float = Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)
+    output: float = Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)
+    cached_input: float | None = Field(default=None, ge=0, le=MAX_PRICE, allow_inf_nan=False)
     as_of: date | None = None
 
 
 class TrendSettings(_Strict):
     """Thresholds of `profile` (calibrated defaults; see the README's Trends section)."""
 
-    min_change: float = Field(default=0.05, ge=0.0)
+    min_change: float = Field(default=0.05, ge=0.0, le=1000.0, allow_inf_nan=False)
     """A direction needs at least this relative change over the window."""
-    confidence_threshold: float = Field(default=0.99, gt=0.0, le=1.0)
+    confidence_threshold: float = Field(default=0.99, gt=0.0, le=1.0, allow_inf_nan=False)
     """...and at least this one-sided Mann-Kendall confidence."""
-    step_p: float = Field(default=0.001, gt=0.0, lt=1.0)
+    step_p: float = Field(default=0.001, gt=0.0, lt=1.0, allow_inf_nan=False)
     """A change point needs a Welch p-value at most this."""
-    min_points: int = Field(default=3, ge=2)
-    min_segment: int = Field(default=3, ge=2)
+    min_points: int = Field(default=3, ge=2, le=100_000)
+    min_segment: int = Field(default=3, ge=2, le=100_000)
 
 
 class CompareWeights(_Strict):
     """Weights of `compare`'s 0-100 overall score (normalised to sum 1)."""
 
-    latency: float = Field(default=0.4, ge=0.0)
-    cost: float = Field(default=0.3, ge=0.0)
-    reliability: float = Field(default=0.3, ge=0.0)
+    latency: float = Field(default=0.4, ge=0.0, le=1000.0, allow_inf_nan=False)
+    cost: float = Field(default=0.3, ge=0.0, le=1000.0, allow_inf_nan=False)
+    reliability: float = Field(default=0.3, ge=0.0, le=1000.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _some_weight(self) -> CompareWeights:
@@ -209,8 +221,9 @@ class PipelineConfig(_Strict):
     scenarios: list[BenchmarkScenario] = Field(default_factory=list)
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     """Per-model overrides of the shipped price table."""
-    default_scenarios: list[SafeName] = Field(default_factory=lambda: ["quickstart"])
-    """What `execute` runs when no --scenario is given."""
+    default_scenarios: list[SafeName] = Field(default_factory=lambda: ["quickstart"], min_length=1)
+    """What `execute` runs when no --scenario is given (an empty list would run nothing and
+    report success; a repeated name would run a pair twice under one run id)."""
     lock_timeout: Duration = timedelta(seconds=30)
     trends: TrendSettings = Field(default_factory=TrendSettings)
     compare_weights: CompareWeights = Field(default_factory=CompareWeights)
@@ -225,4 +238,10 @@ class PipelineConfig(_Strict):
     @classmethod
     def _unique_scenarios(cls, value: list[BenchmarkScenario]) -> list[BenchmarkScenario]:
         require_unique_names([s.name for s in value], "scenario")
+        return value
+
+    @field_validator("default_scenarios")
+    @classmethod
+    def _unique_defaults(cls, value: list[str]) -> list[str]:
+        require_unique_names(value, "default scenario")
         return value

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
+from schemas._types import shown
+
 __all__ = [
     "ProviderKind",
     "ProviderName",
@@ -62,7 +64,7 @@ def get_provider(name: str) -> ProviderKind:
         return _REGISTRY[name]
     except KeyError:
         known = ", ".join(registered_providers())
-        raise ValueError(f"unknown provider {name!r}; registered providers: {known}") from None
+        raise ValueError(f"unknown provider {shown(name)}; registered providers: {known}") from None
 
 
 def check_registered(name: str) -> str:

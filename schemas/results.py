@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas._types import Duration, UtcDatetime
+from schemas._types import Elapsed, UtcDatetime
 from schemas.registry import ProviderName
 
 __all__ = ["BenchmarkResult", "LatencyMetrics", "MemoryUsage", "TokenUsage"]
@@ -96,7 +96,7 @@ class BenchmarkResult(_Frozen):
     test_name: str = Field(min_length=1)
     provider_name: ProviderName
     model_name: str = Field(min_length=1)
-    duration: Duration
+    duration: Elapsed
     tokens_used: TokenUsage
     latency_percentiles: LatencyMetrics | None = None
     throughput_rps: NonNegFloat

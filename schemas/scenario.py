@@ -2,6 +2,10 @@
 
 `add_scenario_validator` is the seed's scenario-level custom validation hook: a function that
 raises `ValueError` for a scenario it refuses; it runs on every scenario validated afterwards.
+
+Every number has an upper bound, and floats must be finite: what a run plans up front (every
+arrival time, every prompt choice, the mock's tokens and held memory) is sized by these fields,
+so an unbounded one is a MemoryError or a run that never ends rather than a message naming it.
 """
 
 from __future__ import annotations
@@ -12,17 +16,39 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas._types import Duration, NonNegativeDuration, SafeName, require_unique_names
+from schemas._types import (
+    Duration,
+    NonNegativeDuration,
+    SafeName,
+    field_error,
+    require_unique_names,
+)
 
 __all__ = [
     "ERROR_KINDS",
     "OFFERED_TOOL",
     "TOOL_CHOICES",
+    "MAX_MOCK_MEMORY",
+    "MAX_MOCK_MEMORY_TOTAL",
+    "MAX_MOCK_OUTPUT_TOKENS",
+    "MAX_PLANNED_REQUESTS",
+    "MAX_WARMUP",
     "BenchmarkScenario",
     "MockConfiguration",
     "ScenarioSet",
     "add_scenario_validator",
 ]
+
+MAX_PLANNED_REQUESTS = 10_000_000
+"""Warmup plus measured requests of one scenario (an open loop's: rate × duration arrivals).
+The plan holds every arrival time and prompt choice in memory before the first request."""
+MAX_WARMUP = 1_000_000
+MAX_MOCK_OUTPUT_TOKENS = 100_000
+"""The most tokens the mock generates for one response (it plans every token's time)."""
+MAX_MOCK_MEMORY = 1 << 30
+"""`memory_usage_simulation` per request: at most 1 GiB."""
+MAX_MOCK_MEMORY_TOTAL = 4 << 30
+"""`memory_usage_simulation × concurrency_limit`: the most the mock holds at once, 4 GiB."""
 
 ScenarioValidator = Callable[["BenchmarkScenario"], None]
 _VALIDATORS: list[ScenarioValidator] = []
@@ -52,17 +78,19 @@ class MockConfiguration(_Frozen):
 
     simulated_latency: NonNegativeDuration = timedelta(milliseconds=50)
     """Delay before the first token."""
-    token_generation_rate: float = Field(default=100.0, gt=0.0, allow_inf_nan=False)
-    """Tokens per second after the first one."""
-    error_injection_rate: float = Field(default=0.0, ge=0.0, le=1.0)
-    memory_usage_simulation: int = Field(default=0, ge=0)
+    token_generation_rate: float = Field(default=100.0, ge=0.001, le=1e6, allow_inf_nan=False)
+    """Tokens per second after the first one (one per 1000 s at the slowest: a response's
+    planned times stay finite)."""
+    error_injection_rate: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    memory_usage_simulation: int = Field(default=0, ge=0, le=MAX_MOCK_MEMORY)
     """Bytes held per request in flight."""
-    concurrency_limit: int = Field(default=100, ge=1)
-    response_variability: float = Field(default=0.0, ge=0.0, le=1.0)
+    concurrency_limit: int = Field(default=100, ge=1, le=10_000)
+    response_variability: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     """Relative spread of the timings."""
-    output_tokens: int | None = Field(default=None, ge=1)
+    output_tokens: int | None = Field(default=None, ge=1, le=MAX_MOCK_OUTPUT_TOKENS)
     """Tokens per response; None: the request's max_tokens."""
     seed: int = 0
+    """Any integer: mixed into 64 bits (`mock_sim`), and stored only inside the target's JSON."""
     error_kinds: tuple[ErrorKind, ...] = ("rate_limit", "server_error", "unavailable")
     """Which failures `error_injection_rate` draws from, uniformly."""
     overload: Literal["queue", "reject"] = "queue"
@@ -83,6 +111,19 @@ class MockConfiguration(_Frozen):
             raise ValueError("at least one error kind is needed")
         return tuple(dict.fromkeys(value))
 
+    @model_validator(mode="after")
+    def _memory_total(self) -> MockConfiguration:
+        total = self.memory_usage_simulation * self.concurrency_limit
+        if total > MAX_MOCK_MEMORY_TOTAL:
+            raise field_error(
+                "MockConfiguration",
+                "memory_usage_simulation",
+                f"memory_usage_simulation × concurrency_limit is {total:,} bytes, over the "
+                f"{MAX_MOCK_MEMORY_TOTAL >> 30} GiB the mock may hold at once: lower either",
+                self.memory_usage_simulation,
+            )
+        return self
+
 
 class BenchmarkScenario(_Frozen):
     """A workload: prompts, how many requests, how concurrent, and what it requires."""
@@ -98,9 +139,9 @@ class BenchmarkScenario(_Frozen):
     tools_required: bool = False
     streaming_required: bool = False
     max_tokens: int = Field(default=64, ge=1, le=1_000_000)
-    warmup: int = Field(default=0, ge=0)
+    warmup: int = Field(default=0, ge=0, le=MAX_WARMUP)
     """Requests sent first, recorded with warmup=true, excluded from every result."""
-    rate: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    rate: float | None = Field(default=None, ge=1e-6, le=1e6, allow_inf_nan=False)
     """Open loop: requests per second (None: closed loop at `concurrency_level`)."""
     arrival: Literal["constant", "poisson"] = "poisson"
     ramp_up: NonNegativeDuration = timedelta(0)
@@ -119,9 +160,33 @@ class BenchmarkScenario(_Frozen):
             raise ValueError("test_prompts: at least one prompt is needed (or a prompts_file)")
         if self.tool_choice is not None and not self.tools_required:
             raise ValueError("tool_choice needs tools_required = true (no tool is offered)")
+        self._check_planned()
         for check in list(_VALIDATORS):
             check(self)
         return self
+
+    def _check_planned(self) -> None:
+        """Refuse a plan too large to hold: warmup + measured requests over MAX_PLANNED_REQUESTS."""
+        limit = f"{MAX_PLANNED_REQUESTS:,}"
+        if self.rate is not None and self.duration is not None:
+            arrivals = self.rate * self.duration.total_seconds()
+            if self.warmup + arrivals > MAX_PLANNED_REQUESTS:
+                warmup = f" (and {self.warmup:,} warmup)" if self.warmup else ""
+                raise field_error(
+                    "BenchmarkScenario",
+                    "duration",
+                    f"rate × duration plans {arrivals:,.0f} arrivals{warmup}, over the "
+                    f"{limit} requests a run may plan: lower rate or duration",
+                    self.duration.total_seconds(),
+                )
+        elif self.warmup + self.expected_operations > MAX_PLANNED_REQUESTS:
+            raise field_error(
+                "BenchmarkScenario",
+                "warmup",
+                f"warmup + expected_operations is {self.warmup + self.expected_operations:,}, "
+                f"over the {limit} requests a run may plan",
+                self.warmup,
+            )
 
 
 class ScenarioSet(_Frozen):

@@ -87,6 +87,100 @@ def test_config_errors_name_the_field(cli: Run, tmp_path: Path, text: str, messa
     assert result.code == 2 and message in result.err and str(config) in result.err
 
 
+TARGET = '[[targets]]\nname = "a"\nprovider = "mock"\nmodel = "x"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "deep = " + "[" * 3000 + "]" * 3000 + "\n" + TARGET,
+            "(top level): arrays or tables nested",
+        ),
+        (
+            "big = " + "9" * 5000 + "\n" + TARGET,
+            "(top level): invalid TOML value: Exceeds the limit",
+        ),
+        (TARGET + "mock = { seed = 1e400 }\n", "targets[0].mock.seed: Input should be a finite"),
+        (
+            TARGET + "[[scenarios]]\nname = 's'\ntest_prompts = ['x']\nduration = inf\n",
+            "scenarios[0].duration: invalid duration inf: must be a finite number",
+        ),
+        (TARGET + '"a b\\nc:" = 1\n', 'targets[0]["a b\\nc:"]: Extra inputs'),
+        ("targets = 5\n", "targets: Input should be a valid list"),
+        ("targets = [5]\n", "targets[0]: Input should be a valid dictionary"),
+        (TARGET + "mock = [1, 2]\n", "targets[0].mock: Input should be a valid dictionary"),
+        (TARGET + 'name2 = "é🙂"\n', "targets[0].name2: Extra inputs"),
+    ],
+)
+def test_odd_shapes_and_huge_values_exit_2_naming_the_field(
+    cli: Run, tmp_path: Path, text: str, message: str
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(text, encoding="utf-8")
+    result = cli("--config", str(config), "scenarios", "validate")
+    assert result.code == 2 and f"{config}: {message}" in result.err, result.err
+    assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_validate_reports_every_file_and_every_problem(cli: Run, tmp_path: Path) -> None:
+    good, bad, worse = tmp_path / "good.toml", tmp_path / "bad.toml", tmp_path / "worse.toml"
+    good.write_text(TARGET)
+    bad.write_text(TARGET + "max_retries = 99\n")
+    worse.write_text(
+        TARGET
+        + '[[scenarios]]\nname = "s"\nprompts_file = "none.jsonl"\n'
+        + '[[scenarios]]\nname = "t"\nprompts_file = "bin.jsonl"\n'
+    )
+    (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe")
+    result = cli(
+        "scenarios", "validate", str(bad), str(tmp_path / "nowhere.toml"), str(worse), str(good)
+    )
+    assert result.code == 2
+    lines = [line.removeprefix("error: ") for line in result.err.strip().splitlines()]
+    assert f"{bad}: targets[0].max_retries: Input should be less than or equal to 10" in lines
+    assert f"{tmp_path / 'nowhere.toml'}: config file not found" in lines
+    assert any(
+        line.endswith("none.jsonl: prompts_file: cannot read (No such file or directory)")
+        for line in lines
+    )
+    assert any(line.endswith("bin.jsonl: prompts_file: not UTF-8 text") for line in lines)
+    assert f"{good}: ok (5 scenarios, 1 targets)" in lines
+    assert len(lines) == 5
+    assert cli("scenarios", "validate", str(good), str(good)).code == 0
+
+
+def test_a_prompts_line_nested_too_deeply_exits_2(cli: Run, tmp_path: Path) -> None:
+    (tmp_path / "p.jsonl").write_text('"fine"\n' + "[" * 100_000 + "\n")
+    config = tmp_path / "c.toml"
+    config.write_text(TARGET + '[[scenarios]]\nname = "s"\nprompts_file = "p.jsonl"\n')
+    result = cli("--config", str(config), "scenarios", "validate")
+    assert result.code == 2 and "p.jsonl: line 2: JSON nested too deeply" in result.err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--duration", "1e400"], "Invalid value for '--duration': invalid duration '1e400'"),
+        (["--duration", "8d"], "command line: quickstart.duration: must be at most 7 days"),
+        (["--rate", "inf"], "command line: quickstart.rate: Input should be a finite number"),
+        (
+            ["--rate", "1000000", "--duration", "7d"],
+            "command line: quickstart.duration: rate × duration plans",
+        ),
+        (["--requests", "10000001"], "command line: quickstart.expected_operations"),
+        (["--seed", str(2**63)], "Invalid value for '--seed'"),
+    ],
+)
+def test_execute_overrides_are_validated_like_the_config(
+    cli: Run, tmp_path: Path, args: list[str], message: str
+) -> None:
+    data = tmp_path / "d"
+    result = cli("--data-dir", str(data), "execute", *args)
+    assert result.code == 2 and message in result.err, result.err
+    assert "Traceback" not in result.err and not data.exists()
+
+
 def test_a_missing_config_file_exits_2(cli: Run) -> None:
     result = cli("--config", "nowhere.toml", "scenarios", "list")
     assert result.code == 2 and "nowhere.toml: config file not found" in result.err
@@ -218,3 +312,46 @@ streaming_required = true
     assert aggregated.code == 0 and "~" in aggregated.out and "estimated" in aggregated.err
     compared = cli("--data-dir", data, "--config", str(config), "compare")
     assert compared.code == 0 and "~" in compared.out and "estimated" in compared.out
+
+
+@pytest.mark.parametrize("prompts", ["/dev/zero", ".", "big.jsonl"])
+def test_a_prompts_file_that_is_not_a_regular_file_or_too_large_exits_2(
+    cli: Run, tmp_path: Path, prompts: str
+) -> None:
+    with open(tmp_path / "big.jsonl", "wb") as big:
+        big.truncate(256 * 1024 * 1024 + 1)  # sparse: no disk used
+    config = tmp_path / "c.toml"
+    config.write_text(TARGET + f'[[scenarios]]\nname = "s"\nprompts_file = "{prompts}"\n')
+    result = cli("--config", str(config), "scenarios", "validate")
+    assert result.code == 2, result.err
+    assert "prompts_file: not a regular file" in result.err or "over the 256 MiB" in result.err
+
+
+@pytest.mark.parametrize(
+    ("defaults", "message"),
+    [
+        ("[]", "default_scenarios: List should have at least 1 item"),
+        (
+            '["quickstart", "quickstart"]',
+            "default_scenarios: default scenario names must be unique",
+        ),
+    ],
+)
+def test_default_scenarios_is_not_empty_and_names_each_once(
+    cli: Run, tmp_path: Path, defaults: str, message: str
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f"default_scenarios = {defaults}\n" + TARGET)
+    data = tmp_path / "d"
+    result = cli("--data-dir", str(data), "--config", str(config), "execute", "--requests", "1")
+    assert result.code == 2 and f"{config}: {message}" in result.err and not data.exists()
+
+
+def test_a_scenario_or_target_named_twice_on_the_command_line_runs_once(
+    cli: Run, tmp_path: Path
+) -> None:
+    data = tmp_path / "d"
+    args = ["--scenario", "quickstart"] * 2 + ["--target", "mock-fast"] * 2
+    result = cli("-q", "--data-dir", str(data), "execute", "--requests", "1", "--json", *args)
+    assert result.code == 0, result.err
+    assert len(json.loads(result.out)["results"]) == 1

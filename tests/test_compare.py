@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +91,38 @@ def test_compare_from_the_cli(cli: Run, tmp_path: Path) -> None:
     assert "fastest: fast" in text and "most cost-effective: cheap" in text
     bad = cli("--data-dir", str(data), "compare", "--scenario", "nope")
     assert bad.code == 2 and "no results for scenario 'nope'" in bad.err
+
+
+def _strict_json(text: str) -> object:
+    def refuse(constant: str) -> object:
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_compare_json_is_valid_json_when_a_number_is_not_finite(cli: Run, tmp_path: Path) -> None:
+    """A price past any real one made a cost infinite (and, with infinite weights, the score
+    NaN): `--json` printed the bare words `Infinity`/`NaN`, which no JSON parser accepts."""
+    data = tmp_path / "data"
+    rows = three_targets()
+    rows[-1] = {**rows[-1], "cost_usd": float("inf")}  # cheap's latest run
+    write_results(data, rows)
+    result = cli("--data-dir", str(data), "compare", "--json")
+    assert result.code == 0
+    parsed: Any = _strict_json(result.out)
+    (chat,) = parsed
+    costs = {t["target"]: t["usd_per_million_output_tokens"] for t in chat["targets"]}
+    assert costs["cheap"] is None and costs["fast"] > 0
+
+
+def test_scores_stay_finite_with_zero_latency_zero_cost_and_zero_weights() -> None:
+    free = result_row(
+        0, target="free", latency_p50_ms=0.0, latency_p95_ms=0.0, price_output_per_mtok=0.0
+    )
+    free = {**free, "price_input_per_mtok": 0.0, "cost_usd": 0.0}
+    rows = [free, result_row(1, target="paid"), result_row(2, target="unpriced")]
+    rows[2] = {**rows[2], "cost_usd": None}
+    for weights in (CompareWeights(), CompareWeights(latency=0, cost=1, reliability=0)):
+        for subset in (rows[:2], rows):
+            table = compare(results_frame(subset), "chat", weights).table
+            assert all(0 <= s <= 100 for s in table["score"].to_list()), table

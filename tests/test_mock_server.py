@@ -55,7 +55,7 @@ async def wait_idle(base: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=base) as client:
         for _ in range(500):
             health: dict[str, Any] = (await client.get("/health")).json()
-            if not health["in_flight"]:
+            if not health["in_flight"] and not health["held_bytes"]:
                 return health
             await trio.sleep(0.01)
     raise AssertionError(f"requests still in flight: {health}")

@@ -12,12 +12,15 @@ from pydantic import ValidationError
 
 from pipeline.config import format_validation_error
 from schemas import (
+    MAX_PLANNED_REQUESTS,
     TABLES,
     BenchmarkResult,
     BenchmarkScenario,
+    CompareWeights,
     LatencyMetrics,
     MetricTrend,
     MockConfiguration,
+    ModelPrice,
     PerformanceProfile,
     ProviderKind,
     RequestEvent,
@@ -27,6 +30,7 @@ from schemas import (
     TargetConfig,
     TokenUsage,
     TrendMetrics,
+    TrendSettings,
     add_scenario_validator,
     parse_duration,
     register_provider,
@@ -144,6 +148,7 @@ def test_counts_are_non_negative_and_operations_positive(n: int) -> None:
         (3, 3.0),
         (0.25, 0.25),
         ("250us", 0.00025),
+        ("1d", 86400.0),
     ],
 )
 def test_durations_accept_seconds_or_units(text: object, seconds: float) -> None:
@@ -154,6 +159,129 @@ def test_durations_accept_seconds_or_units(text: object, seconds: float) -> None
 def test_timeouts_must_be_positive_durations(bad: object) -> None:
     with pytest.raises(ValidationError, match="timeout_duration"):
         scenario(timeout_duration=bad)
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(
+    "bad", [INF, -INF, NAN, 1e400, 10**400, 1e15, "1e400s", "1e300h", "inf", "nan", "99999999999h"]
+)
+def test_a_duration_a_timedelta_cannot_hold_is_a_value_error(bad: object) -> None:
+    with pytest.raises(ValueError, match="invalid duration") as caught:
+        parse_duration(bad)
+    assert not isinstance(caught.value, OverflowError)
+    with pytest.raises(ValidationError, match="timeout_duration"):
+        scenario(timeout_duration=bad)
+
+
+@pytest.mark.parametrize(
+    ("field", "model"),
+    [
+        ("timeout_duration", "scenario"),
+        ("duration", "scenario"),
+        ("ramp_up", "scenario"),
+        ("simulated_latency", "mock"),
+        ("hang", "mock"),
+        ("retry_after", "mock"),
+        ("request_timeout", "target"),
+    ],
+)
+def test_durations_are_at_most_seven_days(field: str, model: str) -> None:
+    def build(value: object) -> object:
+        if model == "scenario":
+            return scenario(**{field: value})
+        if model == "mock":
+            return MockConfiguration.model_validate({field: value})
+        return TargetConfig.model_validate(
+            {"name": "t", "provider": "mock", "model": "m", field: value}
+        )
+
+    assert build("7d") is not None and build(7 * 86400) is not None
+    with pytest.raises(ValidationError, match=rf"{field}\n.*at most 7 days"):
+        build(7 * 86400 + 1)
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "bad"),
+    [
+        (MockConfiguration, "token_generation_rate", INF),
+        (MockConfiguration, "token_generation_rate", 1e-6),
+        (MockConfiguration, "token_generation_rate", 1e7),
+        (MockConfiguration, "error_injection_rate", NAN),
+        (MockConfiguration, "response_variability", NAN),
+        (MockConfiguration, "memory_usage_simulation", 2**30 + 1),
+        (MockConfiguration, "concurrency_limit", 10_001),
+        (MockConfiguration, "output_tokens", 100_001),
+        (ModelPrice, "input", INF),
+        (ModelPrice, "output", NAN),
+        (ModelPrice, "cached_input", 1e7),
+        (TrendSettings, "min_change", INF),
+        (TrendSettings, "confidence_threshold", NAN),
+        (TrendSettings, "step_p", NAN),
+        (TrendSettings, "min_points", 10**6),
+        (TrendSettings, "min_segment", 2**64),
+        (CompareWeights, "latency", INF),
+        (CompareWeights, "cost", NAN),
+        (CompareWeights, "reliability", 1001),
+    ],
+)
+def test_numbers_are_finite_and_bounded(model: Any, field: str, bad: object) -> None:
+    base = {"input": 1, "output": 1} if model is ModelPrice else {}
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate({**base, field: bad})
+    assert fields_in_error(caught.value).startswith(f"f: {field}: ")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"rate": INF}, "rate"),
+        ({"rate": 1e7}, "rate"),
+        ({"warmup": 1_000_001}, "warmup"),
+        ({"rate": 1000, "duration": "3h"}, "duration"),  # 10.8M arrivals
+        ({"rate": 100, "duration": 100_000, "warmup": 1}, "duration"),
+        ({"expected_operations": MAX_PLANNED_REQUESTS, "warmup": 1}, "warmup"),
+    ],
+)
+def test_what_a_run_plans_is_bounded(overrides: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        scenario(**overrides)
+    assert fields_in_error(caught.value).startswith(f"f: {field}: ")
+
+
+def test_a_plan_at_the_limit_is_accepted() -> None:
+    assert scenario(rate=100, duration=100_000).duration == timedelta(seconds=100_000)
+    assert scenario(expected_operations=MAX_PLANNED_REQUESTS - 5, warmup=5).warmup == 5
+
+
+def test_the_mock_holds_at_most_4_gib_at_once() -> None:
+    assert MockConfiguration(memory_usage_simulation=2**30, concurrency_limit=4)
+    with pytest.raises(ValidationError) as caught:
+        MockConfiguration(memory_usage_simulation=2**30, concurrency_limit=5)
+    message = fields_in_error(caught.value)
+    assert message.startswith("f: memory_usage_simulation: ") and "concurrency_limit" in message
+    # Inside a config, the error keeps the path to the field.
+    with pytest.raises(ValidationError) as caught:
+        TargetConfig(name="t", provider="mock", model="m", mock={"memory_usage_simulation": 2**30})
+    assert fields_in_error(caught.value).startswith("f: mock.memory_usage_simulation: ")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "ok\n"),
+        ("base_url", "https://x.example\n"),
+        ("api_key_env", "KEY\n"),
+        ("headers", {"x bad": "v"}),
+        ("headers", {"x-ok": "a\r\nx-injected: 1"}),
+    ],
+)
+def test_a_target_refuses_line_breaks_and_bad_header_names(field: str, value: object) -> None:
+    fields: dict[str, Any] = {"name": "t", "provider": "openai", "model": "m", field: value}
+    with pytest.raises(ValidationError) as caught:
+        TargetConfig.model_validate(fields)
+    assert fields_in_error(caught.value).startswith(f"f: {field}: ")
 
 
 def test_zero_latency_is_allowed_for_the_mock() -> None:

@@ -12,6 +12,7 @@ import click
 from pipeline.config import LoadedConfig, load_config
 from pipeline.errors import NotBuiltError
 from pipeline.store.lock import LockHolder, LockOptions
+from schemas import INT64_MAX, INT64_MIN
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -19,6 +20,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_REGRESSION",
+    "SEED",
     "Context",
     "json_option",
     "not_built",
@@ -27,6 +29,8 @@ __all__ = [
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 F = TypeVar("F", bound=Callable[..., Any])
+SEED = click.IntRange(INT64_MIN, INT64_MAX)
+"""A seed is recorded in an int64 column: a larger one would fail only when its events are written."""
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from pipeline.commands._base import Context, json_option, pass_ctx
+from pipeline.commands._base import SEED, Context, json_option, pass_ctx
 from pipeline.ui import ProgressReporter, echo_json, print_table, progress
 from schemas import parse_duration
 
@@ -96,7 +96,7 @@ class _DurationType(click.ParamType):  # type: ignore[type-arg]
 )
 @click.option(
     "--seed",
-    type=int,
+    type=SEED,
     default=None,
     help="Seed for prompt choice and arrivals (default: random, recorded).",
 )

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from pipeline.commands._base import EXIT_OK, EXIT_REGRESSION, Context, json_option, pass_ctx
+from pipeline.commands._base import EXIT_OK, EXIT_REGRESSION, SEED, Context, json_option, pass_ctx
 from pipeline.commands.analysis import aggregate
 from pipeline.commands.execute import execute
 from pipeline.commands.insight import fail_on_regression_option, profile, recommend
@@ -32,7 +32,7 @@ __all__ = ["COMMANDS"]
 @click.option(
     "--requests", type=click.IntRange(min=1), default=None, help="Override expected_operations."
 )
-@click.option("--seed", type=int, default=None, help="Seed for prompt choice and arrivals.")
+@click.option("--seed", type=SEED, default=None, help="Seed for prompt choice and arrivals.")
 @fail_on_regression_option
 @json_option
 @pass_ctx

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from pipeline.commands._base import EXIT_OK, Context, json_option, pass_ctx
-from pipeline.config import load_config
+from pipeline.config import LoadedConfig, load_config
+from pipeline.errors import ConfigError
 from pipeline.ui import echo_json, print_table
 
 __all__ = ["COMMANDS"]
@@ -75,15 +76,25 @@ def show(ctx: Context, name: str) -> int:
 def validate(ctx: Context, files: tuple[Path, ...]) -> int:
     """Validate config files (default: the active config), including prompts files.
 
-    Exit 0 when valid; 2 with `file: field: message` lines when not.
+    Every file is checked, whatever the ones before it held. Exit 0 when all are valid; 2 with
+    one `file: field: message` line per problem when any is not.
     """
-    configs = [load_config(path) for path in files] if files else [ctx.config]
-    for loaded in configs:
-        for scenario in loaded.scenarios.values():
-            loaded.prompts(scenario)
-        ctx.info(
-            f"{loaded.source}: ok ({len(loaded.scenarios)} scenarios, {len(loaded.targets)} targets)"
-        )
+    problems: list[str] = []
+    for path in files or (None,):
+        try:
+            loaded: LoadedConfig = load_config(path) if path is not None else ctx.config
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        found = loaded.prompt_problems()
+        problems += found
+        if not found:
+            ctx.info(
+                f"{loaded.source}: ok "
+                f"({len(loaded.scenarios)} scenarios, {len(loaded.targets)} targets)"
+            )
+    if problems:
+        raise ConfigError("\n".join(problems))
     return EXIT_OK
 
 

@@ -23,8 +23,8 @@ from stages.execute.mock_wire import (
     message_texts,
     model_of,
     new_id,
-    positive_int,
     text_of,
+    token_limit,
 )
 
 __all__ = ["ANTHROPIC", "AnthropicEncoder", "parse_anthropic"]
@@ -34,6 +34,7 @@ _ERRORS = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "request_too_large",
+    431: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
     529: "overloaded_error",
@@ -44,7 +45,7 @@ def parse_anthropic(body: dict[str, Any]) -> Chat:
     model = model_of(body)
     if body.get("max_tokens") is None:
         raise BadRequest("max_tokens: Field required", "max_tokens")
-    max_tokens = positive_int(body.get("max_tokens"), "max_tokens")
+    max_tokens = token_limit(body.get("max_tokens"), "max_tokens")
     texts = message_texts(body, required=True)
     prompt = "\n".join([text_of(body.get("system")), *texts])
     chat = Chat(model, flag(body, "stream", False), max_tokens, prompt)

@@ -23,7 +23,7 @@ from stages.execute.mock_wire import (
     function_tools,
     message_texts,
     model_of,
-    positive_int,
+    token_limit,
 )
 
 __all__ = ["OLLAMA", "OllamaEncoder", "parse_ollama"]
@@ -38,7 +38,7 @@ def parse_ollama(body: dict[str, Any]) -> Chat:
     predict = (options or {}).get("num_predict")
     if isinstance(predict, int) and not isinstance(predict, bool) and predict < 0:
         predict = None  # Ollama: -1 means "until the model stops"
-    chat = Chat(model, flag(body, "stream", True), positive_int(predict, "num_predict"), prompt)
+    chat = Chat(model, flag(body, "stream", True), token_limit(predict, "num_predict"), prompt)
     tools = function_tools(body)
     if tools:
         chat.tool_name, chat.tool_arg = tools[0]

@@ -24,7 +24,7 @@ from stages.execute.mock_wire import (
     message_texts,
     model_of,
     new_id,
-    positive_int,
+    token_limit,
 )
 
 __all__ = ["OPENAI", "UNCAPPED_TOKENS", "OpenAIEncoder", "mimic_openai_server", "parse_openai"]
@@ -38,6 +38,7 @@ _ERRORS = {
     404: ("invalid_request_error", "unknown_url"),
     405: ("invalid_request_error", "method_not_allowed"),
     413: ("invalid_request_error", "request_too_large"),
+    431: ("invalid_request_error", "request_header_fields_too_large"),
     429: ("requests", "rate_limit_exceeded"),
     500: ("server_error", None),
     503: ("server_error", "service_unavailable"),
@@ -47,9 +48,9 @@ _ERRORS = {
 def parse_openai(body: dict[str, Any]) -> Chat:
     model = model_of(body)
     prompt = "\n".join(message_texts(body, required=True))
-    max_tokens = positive_int(body.get("max_completion_tokens"), "max_completion_tokens")
+    max_tokens = token_limit(body.get("max_completion_tokens"), "max_completion_tokens")
     if max_tokens is None:
-        max_tokens = positive_int(body.get("max_tokens"), "max_tokens")
+        max_tokens = token_limit(body.get("max_tokens"), "max_tokens")
     stream = flag(body, "stream", False)
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):

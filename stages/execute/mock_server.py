@@ -41,7 +41,14 @@ import trio
 
 from schemas.scenario import MockConfiguration
 from stages.execute.mock_anthropic import ANTHROPIC
-from stages.execute.mock_connection import Connection, Headers, Request, response
+from stages.execute.mock_connection import (
+    BodyBudget,
+    Connection,
+    Headers,
+    Request,
+    ServerBusy,
+    response,
+)
 from stages.execute.mock_ollama import OLLAMA
 from stages.execute.mock_openai import OPENAI, mimic_openai_server
 from stages.execute.mock_sim import (
@@ -95,6 +102,8 @@ class MockServer:
         self.config = config
         self.simulator = MockSimulator(config)
         self.gate = ConcurrencyGate.from_config(config)
+        self.budget = BodyBudget()
+        """Request bytes held across all connections (503 past `MAX_HELD_BYTES`)."""
         self.log = log
         self.requests = 0
         """Generation requests numbered so far (the next request's index)."""
@@ -103,25 +112,14 @@ class MockServer:
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """Serve one connection until it closes; nothing it sends can escape this function."""
-        conn = Connection(stream)
+        conn = Connection(stream, self.budget)
         self.connections += 1
         try:
             while True:
                 try:
                     request = await conn.read_request()
                 except (BadRequest, h11.RemoteProtocolError) as exc:
-                    # Too large or not HTTP: answer in OpenAI's shape (the path is unknown or
-                    # untrusted), then close without a reset that would swallow the answer.
-                    conn.must_close = True
-                    if conn.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                        if isinstance(exc, BadRequest):
-                            status, msg = exc.status, exc.message
-                        else:
-                            status, msg = exc.error_status_hint, f"malformed HTTP request: {exc}"
-                        await self._error(conn, OPENAI, status, msg, None, _Outcome())
-                        if self.log is not None:
-                            self.log(f"- - {status} {msg}")
-                        await conn.linger()
+                    await self._refuse(conn, exc)
                     break
                 if request is None:
                     break
@@ -134,7 +132,30 @@ class MockServer:
             if self.log is not None:
                 self.log(f"connection error: {type(exc).__name__}: {exc}")
         finally:
+            conn.release()
             await trio.aclose_forcefully(stream)
+
+    async def _refuse(self, conn: Connection, exc: BadRequest | h11.RemoteProtocolError) -> None:
+        """Answer a request that could not be read (too large, not HTTP, server full), then
+        close without a reset that would swallow the answer."""
+        conn.must_close = True
+        conn.release()  # a refused body is not kept
+        if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        # The path is known once the head was read; before that (not HTTP) OpenAI's shape.
+        provider = _provider_for(conn.path)
+        headers: Headers = []
+        if isinstance(exc, ServerBusy):
+            status, msg = provider.unavailable_status, exc.message
+            headers.append(("retry-after", "1"))
+        elif isinstance(exc, BadRequest):
+            status, msg = exc.status, exc.message
+        else:
+            status, msg = exc.error_status_hint, f"malformed HTTP request: {exc}"
+        await self._error(conn, provider, status, msg, None, _Outcome(), headers)
+        if self.log is not None:
+            self.log(f"- {conn.path or '-'} {status} {msg}")
+        await conn.linger()
 
     async def _serve_request(self, conn: Connection, request: Request) -> None:
         started = time.perf_counter()
@@ -158,10 +179,20 @@ class MockServer:
             finally:
                 nursery.cancel_scope.cancel()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.watch_peer, nursery.cancel_scope)
-            nursery.start_soon(respond)
-        if conn.peer_gone and not outcome.note:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.watch_peer, nursery.cancel_scope)
+                nursery.start_soon(respond)
+        finally:
+            # In `finally`: a shutdown that begins right after the response went out cancels
+            # the nursery's exit, and the request it served must still get its line.
+            conn.release()
+            self._log_request(request, outcome, conn.peer_gone, started)
+
+    def _log_request(
+        self, request: Request, outcome: _Outcome, peer_gone: bool, started: float
+    ) -> None:
+        if peer_gone and not outcome.note:
             outcome.note = "client went away"
         if self.log is not None:
             elapsed_ms = (time.perf_counter() - started) * 1000.0
@@ -194,6 +225,7 @@ class MockServer:
                 "waiting": self.gate.waiting,
                 "requests": self.requests,
                 "connections": self.connections,
+                "held_bytes": self.budget.held,
             }
         elif request.path == "/api/tags":
             payload = OLLAMA.models(_MODELS)
@@ -258,11 +290,17 @@ class MockServer:
             body = json.loads(request.body)
         except (ValueError, UnicodeDecodeError):
             raise BadRequest("We could not parse the JSON body of your request.") from None
+        except RecursionError:
+            raise BadRequest("The JSON body of your request is nested too deeply.") from None
         if not isinstance(body, dict):
             raise BadRequest("The request body must be a JSON object.")
         chat = provider.parse(body)
         if provider is OPENAI:
             mimic_openai_server(chat, body, self.config.mimic)
+        # Only the parsed request is needed from here on (its budget is given back when the
+        # response ends): the raw body and the JSON tree are not kept while it waits or plays.
+        request.body = b""
+        del body
         index = self._index_of(request)
         outcome.index = index
         queued = self.gate.in_flight >= self.gate.limit
@@ -432,7 +470,20 @@ def run_server(
 
     try:
         trio.run(main)
-    except OSError as exc:
-        sys.stderr.write(f"mock server: cannot listen on {host}:{port}: {exc.strerror or exc}\n")
+    except (OSError, BaseExceptionGroup) as exc:
+        # Binding happens inside a nursery, so its error arrives wrapped in a group: a port in
+        # use, an unknown host (gaierror) or a refused address is one OSError with a reason.
+        cause = _sole(exc)
+        if not isinstance(cause, OSError):
+            raise
+        reason = cause.strerror or str(cause)
+        sys.stderr.write(f"mock-server: cannot listen on {host}:{port}: {reason}\n")
         return 1
     return 0
+
+
+def _sole(error: BaseException) -> BaseException:
+    """The one error inside nested single-member groups (or the group itself if it holds more)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

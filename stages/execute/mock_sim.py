@@ -28,7 +28,7 @@ from typing import Literal
 
 import trio
 
-from schemas.scenario import MockConfiguration
+from schemas.scenario import MAX_MOCK_OUTPUT_TOKENS, MockConfiguration
 from stages.execute.tokens import estimate_tokens
 
 __all__ = [
@@ -160,12 +160,16 @@ class MockSimulator:
         self._sigma = math.sqrt(math.log1p(v * v)) if v > 0 else 0.0
 
     def output_length(self, max_tokens: int | None) -> int:
-        """Tokens in a response: the configured length, capped by the request's max_tokens."""
+        """Tokens in a response: the configured length, capped by the request's max_tokens, and
+        never more than MAX_MOCK_OUTPUT_TOKENS (every token's time is planned up front; the
+        server refuses a larger max_tokens, the in-process provider stops there)."""
         if self._output_tokens is None:
-            return max(1, max_tokens) if max_tokens is not None else DEFAULT_MAX_TOKENS
-        if max_tokens is None:
-            return self._output_tokens
-        return max(1, min(self._output_tokens, max_tokens))
+            wanted = max(1, max_tokens) if max_tokens is not None else DEFAULT_MAX_TOKENS
+        elif max_tokens is None:
+            wanted = self._output_tokens
+        else:
+            wanted = max(1, min(self._output_tokens, max_tokens))
+        return min(wanted, MAX_MOCK_OUTPUT_TOKENS)
 
     def plan(self, request_index: int, max_tokens: int | None, prompt: str = "") -> ResponsePlan:
         """The plan of request `request_index`; a pure function of (config, index, max_tokens).

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.scenario import MAX_MOCK_OUTPUT_TOKENS
 from stages.execute.mock_sim import ResponsePlan
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "new_id",
     "positive_int",
     "text_of",
+    "token_limit",
     "tool_fragments",
 ]
 
@@ -124,6 +126,22 @@ def positive_int(value: Any, name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise BadRequest(f"'{name}' must be a positive integer", name)
     return value
+
+
+def token_limit(value: Any, name: str) -> int | None:
+    """A request's max-tokens field: a positive integer of at most `MAX_MOCK_OUTPUT_TOKENS`.
+
+    The mock plans every token's due time before the first is sent, so a larger limit would be
+    memory the request makes the server hold; it is refused as a provider refuses a limit over
+    its model's, naming the field.
+    """
+    count = positive_int(value, name)
+    if count is not None and count > MAX_MOCK_OUTPUT_TOKENS:
+        raise BadRequest(
+            f"'{name}' must be at most {MAX_MOCK_OUTPUT_TOKENS} (the mock's limit), got {count}",
+            name,
+        )
+    return count
 
 
 def flag(body: dict[str, Any], name: str, default: bool) -> bool:

@@ -214,10 +214,6 @@ def prepare(
 ) -> tuple[list[PreparedRun], int]:
     """Check and plan every pair before anything is sent; raise ConfigError (exit 2) if unfit."""
     env = os.environ if environ is None else environ
-    for what, names in (("--scenario", options.scenarios), ("--target", options.targets)):
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ConfigError(f"{what} {', '.join(repeated)} given more than once")
     scenarios = [_override(s, options) for s in config.select_scenarios(options.scenarios)]
     targets = config.select_targets(options.targets)
     seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
