@@ -43,7 +43,8 @@ import trio  # noqa: E402
 
 from pipeline.config import parse_config  # noqa: E402
 from pipeline.store.eventlog import EventLog  # noqa: E402
-from stages.execute.runner import ExecuteOptions, execute  # noqa: E402
+from stages.execute.load.plan import ExecuteOptions  # noqa: E402
+from stages.execute.session import execute  # noqa: E402
 
 TTFT_MS, ITL_MS, TOKENS = 50.0, 10.0, 16
 LATENCY_MS = TTFT_MS + (TOKENS - 1) * ITL_MS

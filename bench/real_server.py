@@ -29,7 +29,8 @@ import polars as pl  # noqa: E402
 
 from pipeline.config import parse_config  # noqa: E402
 from pipeline.store.eventlog import EventLog  # noqa: E402
-from stages.execute.runner import ExecuteOptions, execute  # noqa: E402
+from stages.execute.load.plan import ExecuteOptions  # noqa: E402
+from stages.execute.session import execute  # noqa: E402
 from tests.real_server import LLAMA_SERVER, MODEL, llama_server  # noqa: E402
 
 _PROMPT = re.compile(r"prompt eval time =\s+([\d.]+) ms /\s+(\d+) tokens")

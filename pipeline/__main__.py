@@ -1,5 +1,5 @@
 """`python -m pipeline` is the same as the `pipeline` command."""
 
-from pipeline.entry import main
+from pipeline.cli.entry import main
 
 main()

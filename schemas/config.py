@@ -178,8 +178,6 @@ def strip_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-
-
 class ModelPrice(_Strict):
     """USD per million tokens."""
 

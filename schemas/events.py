@@ -133,7 +133,7 @@ class RunEvent(_Event):
     message: str | None = None
     client_cpu_saturation: float | None = Field(default=None, ge=0.0, le=1.0)
     """On `finished`: the largest share of the run any client process spent above 90% of a
-    core (stages.execute.capacity); null when too short to judge."""
+    core (stages.execute.record.capacity); null when too short to judge."""
     client_saturated: bool | None = None
     """On `finished`: the client was too busy for its timings to be trusted (share > 0.2)."""
     client_loop_lag_p95_ms: float | None = Field(default=None, ge=0.0)

@@ -90,7 +90,7 @@ class MockConfiguration(_Frozen):
     output_tokens: int | None = Field(default=None, ge=1, le=MAX_MOCK_OUTPUT_TOKENS)
     """Tokens per response; None: the request's max_tokens."""
     seed: int = 0
-    """Any integer: mixed into 64 bits (`mock_sim`), and stored only inside the target's JSON."""
+    """Any integer: mixed into 64 bits (`stages.mock.sim`), and stored only inside the target's JSON."""
     error_kinds: tuple[ErrorKind, ...] = ("rate_limit", "server_error", "unavailable")
     """Which failures `error_injection_rate` draws from, uniformly."""
     overload: Literal["queue", "reject"] = "queue"

@@ -15,8 +15,9 @@ import trio
 from pipeline.config import LoadedConfig, parse_config
 from pipeline.store.eventlog import EventLog
 from schemas import MockConfiguration, TargetConfig
-from stages.execute.mock_server import serve
-from stages.execute.runner import ExecuteOptions, ExecuteResult, new_run_id, prepare, run_prepared
+from stages.execute.load.plan import ExecuteOptions, new_run_id, prepare
+from stages.execute.session import ExecuteResult, run_prepared
+from stages.mock.http.server import serve
 
 Handler = Callable[[httpx.Request], Any]
 

@@ -17,7 +17,7 @@ import traceback
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 
 def run(args: list[str]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 # CI runs the same examples every time (a property that fails there fails here too).
 settings.register_profile("ci", derandomize=True, deadline=None)

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
-from pipeline.cli import cli as group
+from pipeline.cli.main import cli as group
 from tests.conftest import ROOT, CliResult, mock_server_process, run_pipeline
 from tests.writer_proc import batch
 

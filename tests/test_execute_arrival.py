@@ -1,6 +1,6 @@
 """Timestamps taken where the bytes are, not where the client's loop happens to be.
 
-`stages/execute/arrival.py`: a read that had to wait is stamped with the instant trio's I/O wait
+`stages/net/arrival.py`: a read that had to wait is stamped with the instant trio's I/O wait
 saw its bytes, so other streams' work in the same loop does not make it late. The client's HTTP
 streams also record when a request's first bytes went out (`sent_ns`), which is where its
 latency starts on a kept-alive connection.
@@ -24,9 +24,9 @@ import trio
 import trustme
 
 from schemas import MockConfiguration
-from stages.execute.arrival import arrival_clock, receive
-from stages.execute.mock_server import MockServer
-from stages.execute.providers.backend import LeanTrioBackend, arrival_ns, sent_ns
+from stages.execute.client.transport.backend import LeanTrioBackend, arrival_ns, sent_ns
+from stages.mock.http.server import MockServer
+from stages.net.arrival import arrival_clock, receive
 from tests._execute_support import config, requests, run, scenario
 
 _BUSY_S = 0.05

@@ -18,9 +18,8 @@ import pytest
 
 from pipeline.store.eventlog import EventLog
 from schemas import ProviderKind, register_provider, unregister_provider
-from stages.execute.load import arrival_offsets
-from stages.execute.providers.mock import MockProvider
-from stages.execute.runner import ExecuteOptions
+from stages.execute.client.providers.mock import MockProvider
+from stages.execute.load.plan import ExecuteOptions, arrival_offsets
 from tests._execute_support import config, mock_server, requests, run, runs, scenario, target
 from tests.conftest import ROOT, CliResult
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from stages.execute.runner import ExecuteOptions
+from stages.execute.load.plan import ExecuteOptions
 from tests._execute_support import config, mock_server, requests, run, runs, scenario
 
 KEY = "sk-test-HTTPKEY0123456789abcdef"
@@ -233,7 +233,7 @@ async def test_a_production_request_takes_the_fast_path(
     taken silently (a changed httpx or httpcore), this fails instead of the client slowing."""
     import httpx
 
-    from stages.execute.providers.backend import LeanTrioBackend
+    from stages.execute.client.transport.backend import LeanTrioBackend
 
     async def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("httpx.AsyncClient.send was used by a production request")

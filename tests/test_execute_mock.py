@@ -9,9 +9,9 @@ import psutil
 import pytest
 import trio
 
-from pipeline.commands.execute import lag_warning
+from pipeline.cli.execute import lag_warning
 from pipeline.store.eventlog import EventLog
-from stages.execute.runner import ExecuteOptions
+from stages.execute.load.plan import ExecuteOptions
 from tests._execute_support import config, requests, run, runs, scenario
 from tests.test_execute_http import EXPECTED
 
@@ -117,8 +117,8 @@ async def test_attempts_cut_off_by_a_failure_say_so_and_the_run_says_why(tmp_pat
     from dataclasses import replace
 
     from schemas import get_provider, register_provider
-    from stages.execute.providers import Attempt, ProviderSettings, RequestSpec
-    from stages.execute.runner import describe
+    from stages.execute.client.providers import Attempt, ProviderSettings, RequestSpec
+    from stages.execute.session import describe
 
     class Broken:
         kind = "mock"

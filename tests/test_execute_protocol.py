@@ -14,9 +14,9 @@ import httpx
 import pytest
 import trio
 
-from stages.execute.framing import NdjsonFramer, SseFramer
-from stages.execute.runner import ExecuteOptions
-from stages.execute.taxonomy import parse_retry_after, scrub
+from stages.execute.client.framing import NdjsonFramer, SseFramer
+from stages.execute.client.taxonomy import parse_retry_after, scrub
+from stages.execute.load.plan import ExecuteOptions
 from tests._execute_support import (
     OPENAI_USAGE,
     config,

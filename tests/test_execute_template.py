@@ -17,13 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import TargetConfig
-from stages.execute.providers import ProviderSettings
-from stages.execute.providers.anthropic import AnthropicProvider
-from stages.execute.providers.base import Attempt
-from stages.execute.providers.http import HttpProvider
-from stages.execute.providers.ollama import OllamaProvider
-from stages.execute.providers.openai import OpenAIProvider
-from stages.execute.providers.template import ContentTemplate
+from stages.execute.client.providers import ProviderSettings
+from stages.execute.client.providers.anthropic import AnthropicProvider
+from stages.execute.client.providers.base import Attempt
+from stages.execute.client.providers.http import HttpProvider
+from stages.execute.client.providers.ollama import OllamaProvider
+from stages.execute.client.providers.openai import OpenAIProvider
+from stages.execute.client.template import ContentTemplate
 
 
 def _provider(cls: type[HttpProvider], kind: str) -> HttpProvider:

@@ -22,9 +22,16 @@ import trio
 from pipeline.errors import WorkerFailedError
 from pipeline.store.eventlog import EventLog
 from schemas import BenchmarkScenario
-from stages.execute.capacity import BUSY_SHARE, default_workers, saturation
-from stages.execute.load import plan_load, schedule_share, split_concurrency
-from stages.execute.runner import ExecuteOptions, new_run_id, prepare, run_prepared
+from stages.execute.load.plan import (
+    ExecuteOptions,
+    new_run_id,
+    plan_load,
+    prepare,
+    schedule_share,
+    split_concurrency,
+)
+from stages.execute.record.capacity import BUSY_SHARE, default_workers, saturation
+from stages.execute.session import run_prepared
 from tests._execute_support import config, mock_server, requests, runs, scenario, target
 from tests.conftest import ROOT
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from pipeline.store.eventlog import EventLog
-from stages.execute.taxonomy import MAX_MESSAGE
+from stages.execute.client.taxonomy import MAX_MESSAGE
 from tests._execute_support import config, requests, run, scenario
 from tests.hostile_server import PAYLOAD_MODES, TRANSPORT_MODES, hostile_server
 

@@ -26,8 +26,8 @@ import pytest
 import trio
 
 from schemas import MockConfiguration
-from stages.execute.mock_server import REQUEST_INDEX_HEADER, serve
-from stages.execute.mock_sim import MockSimulator, estimate_input_tokens
+from stages.mock.http.server import REQUEST_INDEX_HEADER, serve
+from stages.mock.sim import MockSimulator, estimate_input_tokens
 
 T = TypeVar("T")
 PROMPT = "What is the capital of France?"

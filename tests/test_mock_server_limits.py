@@ -27,8 +27,8 @@ import pytest
 import trio
 
 from schemas import MAX_MOCK_OUTPUT_TOKENS, MockConfiguration
-from stages.execute.mock_connection import MAX_BODY, MAX_HELD_BYTES
-from stages.execute.mock_server import serve
+from stages.mock.http.connection import MAX_BODY, MAX_HELD_BYTES
+from stages.mock.http.server import serve
 from tests.test_mock_server import _raw, running
 
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import ERROR_KINDS, MockConfiguration
-from stages.execute.mock_sim import (
+from stages.mock.sim import (
     DEFAULT_MAX_TOKENS,
     STATUS_ERRORS,
     ConcurrencyGate,

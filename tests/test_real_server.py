@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from stages.execute.runner import ExecuteOptions
+from stages.execute.load.plan import ExecuteOptions
 from tests._execute_support import config, requests, run, scenario
 from tests.real_server import LLAMA_SERVER, MODEL, llama_server
 

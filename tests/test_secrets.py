@@ -151,7 +151,7 @@ async def test_canaries_never_reach_a_file_or_a_line_printed(tmp_path: Path) -> 
 
 def test_a_secret_cut_by_the_message_limit_is_still_scrubbed() -> None:
     """Scrubbed, then cut: a key across the 200-character limit must not leave its first part."""
-    from stages.execute.taxonomy import MAX_MESSAGE, scrub
+    from stages.execute.client.taxonomy import MAX_MESSAGE, scrub
 
     secret = CANARIES["CANARY_KEY"]
     for start in range(MAX_MESSAGE - len(secret), MAX_MESSAGE + 1):
@@ -162,7 +162,7 @@ def test_a_secret_cut_by_the_message_limit_is_still_scrubbed() -> None:
 
 
 def test_a_secret_echoed_json_escaped_or_with_its_spaces_squeezed_is_scrubbed() -> None:
-    from stages.execute.taxonomy import scrub
+    from stages.execute.client.taxonomy import scrub
 
     secret = 'tok "with"  two  spaces/and\\slash'
     escaped = '{"auth": "tok \\"with\\"  two  spaces/and\\\\slash"}'

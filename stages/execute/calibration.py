@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import trio
 
 from schemas import BenchmarkScenario
-from stages.execute.providers import Attempt, Provider, RequestSpec
+from stages.execute.client.providers import Attempt, Provider, RequestSpec
 
 __all__ = ["CALIBRATION_PROMPTS", "CALIBRATION_SLOTS", "calibrate", "calibration_json"]
 

@@ -1,0 +1,1 @@
+"""The `pipeline` command: a thin click layer over the stages and the store (`main`), what a person sees (`ui`), one module per area of commands (`commands/`). Kept light: `entry` imports this package first."""

@@ -1,0 +1,119 @@
+"""`pipeline aggregate` and `pipeline report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import polars as pl
+
+from pipeline.cli.context import EXIT_OK, Context, json_option, pass_ctx
+from pipeline.cli.ui import ESTIMATED_NOTE, echo_json, mark_estimated, print_table
+
+__all__ = ["COMMANDS"]
+
+_LOOSE = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+@click.command()
+@click.option(
+    "--full/--incremental",
+    "full",
+    default=True,
+    show_default=True,
+    help="Rebuild every run, or only runs not yet final in the output (same bytes either way).",
+)
+@click.option(
+    "--skip-corrupt",
+    is_flag=True,
+    help="Move unreadable event files to quarantine/ and aggregate without them.",
+)
+@json_option
+@pass_ctx
+def aggregate(ctx: Context, full: bool, skip_corrupt: bool, as_json: bool) -> int:
+    """Replay request events into results/benchmark_results.parquet and timeseries.parquet."""
+    from stages.aggregate import run_aggregate
+
+    report = run_aggregate(
+        ctx.data_dir,
+        ctx.config.price,
+        incremental=not full,
+        skip_corrupt=skip_corrupt,
+        lock=ctx.lock("aggregate"),
+    )
+    if report.quarantined:
+        ctx.info(f"quarantined {len(report.quarantined)} corrupt event file(s) under quarantine/")
+    if report.unpriced_models:
+        ctx.info(
+            f"warning: no price for model(s) {', '.join(report.unpriced_models)}: their cost "
+            "columns are null; add [prices.<model>] to the config to price them"
+        )
+    rows = report.rebuilt.select(
+        "run_id",
+        "scenario",
+        "target",
+        pl.col("operations").alias("ops"),
+        "error_rate",
+        pl.col("latency_p50_ms").alias("p50_ms"),
+        pl.col("latency_p95_ms").alias("p95_ms"),
+        pl.col("throughput_rps").alias("rps"),
+        pl.col("cost_usd").alias("cost_usd"),
+        pl.col("run_status").alias("status"),
+        "tokens_estimated",
+    ).to_dicts()
+    if as_json:
+        echo_json(
+            {
+                "mode": report.mode,
+                "results": str(report.results_path),
+                "timeseries": str(report.timeseries_path),
+                "rows": report.total_rows,
+                "timeseries_rows": report.timeseries_rows,
+                "rebuilt": rows,
+                "unpriced_models": list(report.unpriced_models),
+                "quarantined": [str(p) for p in report.quarantined],
+            }
+        )
+    elif not ctx.quiet:
+        title = (
+            f"aggregate ({report.mode}): {len(rows)} result(s) built, "
+            f"{report.total_rows} in {report.results_path}"
+        )
+        columns = ["run_id", "scenario", "target", "status", "ops", "error_rate"]
+        estimated = mark_estimated(rows, ["cost_usd"])
+        print_table(title, rows, [*columns, "p50_ms", "p95_ms", "rps", "cost_usd"])
+        if estimated:
+            ctx.info(ESTIMATED_NOTE)
+    return EXIT_OK
+
+
+@click.command()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The HTML file to write (replaced atomically).",
+)
+@click.option(
+    "--scenario", "scenarios", multiple=True, help="Only this scenario (repeatable; default: all)."
+)
+@json_option
+@pass_ctx
+def report(ctx: Context, out: Path, scenarios: tuple[str, ...], as_json: bool) -> int:
+    """A self-contained HTML report with charts (opens offline: inline SVG, no script, no CDN).
+
+    Shows what has been built; a section whose input is missing names the command that builds it.
+    """
+    from stages.report.run import write_report  # matplotlib loads only for this command
+
+    written = write_report(ctx.data_dir, out, scenarios or None)
+    for missing in written.missing:
+        ctx.info(f"note: {missing.message}")
+    if as_json:
+        echo_json({"path": str(written.path), "sections": list(written.sections)})
+    else:
+        click.echo(str(written.path))
+    return EXIT_OK
+
+
+COMMANDS = [aggregate, report]

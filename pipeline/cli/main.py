@@ -1,0 +1,84 @@
+"""The `pipeline` command: a thin click layer over the stages and the store.
+
+Each command builds its inputs, calls one function, and prints what it did. Library errors become
+exit codes here only: 0 ok, 1 failure, 2 bad input, 3 regression found, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.cli import analysis, data, execute, insight, mock_server, run, scenarios
+from pipeline.cli.context import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, Context
+from pipeline.errors import PipelineError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="PIPELINE_DATA_DIR",
+    default="data",
+    show_default=True,
+    help="Data directory (events, results, profiles). Env: PIPELINE_DATA_DIR.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML config. Default: ./pipeline.toml if present, else the built-in mock default.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or informational messages.")
+@click.option("-v", "--verbose", count=True, help="More detail (repeatable).")
+@click.version_option(package_name="llm-bench-pipeline", prog_name="pipeline")
+@click.pass_context
+def cli(
+    ctx: click.Context, data_dir: Path, config_path: Path | None, quiet: bool, verbose: int
+) -> None:
+    """Benchmark LLM providers; keep every request as an event; rebuild results, trends and advice.
+
+    \b
+    execute    run scenarios against targets, append one event per request attempt
+    aggregate  replay events into results/benchmark_results.parquet and timeseries.parquet
+    profile    trends across runs into profiles/performance_profiles.parquet
+    recommend  rules over results and profiles into recommendations/
+    run        all four in order (for cron)
+    """
+    ctx.obj = Context(data_dir=data_dir, config_path=config_path, quiet=quiet, verbose=verbose)
+
+
+for _module in (execute, analysis, insight, run, mock_server, scenarios, data):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the group and turn every known failure into an exit code and one message."""
+    try:
+        result: Any = cli.main(args=argv, prog_name="pipeline", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except PipelineError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except OSError as exc:
+        # The last resort: the store turns its own file errors into StoreError already; any
+        # other (a full or read-only disk met elsewhere) is still one line naming the path.
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    sys.exit(result if isinstance(result, int) else EXIT_OK)

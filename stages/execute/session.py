@@ -1,0 +1,418 @@
+"""A session of `execute`: every prepared pair in turn, each recorded as events.
+
+The order of a run: everything is checked and planned first (`load.plan.prepare`: a bad input
+exits 2 with nothing sent), then for each scenario × target in turn: a `runs` started event, the
+load (warmup, then the measured requests, in this process or in worker processes), a `runs`
+finished event with the final status. SIGINT/SIGTERM and the scenario's
+`timeout_duration` end a run the same way: scheduling stops, requests in flight are cancelled and
+recorded as `cancelled`, the buffers are flushed, and the run is marked interrupted (no further
+pair starts; exit 130) or timed_out (the next pair runs).
+
+One `run_id` (UTC start + random hex) covers the whole invocation, so results group by
+(run_id, scenario, target). The API key is read here from its variable, handed to the client in
+memory, and never written: the recorded target is its public form with auth-like headers masked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import signal
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
+from functools import partial
+from importlib import metadata
+from pathlib import Path
+from time import perf_counter_ns
+from typing import Any, Protocol
+
+import httpx
+import psutil
+import trio
+
+from pipeline.config import LoadedConfig
+from pipeline.errors import InvalidNameError, WorkerFailedError
+from pipeline.store.eventlog import EventLog
+from schemas import (
+    SCHEMA_VERSION,
+    TargetConfig,
+    check_safe_name,
+    event_id,
+)
+from stages.execute.calibration import (
+    CALIBRATION_PROMPTS,
+    CALIBRATION_SLOTS,
+    calibrate,
+    calibration_json,
+)
+from stages.execute.client.providers import build_provider
+from stages.execute.load.loops import LocalCounter
+from stages.execute.load.pair import LoadOutcome, PairLoad, Stop, run_measured, run_warmup
+from stages.execute.load.plan import ExecuteOptions, PreparedRun, new_run_id, prepare
+from stages.execute.record.capacity import Saturation, saturation
+from stages.execute.record.recorder import Clock, Recorder
+from stages.execute.record.resources import ResourceSampler
+from stages.execute.record.summary import PairResult, PairStats
+from stages.execute.workers.parent import run_in_workers
+
+__all__ = [
+    "ExecuteResult",
+    "ProgressFactory",
+    "ProgressHandle",
+    "TransportFactory",
+    "describe",
+    "environment",
+    "execute",
+    "run_prepared",
+]
+
+
+class ProgressHandle(Protocol):
+    def update(self, **fields: Any) -> None: ...
+
+
+ProgressFactory = Callable[[str, int | None], AbstractContextManager[ProgressHandle]]
+"""`factory(description, total)`: a context manager whose handle takes `completed=`, `status=`."""
+TransportFactory = Callable[[TargetConfig], httpx.AsyncBaseTransport | None]
+
+
+@dataclass(frozen=True)
+class ExecuteResult:
+    run_id: str
+    status: str
+    """completed | interrupted | timed_out (some pair timed out) | failed."""
+    seed: int
+    data_dir: str
+    pairs: list[PairResult]
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.status == "interrupted" else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "seed": self.seed,
+            "data_dir": self.data_dir,
+            "results": [p.as_dict() for p in self.pairs],
+        }
+
+
+def environment() -> dict[str, Any]:
+    """Where the run happened, recorded with every `runs` event."""
+    try:
+        version = metadata.version("llm-bench-pipeline")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "arch": platform.machine(),
+        "cpus": os.cpu_count() or 0,
+        "memory_bytes": int(psutil.virtual_memory().total),
+        "package_version": version,
+    }
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message` of a failure, of the real errors inside exception groups (one line)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(dict.fromkeys(describe(inner) for inner in exc.exceptions))
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _watch_signals(stop: Stop, *, task_status: trio.TaskStatus[None]) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            stop.interrupt(signal.Signals(signum).name)
+
+
+class _NoProgress:
+    def update(self, **fields: Any) -> None:
+        return None
+
+
+@contextmanager
+def _no_progress(description: str, total: int | None) -> Iterator[ProgressHandle]:
+    yield _NoProgress()
+
+
+async def _tick(handle: ProgressHandle, stats: PairStats) -> None:
+    while True:
+        handle.update(completed=stats.finished, status=stats.status_line())
+        await trio.sleep(0.25)
+
+
+async def _play_here(
+    run: PreparedRun,
+    recorder: Recorder,
+    stop: Stop,
+    stats: PairStats,
+    transport: httpx.AsyncBaseTransport | None,
+    outcome: LoadOutcome,
+) -> None:
+    """The whole load in this process's loop (one worker): the small-run path, no spawning."""
+    plan = run.plan
+    pair = PairLoad(
+        run,
+        build_provider(run.settings(plan.concurrency, transport)),
+        recorder,
+        stop,
+        stats=stats,
+        rng=random.Random(f"backoff:{plan.seed}"),
+    )
+    sampler = ResourceSampler(recorder, pair.in_flight)
+    try:
+        async with trio.open_nursery() as background:
+            background.start_soon(recorder.flush_every)
+            background.start_soon(sampler.run)
+            with trio.CancelScope() as load_scope:
+                stop.scope = load_scope
+                load_scope.deadline = (
+                    trio.current_time() + run.scenario.timeout_duration.total_seconds()
+                )
+                if stop.interrupted:
+                    load_scope.cancel()
+                counter = LocalCounter()
+                await run_warmup(pair, counter, plan.concurrency)
+                schedule = zip(range(plan.warmup, plan.total), plan.arrivals_s, strict=True)
+                await run_measured(pair, counter, plan.concurrency, schedule, perf_counter_ns())
+            stop.scope = None
+            outcome.cut_short = load_scope.cancelled_caught
+            background.cancel_scope.cancel()
+    finally:
+        stop.scope = None
+        with trio.CancelScope(shield=True):
+            await pair.provider.aclose()
+            sampler.sample()
+            await recorder.flush()
+            outcome.sent, outcome.peak_rss = pair.sent, sampler.peak_rss
+            outcome.cpu, outcome.lags = [sampler.cpu], [sampler.lags]
+
+
+def _status(run: PreparedRun, stop: Stop, outcome: LoadOutcome) -> tuple[str, str | None]:
+    if outcome.failure is not None:
+        return "failed", outcome.failure
+    if stop.interrupted:
+        return "interrupted", f"stopped by {stop.signal_name}"
+    if outcome.cut_short:
+        timeout = run.scenario.timeout_duration.total_seconds()
+        return "timed_out", f"timeout_duration {timeout:g}s reached"
+    return "completed", None
+
+
+async def _calibrated(
+    run: PreparedRun, stop: Stop, transport: httpx.AsyncBaseTransport | None
+) -> PreparedRun:
+    """`run` with the target's own input-token counts of its prompts (`calibrate_tokens`); a
+    signal during calibration ends it like the load (`stop.scope`)."""
+    provider = build_provider(run.settings(CALIBRATION_SLOTS, transport))
+    found: dict[int, int] = {}
+    try:
+        with trio.CancelScope() as scope:
+            stop.scope = scope
+            if stop.interrupted:
+                scope.cancel()
+            found = await calibrate(
+                provider, run.scenario, run.prompts, run.plan.prompt_indexes, run.request_timeout_s
+            )
+    finally:
+        stop.scope = None
+        with trio.CancelScope(shield=True):
+            await provider.aclose()
+    return replace(run, calibration=found)
+
+
+async def _run_pair(
+    run: PreparedRun,
+    run_id: str,
+    recorder: Recorder,
+    stop: Stop,
+    env_info: Mapping[str, Any],
+    progress: ProgressFactory,
+    transport: httpx.AsyncBaseTransport | None,
+) -> PairResult:
+    scenario, target, plan = run.scenario, run.target, run.plan
+    clock = recorder.clock
+    # An injected transport (tests) lives in this process only: such a run stays in-process.
+    workers = run.workers if transport is None else 1
+    recorder.set_pair(scenario.name, target.name, target.provider, target.model)
+    calibration = None
+    if target.calibrate_tokens:
+        run = await _calibrated(run, stop, transport)
+        asked = min(CALIBRATION_PROMPTS, len(set(plan.prompt_indexes)))
+        calibration = calibration_json(dict(run.calibration), asked)
+    base: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "scenario": scenario.name,
+        "target": target.name,
+        "provider": target.provider,
+        "model": target.model,
+        "mode": plan.mode,
+        "concurrency": plan.concurrency,
+        "planned_requests": plan.total,
+        "rate": plan.rate,
+        "seed": plan.seed,
+        "workers": workers,
+        "config_hash": run.config_hash,
+        "scenario_config": json.dumps(scenario.model_dump(mode="json"), sort_keys=True),
+        "target_config": json.dumps(target.public_dict(), sort_keys=True),
+        **env_info,
+    }
+    await recorder.write_run(
+        {
+            **base,
+            "event_id": event_id(run_id, scenario.name, target.name, "started"),
+            "kind": "started",
+            "at": clock.utc_us(perf_counter_ns()),
+            "status": "running",
+            "token_calibration": calibration,
+        }
+    )
+    stats = PairStats()
+    outcome = LoadOutcome(workers=workers)
+    failure: BaseException | None = None
+    status, message = "failed", None
+    verdict = Saturation(None, None)
+    label = f"{scenario.name} × {target.name}"
+    try:
+        with progress(label, plan.total) as handle:
+            async with trio.open_nursery() as ticker:
+                ticker.start_soon(_tick, handle, stats)
+                if workers == 1:
+                    await _play_here(run, recorder, stop, stats, transport, outcome)
+                else:
+                    data_dir = Path(recorder.writer.log.data_dir)
+                    timeout_s = scenario.timeout_duration.total_seconds()
+                    await run_in_workers(
+                        run, run_id, data_dir, clock, workers, stop, stats, timeout_s, outcome
+                    )
+                handle.update(completed=stats.finished, status=stats.status_line())
+                ticker.cancel_scope.cancel()
+        status, message = _status(run, stop, outcome)
+    except Exception as exc:  # noqa: BLE001 - recorded as the run's failure, then re-raised
+        status, message, failure = "failed", describe(exc)[:500], exc
+    finally:
+        verdict = saturation(outcome.cpu, outcome.lags)
+        with trio.CancelScope(shield=True):
+            finished = {
+                **base,
+                "event_id": event_id(run_id, scenario.name, target.name, "finished"),
+                "kind": "finished",
+                "at": clock.utc_us(perf_counter_ns()),
+                "status": status,
+                "requests_sent": outcome.sent,
+                "message": message,
+                "client_cpu_saturation": verdict.share,
+                "client_saturated": verdict.saturated,
+                "client_loop_lag_p95_ms": verdict.lag_p95_ms,
+            }
+            if failure is None:
+                await recorder.write_run(finished)
+            else:
+                try:
+                    await recorder.write_run(finished)
+                except Exception:  # noqa: BLE001 - the original failure is the one to report
+                    pass
+    if failure is not None:
+        raise failure
+    if outcome.failure is not None:
+        raise WorkerFailedError(
+            f"{label}: {outcome.failure}; the run {run_id} is recorded as failed"
+        )
+    return PairResult.from_stats(
+        stats,
+        scenario=scenario.name,
+        target=target.name,
+        provider=target.provider,
+        model=target.model,
+        status=status,
+        peak_rss_bytes=outcome.peak_rss,
+        workers=workers,
+        client_cpu_saturation=verdict.share,
+        client_saturated=verdict.saturated,
+        client_loop_lag_p95_ms=verdict.lag_p95_ms,
+    )
+
+
+async def run_prepared(
+    runs: list[PreparedRun],
+    data_dir: Path,
+    run_id: str,
+    seed: int,
+    *,
+    progress: ProgressFactory | None = None,
+    transport_factory: TransportFactory | None = None,
+    handle_signals: bool = True,
+) -> ExecuteResult:
+    """Run the prepared pairs in order inside trio; stop early on SIGINT/SIGTERM."""
+    recorder = Recorder(EventLog(data_dir).writer(run_id), Clock())
+    stop = Stop()
+    env_info = environment()
+    results: list[PairResult] = []
+    async with trio.open_nursery() as nursery:
+        if handle_signals:
+            await nursery.start(_watch_signals, stop)
+        for run in runs:
+            if stop.interrupted:
+                break
+            transport = transport_factory(run.target) if transport_factory else None
+            results.append(
+                await _run_pair(
+                    run, run_id, recorder, stop, env_info, progress or _no_progress, transport
+                )
+            )
+        nursery.cancel_scope.cancel()
+    if stop.interrupted:
+        status = "interrupted"
+    elif any(r.status == "timed_out" for r in results):
+        status = "timed_out"
+    else:
+        status = "completed"
+    return ExecuteResult(run_id, status, seed, str(data_dir), results)
+
+
+def execute(
+    config: LoadedConfig,
+    data_dir: Path,
+    options: ExecuteOptions,
+    *,
+    progress: ProgressFactory | None = None,
+    transport_factory: TransportFactory | None = None,
+    run_id: str | None = None,
+) -> ExecuteResult:
+    """Check, then run every selected scenario × target; the whole of `pipeline execute`."""
+    runs, seed = prepare(config, options)
+    run_id = run_id or new_run_id()
+    try:
+        check_safe_name(run_id)
+    except ValueError as exc:
+        raise InvalidNameError(f"run_id: {exc}") from None
+    try:
+        return trio.run(
+            partial(
+                run_prepared,
+                runs,
+                data_dir,
+                run_id,
+                seed,
+                progress=progress,
+                transport_factory=transport_factory,
+            )
+        )
+    except BaseExceptionGroup as group:
+        raise _sole(group) from None
+
+
+def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one real error inside nested nursery groups (so a StoreError keeps its exit code)."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

@@ -1,0 +1,1 @@
+"""Playing one pair over N worker processes: the parent (`parent`), each worker (`child`), their messages."""

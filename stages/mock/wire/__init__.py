@@ -1,0 +1,1 @@
+"""The mock server's wire formats: what they share (`base`), one module per provider."""
