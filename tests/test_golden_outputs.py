@@ -102,31 +102,20 @@ def golden_results() -> list[dict[str, Any]]:
         )
     # epsilon: long unstreamed prompts on a client near its memory limit; throughput rising
     # strictly over 5 runs (the fewest that can give a direction).
-    for i in range(5):
-        rows.append(
-            result_row(
-                400 + i,
-                scenario="long",
-                target="epsilon",
-                throughput_rps=8.0 * 1.1**i,
-                input_tokens=2000 * 100,
-                cached_tokens=1000,
-                ttft_p50_ms=395.0,
-                peak_memory_bytes=(3 << 30) // 2,
-            )
-        )
+    epsilon = {
+        "scenario": "long",
+        "target": "epsilon",
+        "input_tokens": 2000 * 100,
+        "cached_tokens": 1000,
+        "ttft_p50_ms": 395.0,
+        "peak_memory_bytes": (3 << 30) // 2,
+    }
+    rows += [result_row(400 + i, throughput_rps=8.0 * 1.1**i, **epsilon) for i in range(5)]
     # zeta: two unpriced runs (insufficient data, null cost).
-    for i in range(2):
-        rows.append(
-            result_row(
-                500 + i,
-                target="zeta",
-                model="my-finetune",
-                price_input_per_mtok=None,
-                price_output_per_mtok=None,
-                price_cached_input_per_mtok=None,
-            )
-        )
+    unpriced = dict.fromkeys(
+        ("price_input_per_mtok", "price_output_per_mtok", "price_cached_input_per_mtok")
+    )
+    rows += [result_row(500 + i, target="zeta", model="my-finetune", **unpriced) for i in (0, 1)]
     return rows
 
 

@@ -144,11 +144,7 @@ def _profile_group(runs: pl.DataFrame, settings: TrendSettings) -> dict[str, Any
         outcome = analyze_trend(
             same[metric.column].to_list(),
             higher_is_better=metric.higher_is_better,
-            min_change=settings.min_change,
-            confidence_threshold=settings.confidence_threshold,
-            step_p=settings.step_p,
-            min_points=settings.min_points,
-            min_segment=settings.min_segment,
+            settings=settings,
         )
         row |= _metric_columns(metric, outcome, run_ids)
         if outcome.direction != "insufficient_data":
