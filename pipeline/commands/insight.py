@@ -12,6 +12,7 @@ from pipeline.store.outputs import read_output
 from pipeline.ui import ESTIMATED_NOTE, echo_json, mark_estimated, print_table
 from stages.compare.transform import compare as compare_targets
 from stages.profile.run import ProfileSummary, run_profile
+from stages.profile.trends import min_runs_for_direction
 from stages.recommend.run import RecommendSummary, run_recommend
 
 __all__ = ["COMMANDS", "fail_on_regression_option", "report_profile", "report_recommend"]
@@ -47,8 +48,11 @@ def report_profile(ctx: Context, summary: ProfileSummary, as_json: bool) -> None
         click.echo(
             f"REGRESSION {row['scenario']} @ {row['target']}: {row['regression_reasons']}", err=True
         )
-    if rows and all(r["data_points"] < 5 for r in rows):
-        ctx.info("note: a trend direction needs at least 5 runs of the same scenario and target")
+    needed = min_runs_for_direction(ctx.config.config.trends)
+    if rows and all(r["data_points"] < needed for r in rows):
+        ctx.info(
+            f"note: a trend direction needs at least {needed} runs of the same scenario and target"
+        )
 
 
 def report_recommend(ctx: Context, summary: RecommendSummary, as_json: bool) -> None:
@@ -75,8 +79,8 @@ def profile(ctx: Context, fail_on_regression: bool, as_json: bool) -> int:
     """Trends across runs into profiles/performance_profiles.parquet.
 
     One row per (provider, model, scenario, target): direction, relative change and confidence of
-    latency, throughput, error rate and cost efficiency, and any change point. A direction needs
-    at least 5 runs; fewer than 3 is insufficient_data.
+    latency, throughput, error rate and cost efficiency, and any change point. With the default
+    [trends] settings a direction needs at least 5 runs, and fewer than 3 is insufficient_data.
     """
     summary = run_profile(ctx.data_dir, ctx.config.config.trends, ctx.lock("profile"))
     report_profile(ctx, summary, as_json)
