@@ -93,9 +93,11 @@ def profile(ctx: Context, fail_on_regression: bool, as_json: bool) -> int:
 def recommend(ctx: Context, as_json: bool) -> int:
     """Optimization recommendations into recommendations/ (Parquet and Markdown).
 
-    Rules over the latest results and the profiles, each with priority, evidence and run ids.
+    Rules over the latest results and the profiles, each with priority, evidence and run ids;
+    when each rule fires is set in the config's [recommend] table.
     """
-    report_recommend(ctx, run_recommend(ctx.data_dir, ctx.lock("recommend")), as_json)
+    summary = run_recommend(ctx.data_dir, ctx.config.config.recommend, ctx.lock("recommend"))
+    report_recommend(ctx, summary, as_json)
     return EXIT_OK
 
 
