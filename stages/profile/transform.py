@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from schemas import MetricTrend, PerformanceProfile, TrendMetrics, TrendSettings
+from schemas import MIN_TREND_POINTS, MetricTrend, PerformanceProfile, TrendMetrics, TrendSettings
 from stages.profile.trends import TrendOutcome, analyze_trend
 
 __all__ = [
@@ -188,9 +188,10 @@ def _trend(row: dict[str, Any], name: str) -> MetricTrend:
 
 
 def to_performance_profile(row: dict[str, Any]) -> PerformanceProfile:
-    """The seed's `PerformanceProfile` for one output row (trends only from 3 runs on)."""
+    """The seed's `PerformanceProfile` for one output row (the seed's `TrendMetrics` needs at
+    least `MIN_TREND_POINTS` runs, whatever `[trends] min_points` says)."""
     trends = None
-    if row["data_points"] >= 3:
+    if row["data_points"] >= MIN_TREND_POINTS:
         trends = TrendMetrics(
             average_latency_trend=_trend(row, "latency"),
             throughput_trend=_trend(row, "throughput"),
