@@ -88,6 +88,7 @@ def rule_degrading_trend(
 def rule_rate_limited(
     results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
 ) -> Iterator[Recommendation]:
+    """HTTP 429s: the provider refuses load, so lower concurrency or more quota beats retrying."""
     for row in latest.filter(pl.col("error_rate_limited") > 0).iter_rows(named=True):
         share = row["error_rate_limited"] / max(row["operations"], 1)
         if share <= limits.rate_limited_share:
@@ -152,6 +153,7 @@ def rule_error_rate(
 def rule_tail_latency(
     results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
 ) -> Iterator[Recommendation]:
+    """A p99 far above the p50: a few users wait much longer than the numbers suggest."""
     heavy = latest.filter(
         (pl.col("successful") >= limits.tail_min_requests)
         & (pl.col("latency_p50_ms") > 0)
@@ -321,6 +323,7 @@ def rule_streaming(
 def rule_prompt_caching(
     results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
 ) -> Iterator[Recommendation]:
+    """Long prompts sent again and again, hardly cached: paying full price for a repeated prefix."""
     cacheable = latest.filter(
         _per_request_at_least("input_tokens", limits.caching_min_input_tokens)
         & (pl.col("cached_tokens") <= limits.caching_max_cached_share * pl.col("input_tokens"))
@@ -364,6 +367,7 @@ def rule_prompt_caching(
 def rule_client_memory(
     results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
 ) -> Iterator[Recommendation]:
+    """A client near its memory limit measures itself (GC pauses, swapping), not the target."""
     for row in latest.filter(pl.col("peak_memory_bytes") >= limits.client_memory_bytes).iter_rows(
         named=True
     ):

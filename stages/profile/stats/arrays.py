@@ -14,6 +14,8 @@ FloatArray = npt.NDArray[np.float64]
 
 
 def as_finite_array(values: Sequence[float], name: str = "y") -> FloatArray:
+    """``values`` as a 1-d float array, refusing NaN and infinities: the caller drops missing
+    values first (keeping run positions), and one NaN would silently poison a median or a sum."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional")
