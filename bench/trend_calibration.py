@@ -3,7 +3,7 @@
 Every series is ``base * exp(0.10 * Z)`` per run (10% log-normal noise, base 100) times the signal:
 flat, a 2%-per-run drift (``1.02 ** i``) or a 30% step at run index 10 (``1.3`` from index 10 on).
 Each case has its own fixed seed and 1,000 series; the thresholds are the defaults of
-``stages.profile.trends.analyze_trend``. Rates come with a Wilson 95% interval.
+``schemas.TrendSettings`` (what ``stages.profile.trends.analyze_trend`` uses without a config). Rates come with a Wilson 95% interval.
 
     /work/venv/bin/python bench/trend_calibration.py [--series 1000] [--markdown]
 
@@ -26,7 +26,9 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.profile.trends import TrendOutcome, analyze_trend, welch_t_test  # noqa: E402
+from schemas import TrendSettings  # noqa: E402
+from stages.profile.stats.welch import welch_t_test  # noqa: E402
+from stages.profile.trends import DEFAULT_TRENDS, TrendOutcome, analyze_trend  # noqa: E402
 
 BASE = 100.0
 SIGMA = 0.10
@@ -188,7 +190,8 @@ def calibration_rows(n_series: int) -> list[tuple[str, str, int, int, str]]:
     return rows
 
 
-def _split_ps(y: npt.NDArray[np.float64], min_segment: int = 3) -> list[float]:
+def _split_ps(y: npt.NDArray[np.float64]) -> list[float]:
+    min_segment = DEFAULT_TRENDS.min_segment
     values = y.tolist()
     return [
         welch_t_test(values[:k], values[k:])[2]
@@ -197,7 +200,10 @@ def _split_ps(y: npt.NDArray[np.float64], min_segment: int = 3) -> list[float]:
 
 
 def ablation_rows(n_series: int) -> list[tuple[str, float, float, float, float]]:
-    """Change-point rates at p <= 0.001: plain Welch, Bonferroni-Welch, guarded (linear, log)."""
+    """Change-point rates at the default step_p: plain Welch, Bonferroni-Welch, guarded (linear,
+    log); without min_change, so that only the step test decides."""
+    alpha = DEFAULT_TRENDS.step_p
+    no_min_change = TrendSettings(min_change=0.0)
     rows = []
     for name, kind, n, seed in (
         ("flat n=20: false change point", "flat", 20, 120),
@@ -208,12 +214,12 @@ def ablation_rows(n_series: int) -> list[tuple[str, float, float, float, float]]
         plain = bonf = guarded = guarded_linear = 0
         for row in series:
             ps = _split_ps(np.log(row))
-            plain += min(ps) <= 1e-3
-            bonf += min(ps) * len(ps) <= 1e-3
-            outcome = analyze_trend(row.tolist(), higher_is_better=False, min_change=0.0)
+            plain += min(ps) <= alpha
+            bonf += min(ps) * len(ps) <= alpha
+            outcome = analyze_trend(row.tolist(), higher_is_better=False, settings=no_min_change)
             guarded += outcome.change_point is not None
             linear = analyze_trend(
-                row.tolist(), higher_is_better=False, min_change=0.0, step_scale="linear"
+                row.tolist(), higher_is_better=False, settings=no_min_change, step_scale="linear"
             )
             guarded_linear += linear.change_point is not None
         rows.append(
@@ -236,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     print(f"{args.series} series per case, 10% log-normal noise (sigma={SIGMA}), base {BASE:g}")
-    print("defaults: min_change=0.05, confidence_threshold=0.99, step_p=0.001, min_segment=3\n")
+    d = DEFAULT_TRENDS
+    print(
+        f"defaults: min_change={d.min_change}, confidence_threshold={d.confidence_threshold}, "
+        f"step_p={d.step_p}, min_segment={d.min_segment}\n"
+    )
     header = f"{'case':<20} {'measure':<22} {'rate':>7}  {'95% CI':<15} {'bound':<6}"
     print(header)
     print("-" * len(header))
@@ -246,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<20} {what:<22} {hits / total:>7.1%}  {ci:<15} {bound:<6}")
 
     if not args.no_ablation:
-        print("\nablation: change points at p <= 0.001 (no min_change)")
+        print(f"\nablation: change points at p <= {DEFAULT_TRENDS.step_p} (no min_change)")
         header = (
             f"{'case':<32} {'Welch log':>10} {'Welch+Bonf. log':>16} "
             f"{'guarded linear':>15} {'guarded log (used)':>19}"

@@ -23,6 +23,7 @@ from schemas.events import (
     event_id,
 )
 from schemas.profiles import MIN_TREND_POINTS, MetricTrend, PerformanceProfile, TrendMetrics
+from schemas.recommend import RecommendSettings as RecommendSettings
 from schemas.registry import (
     ProviderKind,
     get_provider,

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas._types import Duration, SafeName, require_unique_names, shown
+from schemas.recommend import RecommendSettings
 from schemas.registry import ProviderName, get_provider
 from schemas.scenario import BenchmarkScenario, MockConfiguration
 
@@ -225,6 +226,7 @@ class PipelineConfig(_Strict):
     lock_timeout: Duration = timedelta(seconds=30)
     trends: TrendSettings = Field(default_factory=TrendSettings)
     compare_weights: CompareWeights = Field(default_factory=CompareWeights)
+    recommend: RecommendSettings = Field(default_factory=RecommendSettings)
 
     @field_validator("targets")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,11 @@ from typing import Any
 import polars as pl
 import pytest
 
-from schemas import TrendSettings
+from schemas import RecommendSettings, TrendSettings
 from stages.profile.transform import PROFILE_SCHEMA, profile
 from stages.recommend.run import run_recommend
 from stages.recommend.transform import recommend, to_markdown
-from tests.conftest import CliResult
+from tests.conftest import ROOT, CliResult
 from tests.results_factory import result_row, results_frame, write_results
 
 Run = Callable[..., CliResult]
@@ -23,7 +24,7 @@ NO_PROFILES = PROFILE_SCHEMA.to_frame()
 
 
 def fired(rows: list[dict[str, Any]], profiles: pl.DataFrame = NO_PROFILES) -> pl.DataFrame:
-    return recommend(results_frame(rows), profiles)
+    return recommend(results_frame(rows), profiles, RecommendSettings())
 
 
 def rules(rows: list[dict[str, Any]]) -> list[str]:
@@ -169,5 +170,126 @@ def test_the_stage_writes_parquet_and_markdown(cli: Run, tmp_path: Path) -> None
     assert [r["rule_id"] for r in json.loads(result.out)["recommendations"]] == ["client-memory"]
     assert "client-memory" in (data / "recommendations/recommendations.md").read_text()
     before = (data / "recommendations/recommendations.parquet").read_bytes()
-    run_recommend(data)
+    run_recommend(data, RecommendSettings())
     assert (data / "recommendations/recommendations.parquet").read_bytes() == before
+
+
+def _cheap(**overrides: Any) -> list[dict[str, Any]]:
+    """An expensive target (alpha) and a cheaper, as fast one (beta) on the same scenario."""
+    expensive = result_row(0, target="alpha", price_input_per_mtok=2.5, price_output_per_mtok=10.0)
+    return [expensive, result_row(1, target="beta", **{"latency_p95_ms": 520.0, **overrides})]
+
+
+_SLOW = {"latency_p95_ms": 900.0, "latency_p99_ms": 950.0, "latency_max_ms": 999.0}
+_KNEE = sweep([10, 40, 43, 46], [100, 100, 200, 400])  # +7.5% throughput, +100% latency at 4→16
+_UNSTREAMED = {"ttft_p50_ms": 395.0}
+_LONG = {"input_tokens": 2000 * 100}
+
+SETTING_CASES: list[tuple[str, object, list[dict[str, Any]], str, list[str], list[str]]] = [
+    # (setting, value, results, rule, its priorities with the default, with the value)
+    (
+        "rate_limited_share",
+        0.02,
+        [result_row(0, error_rate_limited=1)],
+        "rate-limited",
+        ["medium"],
+        [],
+    ),
+    (
+        "rate_limited_high",
+        0.01,
+        [result_row(0, error_rate_limited=1)],
+        "rate-limited",
+        ["medium"],
+        ["high"],
+    ),
+    (
+        "error_rate",
+        0.02,
+        [result_row(0, failed=3, error_server_error=3)],
+        "error-rate",
+        [],
+        ["high"],
+    ),
+    ("tail_ratio", 2.0, [result_row(0, latency_p99_ms=800.0)], "tail-latency", [], ["medium"]),
+    (
+        "tail_min_requests",
+        10,
+        [result_row(0, operations=10, latency_p99_ms=2000.0, latency_max_ms=2500.0)],
+        "tail-latency",
+        [],
+        ["medium"],
+    ),
+    ("knee_min_concurrencies", 2, sweep([10, 10.5], [100, 400]), "saturation-knee", [], ["medium"]),
+    ("knee_throughput_gain", 0.05, _KNEE, "saturation-knee", ["medium"], []),
+    ("knee_latency_growth", 1.5, _KNEE, "saturation-knee", ["medium"], []),
+    ("cheaper_cost_ratio", 0.05, _cheap(), "cheaper-target", ["medium"], []),
+    ("cheaper_latency_ratio", 2.0, _cheap(**_SLOW), "cheaper-target", [], ["medium"]),
+    ("cheaper_error_margin", 0.05, _cheap(error_rate=0.03), "cheaper-target", [], ["medium"]),
+    ("streaming_ttft_ratio", 0.99, [result_row(0, **_UNSTREAMED)], "enable-streaming", ["low"], []),
+    (
+        "streaming_min_output_tokens",
+        50.0,
+        [result_row(0, **_UNSTREAMED)],
+        "enable-streaming",
+        ["low"],
+        [],
+    ),
+    ("caching_min_input_tokens", 3000.0, [result_row(0, **_LONG)], "prompt-caching", ["low"], []),
+    (
+        "caching_max_cached_share",
+        0.8,
+        [result_row(0, **_LONG, cached_tokens=150000)],
+        "prompt-caching",
+        [],
+        ["low"],
+    ),
+    (
+        "client_memory_bytes",
+        800 << 20,
+        [result_row(0, peak_memory_bytes=900 << 20)],
+        "client-memory",
+        [],
+        ["low"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "rows", "rule", "default", "changed"),
+    SETTING_CASES,
+    ids=[case[0] for case in SETTING_CASES],
+)
+def test_each_setting_moves_its_rule(
+    setting: str,
+    value: object,
+    rows: list[dict[str, Any]],
+    rule: str,
+    default: list[str],
+    changed: list[str],
+) -> None:
+    def priorities(settings: RecommendSettings) -> list[str]:
+        out = recommend(results_frame(rows), NO_PROFILES, settings)
+        return out.filter(pl.col("rule_id") == rule)["priority"].to_list()
+
+    assert priorities(RecommendSettings()) == default
+    assert priorities(RecommendSettings.model_validate({setting: value})) == changed
+
+
+def test_every_setting_has_a_case_that_moves_its_rule() -> None:
+    """A threshold added to RecommendSettings but not used by its rule fails here first."""
+    assert {case[0] for case in SETTING_CASES} == set(RecommendSettings.model_fields)
+
+
+def test_the_readme_documents_every_setting_with_its_default() -> None:
+    """The README's `[recommend]` example is the defaults, and the rule table names each one."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Recommendations") : readme.index("## Compare")]
+    block = section[
+        section.index("```toml\n[recommend]") + len("```toml") : section.index("```\n\n")
+    ]
+    example = tomllib.loads(block)["recommend"]
+    assert set(example) == set(RecommendSettings.model_fields)
+    assert RecommendSettings.model_validate(example) == RecommendSettings()
+    table = section[: section.index("```toml")]
+    assert all(f"`{name}`" in table for name in RecommendSettings.model_fields)

@@ -24,7 +24,7 @@ import pytest
 from pipeline.errors import StageInputMissingError
 from pipeline.store.eventlog import EventLog
 from pipeline.store.layout import Layout
-from schemas import ModelPrice, TrendSettings
+from schemas import ModelPrice, RecommendSettings, TrendSettings
 from stages.aggregate.run import run_aggregate
 from stages.profile.run import run_profile
 from stages.recommend.run import run_recommend
@@ -78,7 +78,7 @@ def build_history(data_dir: Path, *, with_profile: bool = True) -> None:
     run_aggregate(data_dir, PRICES.get)
     if with_profile:
         run_profile(data_dir, TrendSettings())
-        run_recommend(data_dir)
+        run_recommend(data_dir, RecommendSettings())
 
 
 @pytest.fixture(scope="module")

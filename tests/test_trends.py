@@ -1,4 +1,4 @@
-"""The trend statistics (stages/profile/trends.py) on plain arrays: maths, edge cases, simulation."""
+"""The trend statistics (stages/profile/stats/, trends.py) on plain arrays: maths, edge cases, simulation."""
 
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from stages.profile.trends import (
-    EXACT_MAX_N,
-    analyze_trend,
-    mann_kendall,
+from schemas import TrendSettings
+from stages.profile.stats.mann_kendall import EXACT_MAX_N, mann_kendall
+from stages.profile.stats.special import (
     normal_cdf,
     regularized_incomplete_beta,
     student_t_cdf,
     student_t_sf,
-    theil_sen,
-    welch_step,
-    welch_t_test,
 )
+from stages.profile.stats.step import welch_step
+from stages.profile.stats.theil_sen import theil_sen
+from stages.profile.stats.welch import welch_t_test
+from stages.profile.trends import analyze_trend, min_runs_for_direction
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 positive = st.floats(min_value=1e-3, max_value=1e6, allow_nan=False, allow_infinity=False)
@@ -287,7 +287,7 @@ def test_welch_t_test_matches_the_formula() -> None:
 def test_welch_step_finds_a_clean_step() -> None:
     rng = np.random.default_rng(1)
     y = np.where(np.arange(16) >= 9, 150.0, 100.0) * np.exp(0.02 * rng.standard_normal(16))
-    step = welch_step(y.tolist())
+    step = welch_step(y.tolist(), 3)
     assert step is not None
     assert step.index == 9
     assert step.p_value < 1e-6
@@ -297,17 +297,17 @@ def test_welch_step_finds_a_clean_step() -> None:
 
 
 def test_welch_step_edge_cases() -> None:
-    assert welch_step([1.0] * 5) is None  # too short for two segments of 3
-    flat = welch_step([2.0] * 8)
+    assert welch_step([1.0] * 5, 3) is None  # too short for two segments of 3
+    flat = welch_step([2.0] * 8, 3)
     assert flat is not None
     assert flat.p_value == 1.0
     assert flat.relative_change == 0.0
-    jump = welch_step([0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    jump = welch_step([0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0], 3)
     assert jump is not None
     assert (jump.index, jump.p_value) == (4, 0.0)
     assert jump.relative_change == pytest.approx(1.0 / (3 / 7))  # mean_before 0: mean |y| base
     with pytest.raises(ValueError, match="positive"):
-        welch_step([1.0, 0.0, 2.0, 3.0, 4.0, 5.0], log_scale=True)
+        welch_step([1.0, 0.0, 2.0, 3.0, 4.0, 5.0], 3, log_scale=True)
     with pytest.raises(ValueError, match="min_segment"):
         welch_step([1.0] * 10, min_segment=1)
 
@@ -350,6 +350,25 @@ def test_five_monotone_runs_give_a_direction_and_four_do_not() -> None:
     four = analyze_trend([100.0, 110.0, 121.0, 133.0], higher_is_better=False)
     assert four.direction == "stable"
     assert four.confidence == pytest.approx(23 / 24)
+
+
+@pytest.mark.parametrize(
+    ("trend", "runs"),
+    [
+        (TrendSettings(), 5),
+        (TrendSettings(confidence_threshold=0.95), 4),
+        (TrendSettings(confidence_threshold=0.8), 3),
+        (TrendSettings(confidence_threshold=0.4, min_points=2), 2),
+        (TrendSettings(confidence_threshold=0.4, min_points=7), 7),
+        (TrendSettings(confidence_threshold=1.0), 19),
+    ],
+)
+def test_the_runs_a_direction_needs_follow_the_settings(trend: TrendSettings, runs: int) -> None:
+    assert min_runs_for_direction(trend) == runs
+    climb = [100.0 * 1.1**i for i in range(runs)]
+    assert analyze_trend(climb, higher_is_better=False, settings=trend).direction == "degrading"
+    shorter = analyze_trend(climb[:-1], higher_is_better=False, settings=trend)
+    assert shorter.direction in ("stable", "insufficient_data")
 
 
 def test_small_change_is_stable_however_confident() -> None:

@@ -106,7 +106,7 @@ def report(ctx: Context, out: Path, scenarios: tuple[str, ...], as_json: bool) -
     """
     from stages.report.run import write_report  # matplotlib loads only for this command
 
-    written = write_report(ctx.data_dir, out, scenarios or None)
+    written = write_report(ctx.data_dir, out, scenarios or None, ctx.config.config.trends)
     for missing in written.missing:
         ctx.info(f"note: {missing.message}")
     if as_json:

@@ -12,6 +12,7 @@ from pipeline.store.layout import Layout
 from pipeline.store.outputs import read_output
 from stages.compare.transform import compare as compare_targets
 from stages.profile.run import ProfileSummary, run_profile
+from stages.profile.trends import min_runs_for_direction
 from stages.recommend.run import RecommendSummary, run_recommend
 
 __all__ = ["COMMANDS", "fail_on_regression_option", "report_profile", "report_recommend"]
@@ -47,8 +48,11 @@ def report_profile(ctx: Context, summary: ProfileSummary, as_json: bool) -> None
         click.echo(
             f"REGRESSION {row['scenario']} @ {row['target']}: {row['regression_reasons']}", err=True
         )
-    if rows and all(r["data_points"] < 5 for r in rows):
-        ctx.info("note: a trend direction needs at least 5 runs of the same scenario and target")
+    needed = min_runs_for_direction(ctx.config.config.trends)
+    if rows and all(r["data_points"] < needed for r in rows):
+        ctx.info(
+            f"note: a trend direction needs at least {needed} runs of the same scenario and target"
+        )
 
 
 def report_recommend(ctx: Context, summary: RecommendSummary, as_json: bool) -> None:
@@ -75,8 +79,8 @@ def profile(ctx: Context, fail_on_regression: bool, as_json: bool) -> int:
     """Trends across runs into profiles/performance_profiles.parquet.
 
     One row per (provider, model, scenario, target): direction, relative change and confidence of
-    latency, throughput, error rate and cost efficiency, and any change point. A direction needs
-    at least 5 runs; fewer than 3 is insufficient_data.
+    latency, throughput, error rate and cost efficiency, and any change point. With the default
+    [trends] settings a direction needs at least 5 runs, and fewer than 3 is insufficient_data.
     """
     summary = run_profile(ctx.data_dir, ctx.config.config.trends, ctx.lock("profile"))
     report_profile(ctx, summary, as_json)
@@ -89,9 +93,11 @@ def profile(ctx: Context, fail_on_regression: bool, as_json: bool) -> int:
 def recommend(ctx: Context, as_json: bool) -> int:
     """Optimization recommendations into recommendations/ (Parquet and Markdown).
 
-    Rules over the latest results and the profiles, each with priority, evidence and run ids.
+    Rules over the latest results and the profiles, each with priority, evidence and run ids;
+    when each rule fires is set in the config's [recommend] table.
     """
-    report_recommend(ctx, run_recommend(ctx.data_dir, ctx.lock("recommend")), as_json)
+    summary = run_recommend(ctx.data_dir, ctx.config.config.recommend, ctx.lock("recommend"))
+    report_recommend(ctx, summary, as_json)
     return EXIT_OK
 
 

@@ -14,6 +14,7 @@ import click
 
 from pipeline.cli import analysis, data, execute, insight, mock_server, run, scenarios
 from pipeline.cli.context import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, Context
+from pipeline.cli.entry import exit_interrupted
 from pipeline.errors import PipelineError
 
 __all__ = ["cli", "main"]
@@ -64,8 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result: Any = cli.main(args=argv, prog_name="pipeline", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted()
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -73,12 +73,14 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted()
     except OSError as exc:
         # The last resort: the store turns its own file errors into StoreError already; any
         # other (a full or read-only disk met elsewhere) is still one line naming the path.
         where = f"{exc.filename}: " if exc.filename is not None else ""
         click.echo(f"error: {where}{exc.strerror or exc}", err=True)
         sys.exit(EXIT_FAILURE)
-    sys.exit(result if isinstance(result, int) else EXIT_OK)
+    code = result if isinstance(result, int) else EXIT_OK
+    if code == EXIT_INTERRUPTED:  # the run recorded the interruption and said so
+        exit_interrupted(None)
+    sys.exit(code)

@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from schemas import MetricTrend, PerformanceProfile, TrendMetrics, TrendSettings
+from schemas import MIN_TREND_POINTS, MetricTrend, PerformanceProfile, TrendMetrics, TrendSettings
 from stages.profile.trends import TrendOutcome, analyze_trend
 
 __all__ = [
@@ -144,11 +144,7 @@ def _profile_group(runs: pl.DataFrame, settings: TrendSettings) -> dict[str, Any
         outcome = analyze_trend(
             same[metric.column].to_list(),
             higher_is_better=metric.higher_is_better,
-            min_change=settings.min_change,
-            confidence_threshold=settings.confidence_threshold,
-            step_p=settings.step_p,
-            min_points=settings.min_points,
-            min_segment=settings.min_segment,
+            settings=settings,
         )
         row |= _metric_columns(metric, outcome, run_ids)
         if outcome.direction != "insufficient_data":
@@ -192,9 +188,10 @@ def _trend(row: dict[str, Any], name: str) -> MetricTrend:
 
 
 def to_performance_profile(row: dict[str, Any]) -> PerformanceProfile:
-    """The seed's `PerformanceProfile` for one output row (trends only from 3 runs on)."""
+    """The seed's `PerformanceProfile` for one output row (the seed's `TrendMetrics` needs at
+    least `MIN_TREND_POINTS` runs, whatever `[trends] min_points` says)."""
     trends = None
-    if row["data_points"] >= 3:
+    if row["data_points"] >= MIN_TREND_POINTS:
         trends = TrendMetrics(
             average_latency_trend=_trend(row, "latency"),
             throughput_trend=_trend(row, "throughput"),

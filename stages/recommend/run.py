@@ -10,11 +10,11 @@ import polars as pl
 from pipeline.store.layout import Layout
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
 from pipeline.store.outputs import parquet_writer, read_output, replace_outputs
+from schemas import RecommendSettings
+from stages.recommend.recommendation import ORDER
 from stages.recommend.transform import recommend, to_markdown
 
 __all__ = ["RecommendSummary", "run_recommend"]
-
-SORT = ("priority_rank", "rule_id", "scenario", "target", "title")
 
 
 @dataclass(frozen=True)
@@ -24,17 +24,21 @@ class RecommendSummary:
     recommendations: pl.DataFrame
 
 
-def run_recommend(data_dir: Path, lock: LockOptions = DEFAULT_LOCK) -> RecommendSummary:
+def run_recommend(
+    data_dir: Path, settings: RecommendSettings, lock: LockOptions = DEFAULT_LOCK
+) -> RecommendSummary:
+    """The rules with `settings` (the config's `[recommend]`, required so that no caller can
+    fall back to the defaults by forgetting it) over the data directory's outputs."""
     layout = Layout(data_dir)
     with exclusive_lock(data_dir, lock):
         results = read_output(layout.results, "aggregate")
         profiles = read_output(layout.profiles, "profile")
-        frame = recommend(results, profiles)
+        frame = recommend(results, profiles, settings)
         text = to_markdown(frame).encode()
         replace_outputs(  # the Parquet and its Markdown: both or neither
             data_dir,
             [
-                (layout.recommendations, parquet_writer(frame, SORT)),
+                (layout.recommendations, parquet_writer(frame, ORDER)),
                 (layout.recommendations_md, lambda handle: handle.write(text)),
             ],
         )

@@ -18,6 +18,8 @@ from typing import Any
 
 import polars as pl
 
+from schemas import TrendSettings
+from stages.profile.trends import DEFAULT_TRENDS, min_runs_for_direction
 from stages.report.charts import TREND_PANELS, Chart, Charts, usd
 from stages.report.data import Missing, ReportData, latest_per_target
 
@@ -238,7 +240,7 @@ def _trend_cell(row: dict[str, Any], metric: str) -> str:
     return cell
 
 
-def _trend_table(profiles: pl.DataFrame, colors: dict[str, str]) -> str:
+def _trend_table(profiles: pl.DataFrame, colors: dict[str, str], trends: TrendSettings) -> str:
     headers = [("Scenario", False), ("Target", False), ("Runs", True)]
     headers += [(_TREND_HEADERS[metric], False) for metric, _, _, _ in TREND_PANELS]
     headers += [("Regression", False)]
@@ -260,7 +262,8 @@ def _trend_table(profiles: pl.DataFrame, colors: dict[str, str]) -> str:
         )
     return (
         '<p class="lead">From <code>pipeline profile</code>: one value per run, Theil-Sen size and '
-        "Mann-Kendall confidence; a direction needs at least 5 runs. Cost efficiency is "
+        f"Mann-Kendall confidence; a direction needs at least {min_runs_for_direction(trends)} "
+        "runs. Cost efficiency is "
         "output tokens per USD.</p>" + _table(headers, rows)
     )
 
@@ -319,8 +322,9 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{_e(title)}</h2>{body}</section>'
 
 
-def render_page(data: ReportData, charts: Charts) -> Page:
-    """The whole page; sections without their input say which command builds it."""
+def render_page(data: ReportData, charts: Charts, trends: TrendSettings = DEFAULT_TRENDS) -> Page:
+    """The whole page; sections without their input say which command builds it. `trends` are
+    the settings the profiles were built with (the config's), for what the page says of them."""
     colors = charts.colors
     latest = latest_per_target(data.results)
     missing = {m.section: m for m in data.missing}
@@ -355,7 +359,9 @@ def render_page(data: ReportData, charts: Charts) -> Page:
         "Requests completed and attempts failed per second over each target's latest run.",
     )
     profiles = data.profiles
-    table = _trend_table(profiles, colors) if profiles is not None and profiles.height else ""
+    table = (
+        _trend_table(profiles, colors, trends) if profiles is not None and profiles.height else ""
+    )
     charted(
         "trends",
         charts.trends,

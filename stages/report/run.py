@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.store.staging import replace_atomic, staged_file
+from schemas import TrendSettings
+from stages.profile.trends import DEFAULT_TRENDS
 from stages.report.charts import build_charts
 from stages.report.data import Missing, ReportData, load_report_data
 from stages.report.html import Page, render_page
@@ -29,16 +31,20 @@ class ReportWritten:
     missing: tuple[Missing, ...]
 
 
-def build_page(data: ReportData) -> Page:
+def build_page(data: ReportData, trends: TrendSettings = DEFAULT_TRENDS) -> Page:
     """The page for already-loaded data (pure: equal data gives byte-identical HTML)."""
-    return render_page(data, build_charts(data))
+    return render_page(data, build_charts(data), trends)
 
 
 def write_report(
-    data_dir: Path, out: Path, scenarios: Sequence[str] | None = None
+    data_dir: Path,
+    out: Path,
+    scenarios: Sequence[str] | None = None,
+    trends: TrendSettings = DEFAULT_TRENDS,
 ) -> ReportWritten:
-    """Build the report from `data_dir` and atomically replace `out` with it."""
-    page = build_page(load_report_data(data_dir, scenarios))
+    """Build the report from `data_dir` and atomically replace `out` with it; `trends` are the
+    config's `[trends]`, so that what the page says of the profiles matches how they were built."""
+    page = build_page(load_report_data(data_dir, scenarios), trends)
     content = page.html.encode("utf-8")
 
     def write(handle: BinaryIO) -> None:

@@ -1,0 +1,404 @@
+"""recommend's rules: each looks at the latest results (and the profiles) and yields advice.
+
+A rule never reads files and takes its thresholds from a `RecommendSettings` (the config's
+`[recommend]`), so what fires is set in one place; each result is built by field name, with the
+numbers and run ids it rests on as evidence. The README's rule table lists every rule with the
+settings it uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import polars as pl
+
+from schemas import RecommendSettings
+from stages.recommend.recommendation import SUBJECT_KEYS, Recommendation
+
+__all__ = [
+    "RULES",
+    "Rule",
+    "rule_cheaper_target",
+    "rule_client_memory",
+    "rule_degrading_trend",
+    "rule_error_rate",
+    "rule_prompt_caching",
+    "rule_rate_limited",
+    "rule_saturation_knee",
+    "rule_streaming",
+    "rule_tail_latency",
+]
+
+Rule = Callable[
+    [pl.DataFrame, pl.DataFrame, pl.DataFrame, RecommendSettings], Iterator[Recommendation]
+]
+"""(all results, the latest of each scenario/target/concurrency, profiles, thresholds)."""
+
+
+def _subject(row: dict[str, Any]) -> dict[str, str | None]:
+    return {k: row.get(k) for k in SUBJECT_KEYS}
+
+
+def _r(x: float | None, digits: int = 2) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def rule_degrading_trend(
+    results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
+) -> Iterator[Recommendation]:
+    """A degrading trend or a degrading change point: the one to act on first."""
+    for row in profiles.filter(pl.col("regression")).iter_rows(named=True):
+        metrics = {
+            m: {
+                "trend": row[f"{m}_trend"],
+                "relative_change": _r(row[f"{m}_relative_change"], 4),
+                "confidence": _r(row[f"{m}_confidence"], 4),
+                "change_point_run_id": row[f"{m}_change_point_run_id"],
+                "change_point_relative_change": _r(row[f"{m}_change_point_relative_change"], 4),
+            }
+            for m in ("latency", "throughput", "error_rate", "cost_efficiency")
+            if row[f"{m}_trend"] == "degrading" or row[f"{m}_change_point_direction"] == "degrading"
+        }
+        runs = tuple(
+            r
+            for r in (
+                row["first_run_id"],
+                *(v["change_point_run_id"] for v in metrics.values()),
+                row["latest_run_id"],
+            )
+            if r
+        )
+        yield Recommendation(
+            priority="high",
+            rule_id="trend-degrading",
+            category="regression",
+            title=f"{row['target']} got worse on {row['scenario']}: {', '.join(metrics)}",
+            description=(
+                f"{row['regression_reasons']}. Compare the runs around the change (config_hash, "
+                "provider status pages, model version) before trusting this target's latest numbers."
+            ),
+            evidence={"metrics": metrics, "data_points": row["data_points"]},
+            run_ids=tuple(dict.fromkeys(runs)),
+            expected_impact="Catch a provider-side regression before it reaches users.",
+            subject=_subject(row),
+        )
+
+
+def rule_rate_limited(
+    results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
+) -> Iterator[Recommendation]:
+    """HTTP 429s: the provider refuses load, so lower concurrency or more quota beats retrying."""
+    for row in latest.filter(pl.col("error_rate_limited") > 0).iter_rows(named=True):
+        share = row["error_rate_limited"] / max(row["operations"], 1)
+        if share <= limits.rate_limited_share:
+            continue
+        yield Recommendation(
+            priority="high" if share >= limits.rate_limited_high else "medium",
+            rule_id="rate-limited",
+            category="reliability",
+            title=f"{row['target']} is rate limited at concurrency {row['concurrency']}",
+            description=(
+                f"{row['error_rate_limited']} of {row['operations']} attempts ({share:.1%}) got HTTP 429 "
+                f"on {row['scenario']}. Lower the concurrency below {row['concurrency']}, turn on "
+                "retries with backoff (max_retries; retry-after is honoured), or ask the provider "
+                "for a higher quota."
+            ),
+            evidence={
+                "rate_limited": row["error_rate_limited"],
+                "attempts": row["operations"],
+                "share": _r(share, 4),
+            },
+            run_ids=(row["run_id"],),
+            expected_impact=f"Up to {share:.1%} fewer failed requests.",
+            subject=_subject(row),
+        )
+
+
+def rule_error_rate(
+    results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
+) -> Iterator[Recommendation]:
+    """Failures other than 429s (those have their own rule) above the threshold."""
+    kinds = [
+        c
+        for c in latest.columns
+        if c.startswith("error_") and c not in ("error_rate", "error_rate_limited")
+    ]
+    other = (pl.col("failed") - pl.col("error_rate_limited")) / pl.col("operations")
+    for row in latest.filter((pl.col("operations") > 0) & (other >= limits.error_rate)).iter_rows(
+        named=True
+    ):
+        counts = {c.removeprefix("error_"): row[c] for c in kinds if row[c]}
+        if not counts:
+            continue
+        worst = max(counts, key=lambda k: (counts[k], k))
+        share = (row["failed"] - row["error_rate_limited"]) / row["operations"]
+        yield Recommendation(
+            priority="high",
+            rule_id="error-rate",
+            category="reliability",
+            title=f"{row['target']} fails {share:.1%} of requests on {row['scenario']}",
+            description=(
+                f"Most failures are {worst} ({counts[worst]} of {row['operations']} attempts). Read "
+                "the error_message of those events (`requests` table) and the provider's status "
+                "page; consider a fallback target."
+            ),
+            evidence={"error_share": _r(share, 4), "errors_by_type": counts},
+            run_ids=(row["run_id"],),
+            expected_impact=f"Up to {share:.1%} more successful requests.",
+            subject=_subject(row),
+        )
+
+
+def rule_tail_latency(
+    results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
+) -> Iterator[Recommendation]:
+    """A p99 far above the p50: a few users wait much longer than the numbers suggest."""
+    heavy = latest.filter(
+        (pl.col("successful") >= limits.tail_min_requests)
+        & (pl.col("latency_p50_ms") > 0)
+        & (pl.col("latency_p99_ms") >= limits.tail_ratio * pl.col("latency_p50_ms"))
+    )
+    for row in heavy.iter_rows(named=True):
+        ratio = row["latency_p99_ms"] / row["latency_p50_ms"]
+        yield Recommendation(
+            priority="medium",
+            rule_id="tail-latency",
+            category="latency",
+            title=f"{row['target']} has a heavy latency tail on {row['scenario']} (p99 {ratio:.1f}x p50)",
+            description=(
+                f"p50 {row['latency_p50_ms']:.0f} ms but p99 {row['latency_p99_ms']:.0f} ms. Set a "
+                "request timeout near the p95, retry or hedge slow requests, or cap max_tokens; "
+                "check whether the tail comes from queueing (queue_us) or the provider (ttft_us)."
+            ),
+            evidence={
+                "p50_ms": _r(row["latency_p50_ms"]),
+                "p99_ms": _r(row["latency_p99_ms"]),
+                "ratio": _r(ratio),
+            },
+            run_ids=(row["run_id"],),
+            expected_impact=f"A p99 closer to {row['latency_p95_ms']:.0f} ms (the p95).",
+            subject=_subject(row),
+        )
+
+
+def rule_saturation_knee(
+    results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
+) -> Iterator[Recommendation]:
+    """Throughput that stops growing with concurrency while latency grows: the knee."""
+    closed = latest.filter((pl.col("mode") == "closed") & (pl.col("successful") > 0))
+    for (scenario, target), sweep in closed.group_by(["scenario", "target"], maintain_order=True):
+        if sweep.height < limits.knee_min_concurrencies:
+            continue
+        sweep = sweep.sort("concurrency")
+        rows = sweep.to_dicts()
+        for before, after in zip(rows, rows[1:], strict=False):
+            gain = (
+                after["throughput_rps"] / before["throughput_rps"] - 1
+                if before["throughput_rps"]
+                else 0.0
+            )
+            growth = (
+                after["latency_p50_ms"] / before["latency_p50_ms"] - 1
+                if before["latency_p50_ms"]
+                else 0.0
+            )
+            if gain < limits.knee_throughput_gain and growth > limits.knee_latency_growth:
+                yield Recommendation(
+                    priority="medium",
+                    rule_id="saturation-knee",
+                    category="capacity",
+                    title=f"{target} saturates at concurrency {before['concurrency']} on {scenario}",
+                    description=(
+                        f"From concurrency {before['concurrency']} to {after['concurrency']}, "
+                        f"throughput grew {gain:+.0%} ({before['throughput_rps']:.2f} → "
+                        f"{after['throughput_rps']:.2f} req/s) while p50 latency grew {growth:+.0%}. "
+                        f"Run at about {before['concurrency']} in flight; more only queues."
+                    ),
+                    evidence={
+                        "concurrency": [r["concurrency"] for r in rows],
+                        "throughput_rps": [_r(r["throughput_rps"]) for r in rows],
+                        "latency_p50_ms": [_r(r["latency_p50_ms"]) for r in rows],
+                    },
+                    run_ids=tuple(r["run_id"] for r in rows),
+                    expected_impact=f"The same throughput with {growth:.0%} less latency.",
+                    subject=_subject(before),
+                )
+                break
+
+
+def rule_cheaper_target(
+    results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
+) -> Iterator[Recommendation]:
+    """A cheaper target with similar latency and reliability for the same scenario."""
+    priced = (
+        latest.filter(pl.col("cost_per_request_usd").is_not_null() & (pl.col("successful") > 0))
+        .sort(["timestamp", "run_id"])
+        .group_by(["scenario", "target"], maintain_order=True)
+        .last()
+    )
+    for (scenario,), group in priced.group_by(["scenario"], maintain_order=True):
+        rows = group.sort("target").to_dicts()
+        for current in rows:
+            options = [
+                other
+                for other in rows
+                if other["target"] != current["target"]
+                and other["cost_per_request_usd"]
+                <= limits.cheaper_cost_ratio * current["cost_per_request_usd"]
+                and other["latency_p95_ms"]
+                <= limits.cheaper_latency_ratio * current["latency_p95_ms"]
+                and other["error_rate"] <= current["error_rate"] + limits.cheaper_error_margin
+            ]
+            if not options:
+                continue
+            best = min(options, key=lambda o: (o["cost_per_request_usd"], o["target"]))
+            saving = 1 - best["cost_per_request_usd"] / current["cost_per_request_usd"]
+            yield Recommendation(
+                priority="medium",
+                rule_id="cheaper-target",
+                category="cost",
+                title=f"{best['target']} costs {saving:.0%} less than {current['target']} on {scenario}",
+                description=(
+                    f"{best['target']}: ${best['cost_per_request_usd']:.6f}/request, p95 "
+                    f"{best['latency_p95_ms']:.0f} ms, errors {best['error_rate']:.1%}; "
+                    f"{current['target']}: ${current['cost_per_request_usd']:.6f}/request, p95 "
+                    f"{current['latency_p95_ms']:.0f} ms, errors {current['error_rate']:.1%}."
+                ),
+                evidence={
+                    "current": {
+                        k: current[k]
+                        for k in ("target", "cost_per_request_usd", "latency_p95_ms", "error_rate")
+                    },
+                    "alternative": {
+                        k: best[k]
+                        for k in ("target", "cost_per_request_usd", "latency_p95_ms", "error_rate")
+                    },
+                },
+                run_ids=(current["run_id"], best["run_id"]),
+                expected_impact=f"{saving:.0%} lower cost per request at similar latency and reliability.",
+                subject=_subject(current),
+            )
+
+
+def _per_request_at_least(column: str, minimum: float) -> pl.Expr:
+    """Results with successful requests whose `column` per successful request is at least
+    `minimum` (the token rules only speak of answers or prompts long enough to matter)."""
+    return (pl.col("successful") > 0) & (pl.col(column) / pl.col("successful") >= minimum)
+
+
+def rule_streaming(
+    results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
+) -> Iterator[Recommendation]:
+    """Unstreamed answers: the user waits for the whole response before the first token."""
+    unstreamed = latest.filter(
+        _per_request_at_least("output_tokens", limits.streaming_min_output_tokens)
+        & (
+            pl.col("ttft_p50_ms").is_null()
+            | (pl.col("ttft_p50_ms") >= limits.streaming_ttft_ratio * pl.col("latency_p50_ms"))
+        )
+    )
+    for row in unstreamed.iter_rows(named=True):
+        tpot = row["tpot_mean_ms"]
+        yield Recommendation(
+            priority="low",
+            rule_id="enable-streaming",
+            category="latency",
+            title=f"Stream {row['target']}'s answers on {row['scenario']}",
+            description=(
+                f"The first token arrives with the last (TTFT p50 {row['ttft_p50_ms'] or row['latency_p50_ms']:.0f} ms "
+                f"≈ latency p50 {row['latency_p50_ms']:.0f} ms). Streaming shows text as it is generated."
+            ),
+            evidence={
+                "ttft_p50_ms": _r(row["ttft_p50_ms"]),
+                "latency_p50_ms": _r(row["latency_p50_ms"]),
+                "tpot_mean_ms": _r(tpot),
+            },
+            run_ids=(row["run_id"],),
+            expected_impact="Time to first token drops from the whole answer to the prefill time.",
+            subject=_subject(row),
+        )
+
+
+def rule_prompt_caching(
+    results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
+) -> Iterator[Recommendation]:
+    """Long prompts sent again and again, hardly cached: paying full price for a repeated prefix."""
+    cacheable = latest.filter(
+        _per_request_at_least("input_tokens", limits.caching_min_input_tokens)
+        & (pl.col("cached_tokens") <= limits.caching_max_cached_share * pl.col("input_tokens"))
+    )
+    for row in cacheable.iter_rows(named=True):
+        mean_input = row["input_tokens"] / row["successful"]
+        saving = None
+        if (
+            row["price_input_per_mtok"] is not None
+            and row["price_cached_input_per_mtok"] is not None
+        ):
+            saving = (
+                row["input_tokens"]
+                * (row["price_input_per_mtok"] - row["price_cached_input_per_mtok"])
+                / 1e6
+            )
+        yield Recommendation(
+            priority="low",
+            rule_id="prompt-caching",
+            category="cost",
+            title=f"Cache the repeated prompt prefix of {row['scenario']} on {row['target']}",
+            description=(
+                f"Requests carry {mean_input:.0f} input tokens on average and "
+                f"{row['cached_tokens']} of {row['input_tokens']} were served from cache. Put the "
+                "stable part (system prompt, documents) first and enable the provider's prompt caching."
+            ),
+            evidence={
+                "mean_input_tokens": _r(mean_input, 1),
+                "cached_tokens": row["cached_tokens"],
+                "max_saving_usd": _r(saving, 6),
+            },
+            run_ids=(row["run_id"],),
+            expected_impact=(
+                "Lower input cost and TTFT on cache hits"
+                + (f" (at most ${saving:.4f} on this run)." if saving is not None else ".")
+            ),
+            subject=_subject(row),
+        )
+
+
+def rule_client_memory(
+    results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
+) -> Iterator[Recommendation]:
+    """A client near its memory limit measures itself (GC pauses, swapping), not the target."""
+    for row in latest.filter(pl.col("peak_memory_bytes") >= limits.client_memory_bytes).iter_rows(
+        named=True
+    ):
+        gib = row["peak_memory_bytes"] / (1 << 30)
+        yield Recommendation(
+            priority="low",
+            rule_id="client-memory",
+            category="client",
+            title=f"The benchmark client used {gib:.1f} GiB on {row['scenario']} against {row['target']}",
+            description=(
+                "A client near its memory limit distorts timings (GC pauses, swapping). Lower the "
+                "concurrency, shorten max_tokens, or spread the load over worker processes."
+            ),
+            evidence={
+                "peak_memory_bytes": row["peak_memory_bytes"],
+                "concurrency": row["concurrency"],
+            },
+            run_ids=(row["run_id"],),
+            expected_impact="Trustworthy timings at the same load.",
+            subject=_subject(row),
+        )
+
+
+RULES: tuple[Rule, ...] = (
+    rule_degrading_trend,
+    rule_rate_limited,
+    rule_error_rate,
+    rule_tail_latency,
+    rule_saturation_knee,
+    rule_cheaper_target,
+    rule_streaming,
+    rule_prompt_caching,
+    rule_client_memory,
+)
