@@ -2,12 +2,7 @@
 
 Started by `stages.execute.workers.parent` with the "spawn" context (a fresh interpreter: no trio
 state is ever forked). The parent owns every decision about time and stopping; the worker only
-obeys, over its pipe:
-
-    parent → worker   ("go", phase, start_ns)   phase: "warmup" | "measured"
-                      ("stop", reason)          a signal's name, or "timeout"
-    worker → parent   ("ready",)  ("stats", StatsDelta)  ("phase_done", phase)
-                      ("done", WorkerReport)    ("error", message)
+obeys, over its pipe (the messages: `stages.execute.workers.messages`).
 
 Request indexes come from one counter in shared memory (closed loop and warmup), so each index
 is sent once by whichever slot is free first in any process; an open loop's arrivals are dealt
@@ -24,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -35,17 +30,22 @@ from stages.execute.load.plan import schedule_share
 from stages.execute.record.recorder import Clock, Recorder
 from stages.execute.record.resources import ResourceSampler
 from stages.execute.record.summary import PairStats
+from stages.execute.workers.messages import (
+    Done,
+    Failed,
+    Go,
+    Halt,
+    PhaseDone,
+    Progress,
+    Ready,
+    WorkerReport,
+    receive,
+)
 
 if TYPE_CHECKING:
     from stages.execute.load.plan import PreparedRun
 
-__all__ = [
-    "SharedCounter",
-    "WorkerJob",
-    "WorkerReport",
-    "receive",
-    "worker_main",
-]
+__all__ = ["SharedCounter", "WorkerJob", "worker_main"]
 
 STATS_INTERVAL_S = 0.25
 """How often a worker reports its progress (the parent's progress bar)."""
@@ -65,18 +65,6 @@ class WorkerJob:
     clock_anchor: tuple[int, int]
 
 
-@dataclass(frozen=True)
-class WorkerReport:
-    """A worker's closing numbers; its requests and samples are already in the event log."""
-
-    sent: int
-    peak_rss: int
-    cpu: list[tuple[int, int]]
-    lags: list[int]
-    stats: Any
-    """The last `StatsDelta`."""
-
-
 class SharedCounter:
     """The `IndexCounter` shared by all workers: a locked int64 in shared memory."""
 
@@ -94,38 +82,26 @@ class SharedCounter:
             yield index
 
 
-async def receive(conn: Connection) -> object | None:
-    """The next message on a pipe without blocking the loop; None when the other end closed."""
-    await trio.lowlevel.wait_readable(conn.fileno())
-    try:
-        message: object = conn.recv()
-    except (EOFError, OSError):
-        return None
-    return message
-
-
-async def _listen(
-    conn: Connection, stop: Stop, phases: trio.MemorySendChannel[tuple[str, int]]
-) -> None:
+async def _listen(conn: Connection, stop: Stop, phases: trio.MemorySendChannel[Go]) -> None:
     while True:
-        message = await receive(conn)
-        if message is None:
-            stop.interrupt("parent exited")
-            return
-        assert isinstance(message, tuple)
-        if message[0] == "go":
-            await phases.send((message[1], message[2]))
-        elif message[0] == "stop":
-            if message[1] == "timeout":
+        match await receive(conn):
+            case None:
+                stop.interrupt("parent exited")
+                return
+            case Go() as go:
+                await phases.send(go)
+            case Halt() as halt if halt.timed_out:
                 stop.time_out()
-            else:
-                stop.interrupt(message[1])
+            case Halt(reason=reason):
+                stop.interrupt(reason)
+            case other:
+                raise TypeError(f"a worker cannot take {other!r:.80}")
 
 
 async def _report(conn: Connection, stats: PairStats) -> None:
     while True:
         await trio.sleep(STATS_INTERVAL_S)
-        conn.send(("stats", stats.delta()))
+        conn.send(Progress(stats.delta()))
 
 
 async def _play(job: WorkerJob, conn: Connection, counter: SharedCounter) -> None:
@@ -140,25 +116,25 @@ async def _play(job: WorkerJob, conn: Connection, counter: SharedCounter) -> Non
     pair = PairLoad(run, build_provider(run.settings(slots)), recorder, stop, rng=rng)
     sampler = ResourceSampler(recorder, pair.in_flight)
     schedule = schedule_share(run.plan, job.slots, job.worker - 1)
-    phases_in, phases = trio.open_memory_channel[tuple[str, int]](2)
+    phases_in, phases = trio.open_memory_channel[Go](2)
     try:
         async with trio.open_nursery() as background:
             background.start_soon(_listen, conn, stop, phases_in)
             background.start_soon(recorder.flush_every)
             background.start_soon(sampler.run)
             background.start_soon(_report, conn, pair.stats)
-            conn.send(("ready",))
+            conn.send(Ready())
             with trio.CancelScope() as scope:
                 stop.scope = scope
                 if stop.interrupted:
                     scope.cancel()
                 while True:
-                    phase, start_ns = await phases.receive()
-                    if phase == "warmup":
+                    go = await phases.receive()
+                    if go.phase == "warmup":
                         await run_warmup(pair, counter, slots)
-                        conn.send(("phase_done", phase))
+                        conn.send(PhaseDone(go.phase))
                     else:
-                        await run_measured(pair, counter, slots, schedule, start_ns)
+                        await run_measured(pair, counter, slots, schedule, go.start_ns)
                         break
             stop.scope = None
             background.cancel_scope.cancel()
@@ -170,7 +146,7 @@ async def _play(job: WorkerJob, conn: Connection, counter: SharedCounter) -> Non
     report = WorkerReport(
         pair.sent, sampler.peak_rss, sampler.cpu, sampler.lags, pair.stats.delta()
     )
-    conn.send(("done", report))
+    conn.send(Done(report))
 
 
 def worker_main(job: WorkerJob, conn: Connection, counter: Synchronized[int]) -> None:
@@ -186,7 +162,7 @@ def worker_main(job: WorkerJob, conn: Connection, counter: Synchronized[int]) ->
         while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
             error = error.exceptions[0]
         try:
-            conn.send(("error", f"{type(error).__name__}: {error}"[:500]))
+            conn.send(Failed(f"{type(error).__name__}: {error}"[:500]))
         except OSError:
             pass
         raise SystemExit(1) from None

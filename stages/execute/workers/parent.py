@@ -26,7 +26,20 @@ from stages.execute.load.pair import LoadOutcome, Stop
 from stages.execute.load.plan import split_concurrency
 from stages.execute.record.recorder import Clock
 from stages.execute.record.summary import PairStats
-from stages.execute.workers.child import WorkerJob, WorkerReport, receive, worker_main
+from stages.execute.workers.child import WorkerJob, worker_main
+from stages.execute.workers.messages import (
+    Barrier,
+    Done,
+    Failed,
+    Go,
+    Halt,
+    PhaseDone,
+    Progress,
+    Ready,
+    ToWorker,
+    WorkerReport,
+    receive,
+)
 
 if TYPE_CHECKING:
     from stages.execute.load.plan import PreparedRun
@@ -69,26 +82,22 @@ class _Group:
         self.workers = workers
         self.stats = stats
         self.outcome = outcome
-        self.waiting: dict[str, set[int]] = {
-            "ready": {w.number for w in workers},
-            "warmup": {w.number for w in workers},
-            "done": {w.number for w in workers},
-        }
-        self.events = {name: trio.Event() for name in self.waiting}
+        self.waiting = {barrier: {w.number for w in workers} for barrier in Barrier}
+        self.events = {barrier: trio.Event() for barrier in Barrier}
         self.failed = trio.Event()
 
-    def arrived(self, name: str, number: int) -> None:
-        pending = self.waiting[name]
+    def arrived(self, barrier: Barrier, number: int) -> None:
+        pending = self.waiting[barrier]
         pending.discard(number)
         if not pending:
-            self.events[name].set()
+            self.events[barrier].set()
 
     def fail(self, message: str) -> None:
         if self.outcome.failure is None:
             self.outcome.failure = message
         self.failed.set()
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: ToWorker) -> None:
         for worker in self.workers:
             if not worker.done:
                 try:
@@ -99,22 +108,22 @@ class _Group:
     async def listen(self, worker: _Worker) -> None:
         while True:
             message = await receive(worker.conn)
-            if message is None:
-                break
-            assert isinstance(message, tuple)
-            kind = message[0]
-            if kind == "stats":
-                self.stats.merge(message[1])
-            elif kind == "ready":
-                self.arrived("ready", worker.number)
-            elif kind == "phase_done":
-                self.arrived(message[1], worker.number)
-            elif kind == "done":
-                report: WorkerReport = message[1]
-                worker.report = report
-                self.stats.merge(report.stats)
-            elif kind == "error":
-                self.fail(f"worker {worker.number} failed: {message[1]}")
+            match message:
+                case None:
+                    break
+                case Progress(delta=delta):
+                    self.stats.merge(delta)
+                case Ready():
+                    self.arrived(Barrier.READY, worker.number)
+                case PhaseDone():
+                    self.arrived(Barrier.WARMUP, worker.number)
+                case Done(report=report):
+                    worker.report = report
+                    self.stats.merge(report.stats)
+                case Failed(message=text):
+                    self.fail(f"worker {worker.number} failed: {text}")
+                case _:
+                    self.fail(f"worker {worker.number} sent {message!r:.80}")
         await trio.lowlevel.wait_readable(worker.process.sentinel)
         worker.process.join()
         if worker.report is None and self.outcome.failure is None:
@@ -123,18 +132,18 @@ class _Group:
                 f"{_exit_text(worker.process)} mid-run; its requests not yet flushed (up to ~1 s of them) are lost"
             )
         worker.done = True
-        for name in self.waiting:
-            self.arrived(name, worker.number)
+        for barrier in Barrier:
+            self.arrived(barrier, worker.number)
 
-    async def wait(self, name: str) -> None:
-        """Until every worker reached `name` or one failed (then the caller stops them all)."""
+    async def wait(self, barrier: Barrier) -> None:
+        """Until every worker reached `barrier` or one failed (then the caller stops them all)."""
         async with trio.open_nursery() as nursery:
 
             async def until(event: trio.Event) -> None:
                 await event.wait()
                 nursery.cancel_scope.cancel()
 
-            nursery.start_soon(until, self.events[name])
+            nursery.start_soon(until, self.events[barrier])
             nursery.start_soon(until, self.failed)
 
 
@@ -193,7 +202,7 @@ async def run_in_workers(
             for worker in workers:
                 nursery.start_soon(group.listen, worker)
             with trio.move_on_after(READY_TIMEOUT_S) as ready_scope:
-                await group.wait("ready")
+                await group.wait(Barrier.READY)
             if ready_scope.cancelled_caught:
                 group.fail(f"workers not ready within {READY_TIMEOUT_S:g}s")
             with trio.CancelScope() as load_scope:
@@ -202,32 +211,32 @@ async def run_in_workers(
                 if stop.interrupted or group.failed.is_set():
                     load_scope.cancel()
                 if run.plan.warmup:
-                    group.send(("go", "warmup", perf_counter_ns()))
-                    await group.wait("warmup")
+                    group.send(Go("warmup", perf_counter_ns()))
+                    await group.wait(Barrier.WARMUP)
                 if not group.failed.is_set():
                     start_ns = perf_counter_ns() + int(START_DELAY_S * 1e9)
-                    group.send(("go", "measured", start_ns))
-                    await group.wait("done")
+                    group.send(Go("measured", start_ns))
+                    await group.wait(Barrier.DONE)
             stop.scope = None
             outcome.cut_short = load_scope.cancelled_caught
-            if not group.events["done"].is_set():
+            if not group.events[Barrier.DONE].is_set():
                 if stop.interrupted:
                     reason = stop.signal_name
                 elif outcome.failure is not None:
                     reason = "another worker failed"
                 else:
                     reason = "timeout"
-                group.send(("stop", reason))
+                group.send(Halt(reason))
                 with trio.CancelScope(shield=True) as grace:
                     grace.deadline = trio.current_time() + STOP_GRACE_S
-                    await group.events["done"].wait()
+                    await group.events[Barrier.DONE].wait()
                 if grace.cancelled_caught:
                     group.fail(f"workers did not stop within {STOP_GRACE_S:g}s; killed")
                     for worker in workers:
                         if worker.process.is_alive():
                             worker.process.kill()
                     with trio.CancelScope(shield=True):
-                        await group.events["done"].wait()
+                        await group.events[Barrier.DONE].wait()
     finally:
         stop.scope = None
         for worker in workers:
