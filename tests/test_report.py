@@ -72,13 +72,17 @@ def _specs() -> list[RunSpec]:
     return specs
 
 
-def build_history(data_dir: Path, *, with_profile: bool = True) -> None:
+def build_history(data_dir: Path) -> None:
     """Events through the real EventLog, then the aggregate, profile and recommend stages."""
     write_runs(EventLog(data_dir), _specs())
     run_aggregate(data_dir, PRICES.get)
-    if with_profile:
-        run_profile(data_dir, TrendSettings())
-        run_recommend(data_dir)
+    run_profile(data_dir, TrendSettings())
+    run_recommend(data_dir)
+
+
+# Building a page takes a second or more (matplotlib draws every chart), so the history and its
+# page are built once for the module: tests that only read them share them, and a test that
+# needs other inputs copies the history and changes only what it is about.
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +93,23 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(history: Path) -> str:
-    return write_report(history, history.parent / "report.html").path.read_text()
+def page_file(history: Path) -> Path:
+    """The page of the history, written once by the library entry point; read, never changed."""
+    return write_report(history, history.parent / "report.html").path
+
+
+@pytest.fixture(scope="module")
+def page(page_file: Path) -> str:
+    return page_file.read_text()
+
+
+def copy_history(history: Path, tmp_path: Path, *outputs: Path) -> Path:
+    """A copy of the history without the given outputs (paths under `history`)."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(history, data_dir)
+    for output in outputs:
+        (data_dir / output.relative_to(history)).unlink()
+    return data_dir
 
 
 def test_the_page_is_self_contained(page: str) -> None:
@@ -137,8 +156,10 @@ def test_the_summary_holds_the_latest_run_of_each_target(history: Path, page: st
     assert "r00-" not in summary
 
 
-def test_equal_inputs_give_byte_identical_pages(history: Path, tmp_path: Path) -> None:
-    first = write_report(history, tmp_path / "a.html").path.read_bytes()
+def test_equal_inputs_give_byte_identical_pages(
+    history: Path, page_file: Path, tmp_path: Path
+) -> None:
+    first = page_file.read_bytes()
     second = write_report(history, tmp_path / "b.html").path.read_bytes()
     assert first == second
     assert not list(tmp_path.glob("*.tmp"))
@@ -148,9 +169,12 @@ def test_equal_inputs_give_byte_identical_pages(history: Path, tmp_path: Path) -
     assert third == first
 
 
-def test_a_missing_profile_says_which_command_builds_it(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    build_history(data_dir, with_profile=False)
+def test_a_missing_profile_says_which_command_builds_it(history: Path, tmp_path: Path) -> None:
+    # The history as `execute` and `aggregate` leave it: profile and recommend never ran.
+    layout = Layout(history)
+    data_dir = copy_history(
+        history, tmp_path, layout.profiles, layout.recommendations, layout.recommendations_md
+    )
     written = write_report(data_dir, tmp_path / "report.html")
     page = written.path.read_text()
     assert "pipeline profile" in page and "pipeline recommend" in page
@@ -161,9 +185,7 @@ def test_a_missing_profile_says_which_command_builds_it(tmp_path: Path) -> None:
 
 
 def test_a_missing_timeseries_leaves_the_rest(history: Path, tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    shutil.copytree(history, data_dir)
-    Layout(data_dir).timeseries.unlink()
+    data_dir = copy_history(history, tmp_path, Layout(history).timeseries)
     written = write_report(data_dir, tmp_path / "report.html")
     assert "timeseries" not in written.sections and "latency" in written.sections
     assert "pipeline aggregate" in written.path.read_text()
@@ -183,12 +205,14 @@ def test_text_from_the_data_is_escaped(history: Path) -> None:
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
-def test_cli_writes_the_page_and_prints_its_path(cli: Run, history: Path, tmp_path: Path) -> None:
+def test_cli_writes_the_page_and_prints_its_path(
+    cli: Run, history: Path, page_file: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out" / "report.html"
     result = cli("--data-dir", str(history), "report", "--out", str(out))
     assert result.code == 0, result.err
     assert result.out.strip() == str(out)
-    assert out.is_file()
+    assert out.read_bytes() == page_file.read_bytes()  # the library's page, byte for byte
 
     result = cli("--data-dir", str(history), "report", "--out", str(out), "--json")
     assert result.code == 0, result.err
