@@ -13,9 +13,11 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 
 import polars as pl
@@ -28,10 +30,8 @@ from schemas import ModelPrice, TrendSettings
 from stages.aggregate.run import run_aggregate
 from stages.profile.run import run_profile
 from stages.recommend.run import run_recommend
-from stages.report.charts import Charts
-from stages.report.data import load_report_data
-from stages.report.html import render_page
-from stages.report.run import write_report
+from stages.report.data import ReportData, load_report_data
+from stages.report.run import build_page, write_report
 from tests.conftest import CliResult
 from tests.eventgen import EPOCH, RunSpec, write_runs
 
@@ -196,13 +196,114 @@ def test_no_results_is_an_error_naming_aggregate(tmp_path: Path) -> None:
         load_report_data(tmp_path / "data")
 
 
-def test_text_from_the_data_is_escaped(history: Path) -> None:
-    data = load_report_data(history)
-    assert data.recommendations is not None
-    hostile = data.recommendations.with_columns(pl.lit("<script>alert(1)</script>").alias("title"))
-    no_charts = Charts({}, (), (), (), ())
-    page = render_page(replace(data, recommendations=hostile), no_charts).html
-    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+def planted(name: str) -> str:
+    """Markup planted in the data, one per column so each can be found in the page."""
+    return f"--><script>alert('{name}')</script>\"><img src=x onerror=alert('{name}')>&amp;"
+
+
+def plant_markup(data: ReportData) -> ReportData:
+    """Every text of every frame with markup appended (nulls too), and hostile evidence.
+
+    The same column gets the same text in every frame, so the frames still join (the latest
+    runs, their request events and time series) and every chart is drawn.
+    """
+
+    def plant(frame: pl.DataFrame | None) -> pl.DataFrame:
+        assert frame is not None  # the history has every input
+        return frame.with_columns(
+            *(
+                pl.col(c).fill_null("") + planted(c)
+                for c, t in frame.schema.items()
+                if t == pl.String
+            ),
+            *(
+                pl.col(c).list.eval(pl.element() + planted(c))
+                for c, t in frame.schema.items()
+                if t == pl.List(pl.String)
+            ),
+        )
+
+    recs = plant(data.recommendations)
+    assert recs.height >= 3
+    evidence = [
+        json.dumps({planted("evidence-key"): planted("evidence-value"), "n": [planted("item")]}),
+        "not JSON " + planted("evidence-raw"),
+        json.dumps([planted("evidence-list")]),
+    ]
+    recs = recs.with_columns(
+        pl.Series("evidence", evidence + recs["evidence"].to_list()[3:], dtype=pl.String)
+    )
+    return replace(
+        data,
+        results=plant(data.results),
+        timeseries=plant(data.timeseries),
+        profiles=plant(data.profiles).with_columns(pl.lit(True).alias("regression")),
+        recommendations=recs,
+        requests=plant(data.requests),
+    )
+
+
+class Elements(HTMLParser):
+    """Every element and every text of a page, as a browser's parser splits them."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.tags: Counter[str] = Counter()
+        self.attributes: set[str] = set()
+        self.texts: list[str] = []
+        self.feed(page)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags[tag] += 1
+        self.attributes |= {name for name, _ in attrs}
+
+    def handle_data(self, data: str) -> None:
+        self.texts.append(data)
+
+
+# Every text of the data the page shows. (It shows no scenario description, run message or
+# error message: none of them is read by the report.)
+SHOWN = (
+    "run_id",  # results, in the summary
+    "scenario",
+    "target",
+    "provider",
+    "model",
+    "run_status",
+    "regression_reasons",  # profiles, in the trend table
+    "latency_change_point_run_id",
+    "throughput_change_point_run_id",
+    "priority",  # recommendations
+    "rule_id",
+    "category",
+    "title",
+    "description",
+    "expected_impact",
+    "evidence_run_ids",
+    "evidence-key",
+    "evidence-value",
+    "item",
+    "evidence-raw",
+)
+
+
+def test_markup_in_the_data_is_only_ever_text(history: Path, page: str) -> None:
+    """Markup in any text of the data stays text: no element or handler it spells gets in."""
+    hostile = build_page(plant_markup(load_report_data(history))).html
+    clean, parsed = Elements(page), Elements(hostile)
+    injected = {tag: parsed.tags[tag] for tag in ("script", "img") if parsed.tags[tag]}
+    assert not injected, f"markup from the data became elements: {injected}"
+    assert set(parsed.tags) <= set(clean.tags), set(parsed.tags) - set(clean.tags)
+    assert not [name for name in parsed.attributes if name.startswith("on")]
+    # Each planted text is on the page, whole, as text (`&amp;` not unescaped to `&`), charts
+    # included: their SVG, the one input trusted as markup, escapes what it draws.
+    expected = [planted(name) for name in SHOWN] + [json.dumps([planted("evidence-list")])]
+    for text in expected:
+        assert any(text in shown for shown in parsed.texts), text
+    charts = "".join(re.findall(r"<svg\b.*?</svg>", hostile, re.S))
+    assert html.escape(planted("scenario"), quote=False) in charts  # drawn, escaped by matplotlib
+    assert parsed.tags["svg"] == clean.tags["svg"] == 4 * len(SCENARIOS)
 
 
 def test_cli_writes_the_page_and_prints_its_path(
