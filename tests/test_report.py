@@ -12,13 +12,13 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -348,38 +348,141 @@ def test_cli_without_results_exits_1(cli: Run, tmp_path: Path) -> None:
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"
+)
+DESKTOP, PHONE = 1400, 390
+"""Widths in CSS px: a laptop's browser window, and a phone's (390: iPhone 12 to 15)."""
+
+# The page has no script, so what the browser laid out is measured by a probe page of the test's
+# own: it holds the report once per width, in a frame exactly that wide (srcdoc: no file access
+# needed), and writes what it measured into its own DOM, which `--dump-dom` prints.
+PROBE = """
+function measure(frame) {
+  const win = frame.contentWindow, doc = win.document, width = doc.documentElement.clientWidth;
+  const style = element => win.getComputedStyle(element);
+  return {
+    window: win.innerWidth,
+    width: width,
+    scroll: doc.documentElement.scrollWidth,
+    sections: [...doc.querySelectorAll("section")].map(section => ({
+      id: section.id,
+      heading: section.querySelector("h2").textContent,
+      height: section.getBoundingClientRect().height,
+      shown: style(section).display !== "none" && style(section).visibility === "visible",
+    })),
+    charts: [...doc.querySelectorAll("figure > svg")].map(svg => {
+      const box = svg.getBoundingClientRect(), view = svg.viewBox.baseVal;
+      return {width: box.width, height: box.height, right: box.right,
+              column: svg.parentElement.clientWidth, shape: view.height / view.width};
+    }),
+    labels: [...doc.querySelectorAll("svg text")].map(text => text.getComputedTextLength()),
+    outside: [...doc.querySelectorAll("body *")]
+      .filter(e => e.getBoundingClientRect().right > width + 0.5 && !e.closest("table"))
+      .map(e => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "")),
+    dead_links: [...doc.querySelectorAll("a[href^='#']")]
+      .filter(a => !doc.getElementById(a.hash.slice(1))).map(a => a.hash),
+    fetched: win.performance.getEntriesByType("resource").map(entry => entry.name),
+  };
+}
+addEventListener("load", () => {
+  const seen = {};
+  for (const frame of document.querySelectorAll("iframe")) seen[frame.width] = measure(frame);
+  document.getElementById("probe").textContent = JSON.stringify(seen);
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def laid_out(page: str, tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, Any]]:
+    """What headless Chromium laid out at each width, from one browser run."""
+    assert CHROMIUM is not None
+    work = tmp_path_factory.mktemp("browser")
+    frames = "".join(
+        f'<iframe width="{w}" height="900" srcdoc="{html.escape(page)}"></iframe>'
+        for w in (DESKTOP, PHONE)
+    )
+    probe = work / "probe.html"
+    probe.write_text(
+        f'<!DOCTYPE html><html><body style="margin:0">{frames}<pre id="probe"></pre>'
+        f"<script>{PROBE}</script></body></html>"
+    )
+    done = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={work / 'profile'}",
+            "--window-size=1800,1000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    measured = re.search(r'<pre id="probe">(.+?)</pre>', done.stdout, re.S)
+    assert measured, f"the probe wrote nothing; chromium said: {done.stderr[-2000:]}"
+    return {int(w): view for w, view in json.loads(html.unescape(measured.group(1))).items()}
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
-def test_the_page_renders_in_a_headless_browser(history: Path, page: str, tmp_path: Path) -> None:
-    assert CHROMIUM is not None
-    report = history.parent / "report.html"
-    shot = tmp_path / "report.png"
-    with tempfile.TemporaryDirectory() as profile_dir:
-        subprocess.run(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile_dir}",
-                f"--screenshot={shot}",
-                "--window-size=1280,4000",
-                report.as_uri(),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    data = shot.read_bytes()
-    assert data.startswith(b"\x89PNG")
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert (width, height) == (1280, 4000)
-    # A blank page compresses to almost nothing; charts and tables do not.
-    assert len(data) > 100_000
+@needs_chromium
+@pytest.mark.parametrize("width", [DESKTOP, PHONE])
+def test_the_page_renders_in_a_headless_browser(
+    laid_out: dict[int, dict[str, Any]], width: int
+) -> None:
+    """Every section, chart and label is laid out and visible, on a desktop and on a phone."""
+    view = laid_out[width]
+    assert view["window"] == width
+    assert [(s["id"], s["heading"]) for s in view["sections"]] == [
+        ("summary", "Summary"),
+        ("latency", "Latency percentiles"),
+        ("distributions", "TTFT and ITL distributions"),
+        ("timeseries", "Throughput and errors over time"),
+        ("trends", "Trends across runs"),
+        ("recommendations", "Recommendations"),
+    ]
+    assert all(s["shown"] and s["height"] > 50 for s in view["sections"]), view["sections"]
+    assert len(view["charts"]) == 4 * len(SCENARIOS)
+    for chart in view["charts"]:
+        # Each chart fills the text column, inside the window, and keeps its shape.
+        assert chart["width"] > 300 and abs(chart["width"] - chart["column"]) < 1, chart
+        assert chart["right"] <= view["width"], chart
+        assert chart["height"] / chart["width"] == pytest.approx(chart["shape"], rel=0.01)
+    # Every label of every chart is drawn (the text is text: it needs a font to be seen).
+    assert len(view["labels"]) > 100 and min(view["labels"]) > 0
+    # Nothing but a table is wider than the window; every link lands; nothing was fetched.
+    assert view["outside"] == [], view["outside"]
+    assert view["dead_links"] == [] and view["fetched"] == []
+
+
+@pytest.mark.slow
+@needs_chromium
+@pytest.mark.parametrize(
+    "width",
+    [
+        DESKTOP,
+        pytest.param(
+            PHONE,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known: the summary and trend tables are wider than a phone (about "
+                "980 px), so the page scrolls sideways there; fixing it changes the page's "
+                "bytes, which the move to templates had to keep",
+            ),
+        ),
+    ],
+)
+def test_the_page_needs_no_sideways_scrolling(
+    laid_out: dict[int, dict[str, Any]], width: int
+) -> None:
+    view = laid_out[width]
+    assert view["scroll"] <= view["width"], f"{view['scroll']} px wide in a {width} px window"
