@@ -227,7 +227,7 @@ def plant_markup(data: ReportData) -> ReportData:
     assert recs.height >= 3
     evidence = [
         json.dumps({planted("evidence-key"): planted("evidence-value"), "n": [planted("item")]}),
-        "not JSON " + planted("evidence-raw"),
+        "not JSON\n    " + planted("evidence-raw"),
         json.dumps([planted("evidence-list")]),
     ]
     recs = recs.with_columns(
@@ -299,6 +299,8 @@ def test_markup_in_the_data_is_only_ever_text(history: Path, page: str) -> None:
     # Each planted text is on the page, whole, as text (`&amp;` not unescaped to `&`), charts
     # included: their SVG, the one input trusted as markup, escapes what it draws.
     expected = [planted(name) for name in SHOWN] + [json.dumps([planted("evidence-list")])]
+    # The templates' own line breaks are not written; those of a value are, as they are.
+    expected.append("not JSON\n    " + planted("evidence-raw"))
     for text in expected:
         assert any(text in shown for shown in parsed.texts), text
     charts = "".join(re.findall(r"<svg\b.*?</svg>", hostile, re.S))
