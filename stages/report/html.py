@@ -1,22 +1,32 @@
 """The report page: loaded frames and rendered charts in, one self-contained HTML string out (pure).
 
-Why plain string assembly and no template engine: the page is small and fixed, every value goes
-through `html.escape` at one place (`_e`), and no extra dependency is needed. The page carries its
-own stylesheet and inline SVG, no script and no external URL, so it opens offline, prints well and
-can be attached to an e-mail or a CI artefact as one file. Nothing from the clock goes in: the only
-times shown are those of the runs, so equal inputs give byte-identical pages.
+Why Jinja2 templates with autoescape: the markup lives in `templates/` and every value a template
+writes is escaped by the environment, so no caller escapes anything by hand and a text from the
+data (a model name, a recommendation, an evidence value) can never become markup. The one trusted
+input is the charts' SVG, marked safe in `_figure` and nowhere else. This module only turns the
+frames into plain views (formatted strings, in page order) and renders `templates/page.html`.
+
+The page carries its own stylesheet and inline SVG, no script and no external URL, so it opens
+offline, prints well and can be attached to an e-mail or a CI artefact as one file. Nothing from the
+clock goes in: the only times shown are those of the runs, so equal inputs give byte-identical pages.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import polars as pl
+from jinja2 import Environment, PackageLoader, StrictUndefined, pass_eval_context
+from jinja2.ext import Extension
+from jinja2.lexer import TOKEN_DATA, Token, TokenStream
+from jinja2.nodes import EvalContext
+from markupsafe import Markup
 
 from schemas import TrendSettings
 from stages.profile.trends import DEFAULT_TRENDS, min_runs_for_direction
@@ -41,63 +51,69 @@ _WHAT_BUILDS = {
     "recommendations": "recommendations/recommendations.parquet",
     "distributions": "request events for the latest runs",
 }
+_NO_COLOR = "#999999"
 
-_CSS = """
-:root { --fg: #1f2328; --muted: #59636e; --line: #d8dee4; --bg: #ffffff; --soft: #f6f8fa;
-  --accent: #0072B2; --high: #c62828; --medium: #b26a00; --low: #2e7d32; }
-* { box-sizing: border-box; }
-body { margin: 0; background: var(--soft); color: var(--fg);
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif; }
-main { max-width: 1120px; margin: 0 auto; padding: 24px 28px 48px; background: var(--bg);
-  min-height: 100vh; box-shadow: 0 0 0 1px var(--line); }
-header h1 { margin: 0 0 4px; font-size: 26px; }
-header p { margin: 0; color: var(--muted); }
-nav { margin: 16px 0 8px; padding: 8px 0; border-top: 1px solid var(--line);
-  border-bottom: 1px solid var(--line); font-size: 14px; }
-nav a { margin-right: 18px; color: var(--accent); text-decoration: none; }
-nav a:hover { text-decoration: underline; }
-section { margin-top: 36px; }
-h2 { font-size: 20px; margin: 0 0 8px; padding-bottom: 4px; border-bottom: 2px solid var(--soft); }
-h3 { font-size: 15px; margin: 20px 0 6px; color: var(--muted); font-weight: 600; }
-p.lead { margin: 0 0 12px; color: var(--muted); font-size: 14px; }
-figure { margin: 8px 0 20px; }
-figure svg { display: block; width: 100%; height: auto; }
-table { border-collapse: collapse; width: 100%; font-size: 13.5px; margin: 8px 0 16px; }
-th, td { padding: 6px 10px; border-bottom: 1px solid var(--line); text-align: left;
-  vertical-align: top; }
-th { background: var(--soft); font-weight: 600; white-space: nowrap; }
-.nowrap { white-space: nowrap; }
-td small.muted { color: var(--muted); font-size: 12px; }
-td code { font-size: 12px; background: none; padding: 0; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tbody tr:nth-child(even) td { background: #fbfcfd; }
-.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px;
-  margin-right: 6px; vertical-align: baseline; }
-.tag { display: inline-block; padding: 0 7px; border-radius: 10px; font-size: 12px;
-  font-weight: 600; line-height: 20px; white-space: nowrap; }
-.tag.high { background: #fdecea; color: var(--high); }
-.tag.medium { background: #fff4e0; color: var(--medium); }
-.tag.low { background: #e8f5e9; color: var(--low); }
-.tag.neutral { background: var(--soft); color: var(--muted); }
-.missing { border-left: 4px solid var(--medium); background: #fff8eb; padding: 10px 14px;
-  margin: 10px 0; font-size: 14px; }
-code { font: 13px/1.4 ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace;
-  background: var(--soft); padding: 1px 5px; border-radius: 4px; }
-.rec { border: 1px solid var(--line); border-left-width: 5px; border-radius: 6px;
-  padding: 12px 16px; margin: 12px 0; }
-.rec.high { border-left-color: var(--high); }
-.rec.medium { border-left-color: var(--medium); }
-.rec.low { border-left-color: var(--low); }
-.rec h4 { margin: 0 0 4px; font-size: 16px; }
-.rec .about { color: var(--muted); font-size: 13px; margin-bottom: 6px; }
-.rec p { margin: 6px 0; }
-.rec dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 8px 0 0;
-  font-size: 13px; }
-.rec dt { color: var(--muted); }
-.rec dd { margin: 0; font-variant-numeric: tabular-nums; overflow-wrap: anywhere; }
-footer { margin-top: 40px; color: var(--muted); font-size: 13px; }
-@media print { body { background: #fff; } main { box-shadow: none; } figure { break-inside: avoid; } }
-"""
+_ARROWS = {"improving": "▲ improving", "degrading": "▼ degrading", "stable": "● stable"}
+_TREND_HEADERS = {
+    "latency": "Mean latency",
+    "throughput": "Throughput",
+    "error_rate": "Error rate",
+    "cost_efficiency": "Cost efficiency",
+}
+_TREND_TAG = {"improving": "low", "degrading": "high", "stable": "neutral"}
+_PRIORITIES = ("high", "medium", "low")
+
+# -- the template environment -------------------------------------------------------------------
+
+_SOURCE_LAYOUT = re.compile(r"\n[ \t]*")
+
+
+class _SourceLayout(Extension):
+    """Drops each line break of an `.html` template's own text, with the indentation after it.
+
+    Why: the page has always been written without line breaks between its elements (its bytes must
+    not change with the move to templates), and the templates should still read as indented
+    HTML. Only the template's literal text is touched, never a value, so whatever the data says
+    is written as it is (escaped); `{{ "\\n" }}` writes a real line break, and other templates
+    (the stylesheet) are kept verbatim.
+    """
+
+    def filter_stream(self, stream: TokenStream) -> Iterator[Token]:
+        layout = (stream.name or "").endswith(".html")
+        for token in stream:
+            if layout and token.type == TOKEN_DATA:
+                token = Token(token.lineno, TOKEN_DATA, _SOURCE_LAYOUT.sub("", token.value))
+            yield token
+
+
+@pass_eval_context
+def _escaped(eval_ctx: EvalContext, value: object) -> object:
+    """Every value a template writes: None as nothing, escaped as `html.escape` spells it.
+
+    Why not markupsafe's spelling: both escape the same five characters (& < > " '), but
+    markupsafe writes quotes as `&#34;` and `&#39;` where this page has always had `&quot;` and
+    `&#x27;`, and equal data must keep giving the same bytes. Markup (a macro's output, a chart)
+    is written as it is, and with autoescape off nothing is escaped here either, so the
+    environment's `autoescape` stays the one switch.
+    """
+    if value is None:
+        return ""
+    if not eval_ctx.autoescape or hasattr(value, "__html__"):
+        return value
+    return Markup(html.escape(str(value), quote=True))
+
+
+_TEMPLATES = Environment(
+    loader=PackageLoader("stages.report", "templates"),
+    autoescape=True,
+    finalize=_escaped,
+    undefined=StrictUndefined,  # a misspelt name in a template fails instead of writing nothing
+    extensions=[_SourceLayout],
+    keep_trailing_newline=True,  # the stylesheet ends with its line break
+    auto_reload=False,
+)
+
+# -- the views the templates draw -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -109,8 +125,84 @@ class Page:
     missing: tuple[Missing, ...]
 
 
-def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+@dataclass(frozen=True)
+class _Note:
+    """A missing input: the command that builds it and what it is for."""
+
+    command: str
+    what: str
+
+
+@dataclass(frozen=True)
+class _Figure:
+    id: str
+    title: str
+    svg: Markup
+
+
+@dataclass(frozen=True)
+class _Charted:
+    """A section of charts: the note on its missing input, whether it has data, its figures."""
+
+    missing: _Note | None
+    shown: bool
+    figures: tuple[_Figure, ...]
+
+
+@dataclass(frozen=True)
+class _SummaryRow:
+    scenario: object
+    target: object
+    color: str
+    provider: object
+    model: object
+    run_id: object
+    status: object
+    """The run's status when it did not complete, else None."""
+    started: str
+    requests: str
+    p50: str
+    p95: str
+    ttft_p50: str
+    throughput: str
+    error_rate: str
+    cost: str
+
+
+@dataclass(frozen=True)
+class _TrendCell:
+    tag: str
+    label: str
+    change: str | None
+    step: str | None
+    """The change point's step (" +12%", or "" when its size is unknown); None: no change point."""
+    step_run_id: object
+
+
+@dataclass(frozen=True)
+class _TrendRow:
+    scenario: object
+    target: object
+    color: str
+    runs: object
+    cells: tuple[_TrendCell, ...]
+    regression: bool
+    regression_reasons: object
+
+
+@dataclass(frozen=True)
+class _Recommendation:
+    level: str
+    """The priority as a style class: high, medium or low."""
+    priority: object
+    title: object
+    category: object
+    rule_id: object
+    about: tuple[tuple[str, object], ...]
+    description: object
+    expected_impact: object
+    evidence: tuple[tuple[str, str], ...]
+    runs: str | None
 
 
 def _ms(value: float | None) -> str:
@@ -135,137 +227,87 @@ def _when(value: datetime | None) -> str:
     return "–" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _table(headers: Sequence[tuple[str, bool]], rows: Iterable[Sequence[str]]) -> str:
-    """A table from pre-escaped cells; a header's flag right-aligns its (numeric) column."""
-    head = "".join(f"<th{' class=num' if num else ''}>{_e(h)}</th>" for h, num in headers)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td{' class=num' if num else ''}>{cell}</td>"
-            for cell, (_, num) in zip(row, headers, strict=True)
-        )
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _swatch(target: str, colors: dict[str, str]) -> str:
-    color = colors.get(target, "#999999")
-    swatch = f'<span class="swatch" style="background:{_e(color)}"></span>'
-    return f'<span class="nowrap">{swatch}{_e(target)}</span>'
-
-
-def _missing_note(missing: Missing) -> str:
+def _note(missing: Missing) -> _Note:
     # No absolute path in the page: the same data elsewhere must give the same bytes.
-    what = _WHAT_BUILDS.get(missing.section, missing.section)
-    return (
-        f'<div class="missing">Not built yet: run <code>{_e(missing.command)}</code> to build '
-        f"{_e(what)}.</div>"
-    )
+    return _Note(missing.command, _WHAT_BUILDS.get(missing.section, missing.section))
 
 
-def _figures(charts: Sequence[Chart]) -> str:
-    return "".join(
-        f'<figure id="{_e(c.id)}"><h3>{_e(c.title)}</h3>{c.svg}</figure>' for c in charts
-    )
+def _figure(chart: Chart) -> _Figure:
+    # The one trusted input, so the one place markup is let through: the SVG is written by our
+    # charts module through matplotlib, which escapes every text it draws (titles and legends
+    # carry scenario and target names) and writes no script; the page needs it as markup.
+    return _Figure(chart.id, chart.title, Markup(chart.svg))
 
 
-def _summary(latest: pl.DataFrame, colors: dict[str, str]) -> str:
-    headers = [
-        ("Scenario", False),
-        ("Target", False),
-        ("Latest run", False),
-        ("Requests", True),
-        ("p50", True),
-        ("p95", True),
-        ("TTFT p50", True),
-        ("Throughput", True),
-        ("Error rate", True),
-        ("Cost / request", True),
-    ]
+def _charted(
+    section: str, charts: Sequence[Chart], missing: dict[str, Missing], more: bool = False
+) -> _Charted:
+    """A section of charts (`more`: it also shows something else, the trend table)."""
+    note = missing.get(section)
+    figures = tuple(_figure(chart) for chart in charts)
+    return _Charted(_note(note) if note else None, bool(figures) or more, figures)
+
+
+def _summary(latest: pl.DataFrame, colors: dict[str, str]) -> list[_SummaryRow]:
     rows = []
     for r in latest.iter_rows(named=True):
         status = r.get("run_status")
-        run = f"<code>{_e(r['run_id'])}</code>"
-        if status not in (None, "completed"):
-            run += f' <span class="tag medium">{_e(status)}</span>'
         rows.append(
-            [
-                _e(r["scenario"]),
-                _swatch(r["target"], colors)
-                + f'<br><small class="muted">{_e(r["provider"])} / {_e(r["model"])}</small>',
-                f'{run}<br><small class="muted">{_e(_when(r["timestamp"]))}</small>',
-                _e(_num(r["operations"], 0)),
-                _e(_ms(r["latency_p50_ms"])),
-                _e(_ms(r["latency_p95_ms"])),
-                _e(_ms(r["ttft_p50_ms"])),
-                _e(f"{_num(r['throughput_rps'])} req/s"),
-                _e(_pct(r["error_rate"])),
-                _e(("~" if r.get("tokens_estimated") else "") + _usd(r["cost_per_request_usd"])),
-            ]
+            _SummaryRow(
+                scenario=r["scenario"],
+                target=r["target"],
+                color=colors.get(r["target"], _NO_COLOR),
+                provider=r["provider"],
+                model=r["model"],
+                run_id=r["run_id"],
+                status=None if status in (None, "completed") else status,
+                started=_when(r["timestamp"]),
+                requests=_num(r["operations"], 0),
+                p50=_ms(r["latency_p50_ms"]),
+                p95=_ms(r["latency_p95_ms"]),
+                ttft_p50=_ms(r["ttft_p50_ms"]),
+                throughput=_num(r["throughput_rps"]),
+                error_rate=_pct(r["error_rate"]),
+                cost=("~" if r.get("tokens_estimated") else "") + _usd(r["cost_per_request_usd"]),
+            )
         )
-    return (
-        '<p class="lead">The latest run of each target per scenario. Latency and TTFT over '
-        "successful requests; error rate over all attempts (warmup excluded). A cost marked "
-        "~ rests on token counts the client estimated (the server reported no usage).</p>"
-        + _table(headers, rows)
-    )
+    return rows
 
 
-_ARROWS = {"improving": "▲ improving", "degrading": "▼ degrading", "stable": "● stable"}
-_TREND_HEADERS = {
-    "latency": "Mean latency",
-    "throughput": "Throughput",
-    "error_rate": "Error rate",
-    "cost_efficiency": "Cost efficiency",
-}
-_TREND_TAG = {"improving": "low", "degrading": "high", "stable": "neutral"}
-
-
-def _trend_cell(row: dict[str, Any], metric: str) -> str:
+def _trend_cell(row: dict[str, Any], metric: str) -> _TrendCell:
     direction = row.get(f"{metric}_trend") or "insufficient_data"
-    label = _ARROWS.get(direction, "too few runs")
-    cell = f'<span class="tag {_TREND_TAG.get(direction, "neutral")}">{_e(label)}</span>'
     change = row.get(f"{metric}_relative_change")
     confidence = row.get(f"{metric}_confidence")
+    shown_change = None
     if direction != "insufficient_data" and change is not None:
-        cell += f"<br><small>{change * 100:+.1f}%, confidence {confidence or 0:.2f}</small>"
+        shown_change = f"{change * 100:+.1f}%, confidence {confidence or 0:.2f}"
+    step = step_run_id = None
     if row.get(f"{metric}_change_point_run_id"):
-        step = row.get(f"{metric}_change_point_relative_change")
-        step_text = f" {step * 100:+.0f}%" if step is not None else ""
-        cell += (
-            f"<br><small>step{_e(step_text)} at {_e(row[f'{metric}_change_point_run_id'])}</small>"
-        )
-    return cell
-
-
-def _trend_table(profiles: pl.DataFrame, colors: dict[str, str], trends: TrendSettings) -> str:
-    headers = [("Scenario", False), ("Target", False), ("Runs", True)]
-    headers += [(_TREND_HEADERS[metric], False) for metric, _, _, _ in TREND_PANELS]
-    headers += [("Regression", False)]
-    rows = []
-    for r in profiles.sort(["scenario", "target", "provider", "model"]).iter_rows(named=True):
-        flag = (
-            f'<span class="tag high">yes</span><br><small>{_e(r.get("regression_reasons"))}</small>'
-            if r.get("regression")
-            else '<span class="tag neutral">no</span>'
-        )
-        rows.append(
-            [
-                _e(r["scenario"]),
-                _swatch(r["target"], colors),
-                _e(r["data_points"]),
-                *(_trend_cell(r, metric) for metric, _, _, _ in TREND_PANELS),
-                flag,
-            ]
-        )
-    return (
-        '<p class="lead">From <code>pipeline profile</code>: one value per run, Theil-Sen size and '
-        f"Mann-Kendall confidence; a direction needs at least {min_runs_for_direction(trends)} "
-        "runs. Cost efficiency is "
-        "output tokens per USD.</p>" + _table(headers, rows)
+        size = row.get(f"{metric}_change_point_relative_change")
+        step = f" {size * 100:+.0f}%" if size is not None else ""
+        step_run_id = row[f"{metric}_change_point_run_id"]
+    return _TrendCell(
+        _TREND_TAG.get(direction, "neutral"),
+        _ARROWS.get(direction, "too few runs"),
+        shown_change,
+        step,
+        step_run_id,
     )
+
+
+def _trends(profiles: pl.DataFrame, colors: dict[str, str]) -> list[_TrendRow]:
+    return [
+        _TrendRow(
+            scenario=r["scenario"],
+            target=r["target"],
+            color=colors.get(r["target"], _NO_COLOR),
+            runs=r["data_points"],
+            cells=tuple(_trend_cell(r, metric) for metric, _, _, _ in TREND_PANELS),
+            regression=bool(r.get("regression")),
+            regression_reasons=r.get("regression_reasons"),
+        )
+        for r in profiles.sort(["scenario", "target", "provider", "model"]).iter_rows(named=True)
+    ]
 
 
 def _value(value: object) -> str:
@@ -279,131 +321,88 @@ def _value(value: object) -> str:
     return str(value)
 
 
-def _evidence(raw: str | None) -> str:
+def _evidence(raw: str | None) -> tuple[tuple[str, str], ...]:
+    """(term, value) pairs; evidence that is not a JSON object is shown whole."""
     try:
         evidence = json.loads(raw) if raw else {}
     except json.JSONDecodeError:
-        return f"<dt>evidence</dt><dd>{_e(raw)}</dd>"
+        return (("evidence", str(raw)),)
     if not isinstance(evidence, dict):
-        return f"<dt>evidence</dt><dd>{_e(json.dumps(evidence, sort_keys=True))}</dd>"
-    return "".join(
-        f"<dt>{_e(key.replace('_', ' '))}</dt><dd>{_e(_value(evidence[key]))}</dd>"
-        for key in sorted(evidence)
-    )
+        return (("evidence", json.dumps(evidence, sort_keys=True)),)
+    return tuple((key.replace("_", " "), _value(evidence[key])) for key in sorted(evidence))
 
 
-def _recommendations(recs: pl.DataFrame) -> str:
-    if recs.is_empty():
-        return '<p class="lead">No rule fired on the latest results: nothing to recommend.</p>'
-    counts = {p: recs.filter(pl.col("priority") == p).height for p in ("high", "medium", "low")}
+def _recommendations(recs: pl.DataFrame) -> tuple[list[_Recommendation], str]:
+    """The recommendations in priority order, and their count per priority ("2 high, 1 low")."""
+    counts = {p: recs.filter(pl.col("priority") == p).height for p in _PRIORITIES}
     summary = ", ".join(f"{n} {p}" for p, n in counts.items() if n)
-    parts = [f'<p class="lead">{recs.height} recommendation(s): {_e(summary)}.</p>']
     order = ["priority_rank"] if "priority_rank" in recs.columns else []
+    views = []
     for r in recs.sort(order, maintain_order=True).iter_rows(named=True):
-        priority = r["priority"] if r["priority"] in counts else "low"
-        about = " · ".join(
-            f"{k} {_e(r[k])}" for k in ("scenario", "target", "model") if r.get(k) is not None
-        )
         runs = r.get("evidence_run_ids") or []
-        run_text = f"<dt>runs</dt><dd><code>{_e(', '.join(runs))}</code></dd>" if runs else ""
-        parts.append(
-            f'<article class="rec {priority}">'
-            f'<h4><span class="tag {priority}">{_e(r["priority"])}</span> {_e(r["title"])}</h4>'
-            f'<div class="about">{_e(r["category"])} · {_e(r["rule_id"])}'
-            f"{' · ' + about if about else ''}</div>"
-            f"<p>{_e(r['description'])}</p>"
-            f"<p><strong>Expected impact:</strong> {_e(r['expected_impact'])}</p>"
-            f"<dl>{_evidence(r.get('evidence'))}{run_text}</dl></article>"
+        views.append(
+            _Recommendation(
+                level=r["priority"] if r["priority"] in _PRIORITIES else "low",
+                priority=r["priority"],
+                title=r["title"],
+                category=r["category"],
+                rule_id=r["rule_id"],
+                about=tuple(
+                    (k, r[k]) for k in ("scenario", "target", "model") if r.get(k) is not None
+                ),
+                description=r["description"],
+                expected_impact=r["expected_impact"],
+                evidence=_evidence(r.get("evidence")),
+                runs=", ".join(runs) if runs else None,
+            )
         )
-    return "".join(parts)
+    return views, summary
 
 
-def _section(anchor: str, title: str, body: str) -> str:
-    return f'<section id="{anchor}"><h2>{_e(title)}</h2>{body}</section>'
+def _subtitle(results: pl.DataFrame) -> str:
+    scenarios = sorted(set(results["scenario"].to_list()))
+    targets = sorted(set(results["target"].to_list()))
+    newest = results["timestamp"].max()
+    return (
+        f"{results['run_id'].n_unique()} run(s) · scenarios: {', '.join(scenarios)} · "
+        f"targets: {', '.join(targets)} · "
+        f"latest run started {_when(newest if isinstance(newest, datetime) else None)}"
+    )
 
 
 def render_page(data: ReportData, charts: Charts, trends: TrendSettings = DEFAULT_TRENDS) -> Page:
     """The whole page; sections without their input say which command builds it. `trends` are
     the settings the profiles were built with (the config's), for what the page says of them."""
     colors = charts.colors
-    latest = latest_per_target(data.results)
     missing = {m.section: m for m in data.missing}
-    shown: list[str] = ["summary"]
-    bodies = {"summary": _summary(latest, colors)}
-
-    def charted(section: str, items: Sequence[Chart], lead: str, extra: str = "") -> None:
-        if section in missing:
-            bodies[section] = _missing_note(missing[section]) + _figures(items) + extra
-        elif items or extra:
-            bodies[section] = f'<p class="lead">{lead}</p>' + _figures(items) + extra
-        else:
-            bodies[section] = '<p class="lead">No data for this section.</p>'
-        if items or extra:
-            shown.append(section)
-
-    charted(
-        "latency",
-        charts.latency,
-        "End-to-end latency (request sent to last byte) of each target's latest run; "
-        "linear-interpolation percentiles over successful requests.",
-    )
-    charted(
-        "distributions",
-        charts.distributions,
-        "Share of requests (or of chunk gaps) at or below a value, for each target's latest run. "
-        "Further left is faster; a long flat top is a slow tail.",
-    )
-    charted(
-        "timeseries",
-        charts.timeseries,
-        "Requests completed and attempts failed per second over each target's latest run.",
-    )
     profiles = data.profiles
-    table = (
-        _trend_table(profiles, colors, trends) if profiles is not None and profiles.height else ""
+    trend_rows = _trends(profiles, colors) if profiles is not None and profiles.height else []
+    charted = {
+        "latency": _charted("latency", charts.latency, missing),
+        "distributions": _charted("distributions", charts.distributions, missing),
+        "timeseries": _charted("timeseries", charts.timeseries, missing),
+        "trends": _charted("trends", charts.trends, missing, more=bool(trend_rows)),
+    }
+    recommendations, counts = (
+        _recommendations(data.recommendations) if data.recommendations is not None else (None, "")
     )
-    charted(
-        "trends",
-        charts.trends,
-        "One point per run, by its start time; dashed lines mark change points found by "
-        "<code>pipeline profile</code>.",
-        table,
+    titles = dict(SECTIONS)
+    page = _TEMPLATES.get_template("page.html").render(
+        subtitle=_subtitle(data.results),
+        sections=SECTIONS,
+        missing=[_Note(m.command, titles.get(m.section, m.section)) for m in data.missing],
+        summary=_summary(latest_per_target(data.results), colors),
+        charted_sections=charted,
+        trend_headers=[_TREND_HEADERS[metric] for metric, _, _, _ in TREND_PANELS],
+        trends=trend_rows,
+        runs_for_direction=min_runs_for_direction(trends),
+        recommendations=recommendations,
+        recommendation_counts=counts,
+        recommendations_missing=(
+            _note(missing["recommendations"]) if recommendations is None else None
+        ),
     )
-    if data.recommendations is not None:
-        bodies["recommendations"] = _recommendations(data.recommendations)
-        shown.append("recommendations")
-    else:
-        bodies["recommendations"] = _missing_note(missing["recommendations"])
-
-    results = data.results
-    scenarios = sorted(set(results["scenario"].to_list()))
-    targets = sorted(set(results["target"].to_list()))
-    runs = results["run_id"].n_unique()
-    newest = results["timestamp"].max()
-    subtitle = (
-        f"{runs} run(s) · scenarios: {', '.join(scenarios)} · targets: {', '.join(targets)} · "
-        f"latest run started {_when(newest if isinstance(newest, datetime) else None)}"
-    )
-    notes = ""
-    if data.missing:
-        items = ", ".join(
-            f"<code>{_e(m.command)}</code> ({_e(dict(SECTIONS).get(m.section, m.section))})"
-            for m in data.missing
-        )
-        notes = f'<div class="missing">Part of this report is not built yet; run {items}.</div>'
-
-    nav = "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in SECTIONS)
-    body = "".join(_section(a, t, bodies[a]) for a, t in SECTIONS)
-    page = (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        "<title>LLM benchmark report</title>"
-        f"<style>{_CSS}</style></head><body><main>"
-        f"<header><h1>LLM benchmark report</h1><p>{_e(subtitle)}</p></header>"
-        f"<nav>{nav}</nav>{notes}{body}"
-        "<footer>Built by <code>pipeline report</code> from the Parquet outputs and the request "
-        "events in the data directory; rebuilt from the same data, this page is byte-identical."
-        "</footer></main></body></html>\n"
-    )
+    shown = {"summary", *(name for name, section in charted.items() if section.shown)}
+    if recommendations is not None:
+        shown.add("recommendations")
     return Page(page, tuple(a for a, _ in SECTIONS if a in shown), data.missing)
