@@ -10,7 +10,6 @@ PipelineError
 │   ├── LockTimeoutError       another process holds the data directory's lock
 │   ├── StageInputMissingError a stage's input has not been built yet
 │   └── SymlinkRefusedError    a symlink below the data directory (never followed)
-└── NotBuiltError              a command that exists but is not implemented yet (exit 1)
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ __all__ = [
     "InputError",
     "InvalidNameError",
     "LockTimeoutError",
-    "NotBuiltError",
     "PipelineError",
     "StageInputMissingError",
     "StoreError",
@@ -84,7 +82,3 @@ class SymlinkRefusedError(StoreError):
             f"{path} is a symbolic link; links inside the data directory are never followed: "
             "remove it (or put what it points to in its place) and run again"
         )
-
-
-class NotBuiltError(PipelineError):
-    pass

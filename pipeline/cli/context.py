@@ -10,9 +10,8 @@ from typing import Any, TypeVar
 import click
 
 from pipeline.config import LoadedConfig, load_config
-from pipeline.errors import NotBuiltError
 from pipeline.store.lock import LockHolder, LockOptions
-from schemas import INT64_MAX, INT64_MIN
+from schemas import INT64_MAX, INT64_MIN, TABLES
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -21,9 +20,9 @@ __all__ = [
     "EXIT_OK",
     "EXIT_REGRESSION",
     "SEED",
+    "TABLE_CHOICE",
     "Context",
     "json_option",
-    "not_built",
     "pass_ctx",
 ]
 
@@ -31,6 +30,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 1,
 F = TypeVar("F", bound=Callable[..., Any])
 SEED = click.IntRange(INT64_MIN, INT64_MAX)
 """A seed is recorded in an int64 column: a larger one would fail only when its events are written."""
+TABLE_CHOICE = click.Choice(sorted(TABLES))
+"""An event table's name, for the housekeeping commands' `--table`."""
 
 
 @dataclass
@@ -75,7 +76,3 @@ def json_option(func: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print a machine-readable summary."
     )(func)
-
-
-def not_built(command: str, issue: str) -> NotBuiltError:
-    return NotBuiltError(f"`pipeline {command}` is not built yet ({issue}); nothing was done")

@@ -12,7 +12,19 @@ from typing import Any
 
 import click
 
-from pipeline.cli import analysis, data, execute, insight, mock_server, run, scenarios
+from pipeline.cli import (
+    aggregate,
+    archive,
+    compact,
+    compare,
+    execute,
+    mock_server,
+    profile,
+    recommend,
+    report,
+    run,
+    scenarios,
+)
 from pipeline.cli.context import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, Context
 from pipeline.cli.entry import exit_interrupted
 from pipeline.errors import PipelineError
@@ -55,7 +67,19 @@ def cli(
     ctx.obj = Context(data_dir=data_dir, config_path=config_path, quiet=quiet, verbose=verbose)
 
 
-for _module in (execute, analysis, insight, run, mock_server, scenarios, data):
+for _module in (
+    execute,
+    aggregate,
+    report,
+    profile,
+    recommend,
+    compare,
+    run,
+    mock_server,
+    scenarios,
+    compact,
+    archive,
+):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli.analysis import aggregate
+from pipeline.cli.aggregate import aggregate
 from pipeline.cli.context import (
     EXIT_OK,
     EXIT_REGRESSION,
@@ -23,7 +23,8 @@ from pipeline.cli.context import (
     pass_ctx,
 )
 from pipeline.cli.execute import execute
-from pipeline.cli.insight import fail_on_regression_option, profile, recommend
+from pipeline.cli.profile import fail_on_regression_option, profile
+from pipeline.cli.recommend import recommend
 from pipeline.cli.ui import echo_json
 
 __all__ = ["COMMANDS"]

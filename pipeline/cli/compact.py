@@ -1,4 +1,4 @@
-"""`pipeline compact` and `pipeline archive`: housekeeping of the event log."""
+"""`pipeline compact`: merge each closed partition's event files into one."""
 
 from __future__ import annotations
 
@@ -7,22 +7,24 @@ from datetime import date
 
 import click
 
-from pipeline.cli.context import EXIT_OK, Context, json_option, pass_ctx
+from pipeline.cli.context import (
+    EXIT_OK,
+    TABLE_CHOICE,
+    Context,
+    json_option,
+    pass_ctx,
+)
 from pipeline.cli.ui import echo_json, print_table
 from pipeline.store.eventlog import EventLog
 from pipeline.store.lock import exclusive_lock
-from pipeline.store.maintenance import archive as archive_events
 from pipeline.store.maintenance import compact as compact_events
-from schemas import TABLES
 
 __all__ = ["COMMANDS"]
-
-_TABLE = click.Choice(sorted(TABLES))
 
 
 @click.command()
 @click.option(
-    "--table", "tables", multiple=True, type=_TABLE, help="Only these tables (repeatable)."
+    "--table", "tables", multiple=True, type=TABLE_CHOICE, help="Only these tables (repeatable)."
 )
 @click.option(
     "--before",
@@ -64,27 +66,4 @@ def compact(
     return EXIT_OK
 
 
-@click.command()
-@click.option(
-    "--older-than", "days", type=click.IntRange(min=0), required=True, help="Age in days."
-)
-@click.option(
-    "--table", "tables", multiple=True, type=_TABLE, help="Only these tables (repeatable)."
-)
-@json_option
-@pass_ctx
-def archive(ctx: Context, days: int, tables: tuple[str, ...], as_json: bool) -> int:
-    """Move event partitions older than N days under DATA/archive/ (replay no longer reads them)."""
-    with exclusive_lock(ctx.data_dir, ctx.lock("archive")):
-        results = archive_events(EventLog(ctx.data_dir), days, tables or None)
-    rows = [asdict(r) for r in results]
-    if as_json:
-        echo_json(rows)
-    elif rows:
-        print_table("archived", rows, ["table", "date", "files"])
-    else:
-        ctx.info(f"no partition older than {days} days")
-    return EXIT_OK
-
-
-COMMANDS = [compact, archive]
+COMMANDS = [compact]

@@ -1,8 +1,6 @@
-"""`pipeline aggregate` and `pipeline report`."""
+"""`pipeline aggregate`: replay the request events into the results and time series."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import click
 import polars as pl
@@ -11,8 +9,6 @@ from pipeline.cli.context import EXIT_OK, Context, json_option, pass_ctx
 from pipeline.cli.ui import ESTIMATED_NOTE, echo_json, mark_estimated, print_table
 
 __all__ = ["COMMANDS"]
-
-_LOOSE = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
 @click.command()
@@ -87,33 +83,4 @@ def aggregate(ctx: Context, full: bool, skip_corrupt: bool, as_json: bool) -> in
     return EXIT_OK
 
 
-@click.command()
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The HTML file to write (replaced atomically).",
-)
-@click.option(
-    "--scenario", "scenarios", multiple=True, help="Only this scenario (repeatable; default: all)."
-)
-@json_option
-@pass_ctx
-def report(ctx: Context, out: Path, scenarios: tuple[str, ...], as_json: bool) -> int:
-    """A self-contained HTML report with charts (opens offline: inline SVG, no script, no CDN).
-
-    Shows what has been built; a section whose input is missing names the command that builds it.
-    """
-    from stages.report.run import write_report  # matplotlib loads only for this command
-
-    written = write_report(ctx.data_dir, out, scenarios or None, ctx.config.config.trends)
-    for missing in written.missing:
-        ctx.info(f"note: {missing.message}")
-    if as_json:
-        echo_json({"path": str(written.path), "sections": list(written.sections)})
-    else:
-        click.echo(str(written.path))
-    return EXIT_OK
-
-
-COMMANDS = [aggregate, report]
+COMMANDS = [aggregate]
