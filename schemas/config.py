@@ -11,8 +11,9 @@ from datetime import date, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from schemas._base import Frozen
 from schemas._types import Duration, SafeName, require_unique_names, shown
 from schemas.recommend import RecommendSettings
 from schemas.registry import ProviderName, get_provider
@@ -45,11 +46,7 @@ def _env_name(value: str) -> str:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ResponseLimits(_Strict):
+class ResponseLimits(Frozen):
     """How much of a response the client will hold or parse before it gives up on the attempt
     (a protocol error): a server that never ends its body, a line or an event, or that sends
     one huge line, must cost bounded memory and linear time, not the whole request timeout."""
@@ -63,7 +60,7 @@ class ResponseLimits(_Strict):
     """Bytes of one SSE event (its `data:` lines together, until the blank line)."""
 
 
-class TargetConfig(_Strict):
+class TargetConfig(Frozen):
     """A provider endpoint + model under a name. Never holds a key: only its variable's name."""
 
     name: SafeName
@@ -179,7 +176,7 @@ def strip_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-class ModelPrice(_Strict):
+class ModelPrice(Frozen):
     """USD per million tokens."""
 
     input: float = Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)
@@ -188,7 +185,7 @@ class ModelPrice(_Strict):
     as_of: date | None = None
 
 
-class TrendSettings(_Strict):
+class TrendSettings(Frozen):
     """Thresholds of `profile` (calibrated defaults; see the README's Trends section)."""
 
     min_change: float = Field(default=0.05, ge=0.0, le=1000.0, allow_inf_nan=False)
@@ -201,7 +198,7 @@ class TrendSettings(_Strict):
     min_segment: int = Field(default=3, ge=2, le=100_000)
 
 
-class CompareWeights(_Strict):
+class CompareWeights(Frozen):
     """Weights of `compare`'s 0-100 overall score (normalised to sum 1)."""
 
     latency: float = Field(default=0.4, ge=0.0, le=1000.0, allow_inf_nan=False)
@@ -215,7 +212,7 @@ class CompareWeights(_Strict):
         return self
 
 
-class PipelineConfig(_Strict):
+class PipelineConfig(Frozen):
     targets: list[TargetConfig] = Field(min_length=1)
     scenarios: list[BenchmarkScenario] = Field(default_factory=list)
     prices: dict[str, ModelPrice] = Field(default_factory=dict)

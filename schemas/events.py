@@ -13,8 +13,9 @@ from datetime import datetime
 from typing import Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from schemas._base import Frozen
 from schemas._types import SafeName, UtcDatetime
 from schemas.arrow import arrow_schema
 
@@ -53,11 +54,7 @@ def event_id(*parts: object) -> str:
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
-class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class RequestEvent(_Event):
+class RequestEvent(Frozen):
     """One request attempt, with its raw timings. Errors are events too."""
 
     event_id: str
@@ -99,7 +96,7 @@ class RequestEvent(_Event):
     """How each count was obtained: server | calibrated | chars/4 | chunks (docs/execute.md)."""
 
 
-class RunEvent(_Event):
+class RunEvent(Frozen):
     """A run of one scenario against one target: a `started` record, then a `finished` one."""
 
     event_id: str
@@ -144,7 +141,7 @@ class RunEvent(_Event):
     as the target counted them, asked once per distinct prompt before the run."""
 
 
-class ResourceSample(_Event):
+class ResourceSample(Frozen):
     """The client's own resources, sampled during a run (~every 100 ms)."""
 
     event_id: str
@@ -169,7 +166,7 @@ class TableSpec:
     """A stored event table: its model, its Arrow schema, and the column that picks the date."""
 
     name: str
-    model: type[_Event]
+    model: type[Frozen]
     schema: pa.Schema
     time_column: str
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from schemas._base import Frozen
 from schemas._types import UtcDatetime
 from schemas.registry import ProviderName
 from schemas.results import BenchmarkResult
@@ -22,11 +23,7 @@ MIN_TREND_POINTS = 3
 TrendDirection = Literal["improving", "degrading", "stable", "insufficient_data"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
-
-
-class MetricTrend(_Frozen):
+class MetricTrend(Frozen):
     """One metric's trend: direction, relative change over the window, one-sided confidence."""
 
     direction: TrendDirection
@@ -34,7 +31,7 @@ class MetricTrend(_Frozen):
     confidence: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
-class TrendMetrics(_Frozen):
+class TrendMetrics(Frozen):
     average_latency_trend: MetricTrend
     throughput_trend: MetricTrend
     error_rate_trend: MetricTrend
@@ -45,7 +42,7 @@ class TrendMetrics(_Frozen):
     """Index (in run order) of the first run after a detected step, if any."""
 
 
-class PerformanceProfile(_Frozen):
+class PerformanceProfile(Frozen):
     provider_name: ProviderName
     model_name: str = Field(min_length=1)
     benchmark_results: list[BenchmarkResult] = Field(default_factory=list)

@@ -8,15 +8,17 @@ name before any stage runs.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from schemas._base import Frozen
 
 __all__ = ["RecommendSettings"]
 
 
-class RecommendSettings(BaseModel):
+class RecommendSettings(Frozen):
     """Thresholds of `recommend`'s rules, named after the rule they belong to."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)
 
     rate_limited_share: float = Field(default=0.0, ge=0.0, lt=1.0)
     """`rate-limited` fires when more than this share of attempts got HTTP 429 (0: any 429)."""

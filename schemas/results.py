@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from schemas._base import Frozen
 from schemas._types import Elapsed, UtcDatetime
 from schemas.registry import ProviderName
 
@@ -20,11 +21,7 @@ NonNegFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 Rate = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
-
-
-class TokenUsage(_Frozen):
+class TokenUsage(Frozen):
     """Tokens of a result and what they cost. `cost_usd` is None when the price is unknown."""
 
     input_tokens: NonNegInt = 0
@@ -46,7 +43,7 @@ class TokenUsage(_Frozen):
         return self
 
 
-class LatencyMetrics(_Frozen):
+class LatencyMetrics(Frozen):
     """Latency distribution in milliseconds over the successful requests of a result."""
 
     p50: NonNegFloat
@@ -77,7 +74,7 @@ class LatencyMetrics(_Frozen):
         return self
 
 
-class MemoryUsage(_Frozen):
+class MemoryUsage(Frozen):
     """Client memory sampled during the run, in bytes."""
 
     peak_bytes: NonNegInt
@@ -90,7 +87,7 @@ class MemoryUsage(_Frozen):
         return self
 
 
-class BenchmarkResult(_Frozen):
+class BenchmarkResult(Frozen):
     """One benchmark's outcome. `additional_metrics` carries anything beyond the seed's fields."""
 
     test_name: str = Field(min_length=1)

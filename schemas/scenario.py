@@ -14,8 +14,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from schemas._base import Frozen
 from schemas._types import (
     Duration,
     NonNegativeDuration,
@@ -69,11 +70,7 @@ def add_scenario_validator(func: ScenarioValidator) -> Callable[[], None]:
     return lambda: _VALIDATORS.remove(func)
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
-
-
-class MockConfiguration(_Frozen):
+class MockConfiguration(Frozen):
     """The mock provider's knobs (in-process and `pipeline mock-server`)."""
 
     simulated_latency: NonNegativeDuration = timedelta(milliseconds=50)
@@ -125,7 +122,7 @@ class MockConfiguration(_Frozen):
         return self
 
 
-class BenchmarkScenario(_Frozen):
+class BenchmarkScenario(Frozen):
     """A workload: prompts, how many requests, how concurrent, and what it requires."""
 
     name: SafeName
@@ -189,7 +186,7 @@ class BenchmarkScenario(_Frozen):
             )
 
 
-class ScenarioSet(_Frozen):
+class ScenarioSet(Frozen):
     """A set of scenarios whose names are unique."""
 
     scenarios: list[BenchmarkScenario]
