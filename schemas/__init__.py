@@ -22,7 +22,14 @@ from schemas.events import (
     TableSpec,
     event_id,
 )
-from schemas.profiles import MIN_TREND_POINTS, MetricTrend, PerformanceProfile, TrendMetrics
+from schemas.profiles import (
+    MIN_TREND_POINTS,
+    MetricTrend,
+    PerformanceProfile,
+    TrendDetail,
+    TrendDirection,
+    TrendMetrics,
+)
 from schemas.recommend import RecommendSettings as RecommendSettings
 from schemas.registry import (
     ProviderKind,
@@ -81,6 +88,8 @@ __all__ = [
     "TableSpec",
     "TargetConfig",
     "TokenUsage",
+    "TrendDetail",
+    "TrendDirection",
     "TrendMetrics",
     "TrendSettings",
     "add_scenario_validator",

@@ -25,6 +25,7 @@ __all__ = [
     "Duration",
     "Elapsed",
     "NonNegativeDuration",
+    "NonNegativeElapsed",
     "SafeName",
     "UtcDatetime",
     "check_safe_name",
@@ -174,5 +175,9 @@ Elapsed = Annotated[
     timedelta, BeforeValidator(parse_duration), AfterValidator(_positive), _serialize_duration
 ]
 """A measured duration: positive, with no upper bound (a run may overrun its timeout a bit)."""
+NonNegativeElapsed = Annotated[
+    timedelta, BeforeValidator(parse_duration), AfterValidator(_non_negative), _serialize_duration
+]
+"""A measured duration that may be 0 (a spread), with no upper bound."""
 SafeName = Annotated[str, AfterValidator(check_safe_name)]
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]

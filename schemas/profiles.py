@@ -15,6 +15,7 @@ __all__ = [
     "MIN_TREND_POINTS",
     "MetricTrend",
     "PerformanceProfile",
+    "TrendDetail",
     "TrendDirection",
     "TrendMetrics",
 ]
@@ -31,15 +32,37 @@ class MetricTrend(Frozen):
     confidence: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
+class TrendDetail(Frozen):
+    """Beside the seed's directions: each metric's relative change and confidence."""
+
+    average_latency: MetricTrend
+    throughput: MetricTrend
+    error_rate: MetricTrend
+    cost_efficiency: MetricTrend
+
+
 class TrendMetrics(Frozen):
-    average_latency_trend: MetricTrend
-    throughput_trend: MetricTrend
-    error_rate_trend: MetricTrend
-    cost_efficiency_trend: MetricTrend
+    """The seed's trend analysis: a direction per metric, and how sure it is overall."""
+
+    average_latency_trend: TrendDirection
+    throughput_trend: TrendDirection
+    error_rate_trend: TrendDirection
+    cost_efficiency_trend: TrendDirection
     confidence_level: float = Field(ge=0.0, le=1.0)
     data_points: int = Field(ge=MIN_TREND_POINTS)
     change_point: int | None = Field(default=None, ge=0)
     """Index (in run order) of the first run after a detected step, if any."""
+    detail: TrendDetail | None = None
+    """Each metric's relative change and confidence (our addition: the seed has only the
+    directions); when given, its directions must be the ones above."""
+
+    @model_validator(mode="after")
+    def _same_directions(self) -> TrendMetrics:
+        if self.detail is not None:
+            for name in ("average_latency", "throughput", "error_rate", "cost_efficiency"):
+                if getattr(self.detail, name).direction != getattr(self, f"{name}_trend"):
+                    raise ValueError(f"detail.{name}.direction differs from {name}_trend")
+        return self
 
 
 class PerformanceProfile(Frozen):

@@ -1,7 +1,9 @@
 """The seed's result entities: what one benchmark (run × scenario × target) measured.
 
-Frozen: a result is immutable once created. Latencies are milliseconds (floats), durations are
-timedeltas, instants are UTC.
+Frozen: a result is immutable once created. As in the seed, every duration is a
+`datetime.timedelta` (the seed's `time.Duration`), latencies included; the Parquet columns keep
+them as millisecond floats (`latency_p50_ms`, ...), and `stages.aggregate.result` maps one to
+the other. Instants are UTC.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 
 from schemas._base import Frozen
-from schemas._types import Elapsed, UtcDatetime
+from schemas._types import Elapsed, NonNegativeElapsed, UtcDatetime
 from schemas.registry import ProviderName
 
 __all__ = ["BenchmarkResult", "LatencyMetrics", "MemoryUsage", "TokenUsage"]
@@ -44,17 +46,20 @@ class TokenUsage(Frozen):
 
 
 class LatencyMetrics(Frozen):
-    """Latency distribution in milliseconds over the successful requests of a result."""
+    """Latency distribution over the successful requests of a result, as durations.
 
-    p50: NonNegFloat
-    p95: NonNegFloat
-    p99: NonNegFloat
-    mean: NonNegFloat
-    min: NonNegFloat
-    max: NonNegFloat
-    standard_deviation: NonNegFloat
-    p90: NonNegFloat | None = None
-    p999: NonNegFloat | None = None
+    The seed's rule: all duration values must be positive. The one exception is the standard
+    deviation, which is 0 for a single request (or identical ones): a spread, not a latency."""
+
+    p50: Elapsed
+    p95: Elapsed
+    p99: Elapsed
+    mean: Elapsed
+    min: Elapsed
+    max: Elapsed
+    standard_deviation: NonNegativeElapsed
+    p90: Elapsed | None = None
+    p999: Elapsed | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> LatencyMetrics:
@@ -98,7 +103,10 @@ class BenchmarkResult(Frozen):
     latency_percentiles: LatencyMetrics | None = None
     throughput_rps: NonNegFloat
     error_rate: Rate
-    memory_usage: MemoryUsage | None = None
+    memory_usage: NonNegInt | None = None
+    """The client's peak memory in bytes (the seed's int64)."""
+    memory: MemoryUsage | None = None
+    """The richer summary of the same samples (peak and mean), beside the seed's field."""
     timestamp: UtcDatetime
     additional_metrics: dict[str, Any] = Field(default_factory=dict)
 
@@ -113,4 +121,6 @@ class BenchmarkResult(Frozen):
     def _consistent(self) -> BenchmarkResult:
         if self.error_rate < 1.0 and self.latency_percentiles is None and self.throughput_rps > 0:
             raise ValueError("latency_percentiles is required when any request succeeded")
+        if self.memory is not None and self.memory.peak_bytes != self.memory_usage:
+            raise ValueError("memory.peak_bytes must equal memory_usage (the same peak)")
         return self

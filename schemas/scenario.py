@@ -79,8 +79,9 @@ class MockConfiguration(Frozen):
     """Tokens per second after the first one (one per 1000 s at the slowest: a response's
     planned times stay finite)."""
     error_injection_rate: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
-    memory_usage_simulation: int = Field(default=0, ge=0, le=MAX_MOCK_MEMORY)
-    """Bytes held per request in flight."""
+    memory_usage_simulation: int | None = Field(default=None, gt=0, le=MAX_MOCK_MEMORY)
+    """Bytes held per request in flight; "must be positive" (the seed's rule): leave it out (None)
+    for no simulated memory."""
     concurrency_limit: int = Field(default=100, ge=1, le=10_000)
     response_variability: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     """Relative spread of the timings."""
@@ -110,7 +111,7 @@ class MockConfiguration(Frozen):
 
     @model_validator(mode="after")
     def _memory_total(self) -> MockConfiguration:
-        total = self.memory_usage_simulation * self.concurrency_limit
+        total = (self.memory_usage_simulation or 0) * self.concurrency_limit
         if total > MAX_MOCK_MEMORY_TOTAL:
             raise field_error(
                 "MockConfiguration",

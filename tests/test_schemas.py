@@ -29,6 +29,7 @@ from schemas import (
     ScenarioSet,
     TargetConfig,
     TokenUsage,
+    TrendDetail,
     TrendMetrics,
     TrendSettings,
     add_scenario_validator,
@@ -58,7 +59,13 @@ def result(**overrides: Any) -> BenchmarkResult:
         "duration": timedelta(seconds=2),
         "tokens_used": TokenUsage(input_tokens=1, output_tokens=2, total_tokens=3),
         "latency_percentiles": LatencyMetrics(
-            p50=2, p95=3, p99=4, mean=2.5, min=1, max=5, standard_deviation=1
+            p50=timedelta(milliseconds=2),
+            p95=timedelta(milliseconds=3),
+            p99=timedelta(milliseconds=4),
+            mean=timedelta(milliseconds=2.5),
+            min=timedelta(milliseconds=1),
+            max=timedelta(milliseconds=5),
+            standard_deviation=timedelta(milliseconds=1),
         ),
         "throughput_rps": 10.0,
         "error_rate": 0.0,
@@ -91,8 +98,9 @@ latencies = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 
 @given(st.lists(latencies, min_size=7, max_size=7))
 def test_latency_metrics_accept_exactly_ordered_values(v: list[float]) -> None:
-    p50, p95, p99, mean, lo, hi, std = v
-    valid = lo <= p50 <= p95 <= p99 <= hi and lo <= mean <= hi
+    p50, p95, p99, mean, lo, hi, std = (timedelta(milliseconds=x) for x in v)
+    valid = lo <= p50 <= p95 <= p99 <= hi and lo <= mean <= hi and lo > timedelta(0)
+    valid = valid and std >= timedelta(0)
     kwargs = dict(p50=p50, p95=p95, p99=p99, mean=mean, min=lo, max=hi, standard_deviation=std)
     if valid:
         LatencyMetrics(**kwargs)
@@ -131,7 +139,7 @@ def test_counts_are_non_negative_and_operations_positive(n: int) -> None:
     else:
         with pytest.raises(ValidationError, match="expected_operations"):
             scenario(expected_operations=n)
-    if n >= 0:
+    if n >= 1:  # the seed's rule: positive (None, the default, is no simulated memory)
         MockConfiguration(memory_usage_simulation=n)
     else:
         with pytest.raises(ValidationError, match="memory_usage_simulation"):
@@ -325,13 +333,28 @@ def test_blank_names_and_unknown_providers_are_refused() -> None:
 
 def test_profile_times_and_trend_rules() -> None:
     trend = MetricTrend(direction="stable", relative_change=0.0, confidence=0.5)
-    metrics = dict(
-        average_latency_trend=trend,
-        throughput_trend=trend,
-        error_rate_trend=trend,
-        cost_efficiency_trend=trend,
+    metrics: dict[str, Any] = dict(
+        average_latency_trend="stable",
+        throughput_trend="stable",
+        error_rate_trend="stable",
+        cost_efficiency_trend="stable",
     )
     TrendMetrics(**metrics, confidence_level=0.9, data_points=3)
+    detail = TrendDetail(
+        average_latency=trend, throughput=trend, error_rate=trend, cost_efficiency=trend
+    )
+    TrendMetrics(**metrics, confidence_level=0.9, data_points=3, detail=detail)
+    with pytest.raises(ValidationError, match="detail.throughput.direction differs"):
+        TrendMetrics(
+            **{**metrics, "throughput_trend": "degrading"},
+            confidence_level=0.9,
+            data_points=3,
+            detail=detail,
+        )
+    with pytest.raises(ValidationError, match="average_latency_trend"):
+        TrendMetrics(
+            **{**metrics, "average_latency_trend": "sideways"}, confidence_level=0.9, data_points=3
+        )
     with pytest.raises(ValidationError, match="data_points"):
         TrendMetrics(**metrics, confidence_level=0.9, data_points=2)
     with pytest.raises(ValidationError, match="confidence_level"):
@@ -420,3 +443,37 @@ def test_the_arrow_schema_is_derived_from_the_model() -> None:
         for name, info in model.model_fields.items():
             nullable = schema.field(name).nullable
             assert nullable == (type(None) in getattr(info.annotation, "__args__", ())), name
+
+
+def test_the_seeds_shapes_as_written() -> None:
+    """The seed's entities take the seed's types: latencies are durations (all positive), a
+    trend is a direction, memory usage is the peak in bytes, the mock's memory is positive."""
+    ms = [timedelta(milliseconds=x) for x in (10, 20, 30, 15, 5, 40)]
+    latency = LatencyMetrics(
+        p50=ms[0],
+        p95=ms[1],
+        p99=ms[2],
+        mean=ms[3],
+        min=ms[4],
+        max=ms[5],
+        standard_deviation=timedelta(0),
+    )
+    assert latency.p50 == timedelta(milliseconds=10) and latency.standard_deviation == timedelta(0)
+    for bad in (timedelta(0), timedelta(milliseconds=-1)):
+        with pytest.raises(ValidationError, match="min"):
+            LatencyMetrics(**{**latency.model_dump(), "min": bad})
+    trends = TrendMetrics(
+        average_latency_trend="stable",
+        throughput_trend="improving",
+        error_rate_trend="degrading",
+        cost_efficiency_trend="insufficient_data",
+        confidence_level=0.99,
+        data_points=5,
+    )
+    assert trends.error_rate_trend == "degrading" and trends.detail is None
+    assert result(memory_usage=123_456_789).memory_usage == 123_456_789
+    with pytest.raises(ValidationError, match="memory_usage"):
+        result(memory_usage=-1)
+    assert MockConfiguration().memory_usage_simulation is None
+    with pytest.raises(ValidationError, match="memory_usage_simulation"):
+        MockConfiguration(memory_usage_simulation=0)

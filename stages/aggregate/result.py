@@ -45,15 +45,29 @@ _LATENCY = {
 }
 
 
+def _elapsed(ms: float | None, floor_us: int = 1) -> timedelta | None:
+    """A millisecond column as a duration, at least `floor_us` (the clock's 1 µs resolution: a
+    latency measured as 0 still took something)."""
+    if ms is None:
+        return None
+    return timedelta(microseconds=max(floor_us, round(ms * 1000)))
+
+
 def to_benchmark_result(row: Mapping[str, Any]) -> BenchmarkResult:
     """Validate one `benchmark_results` row as a `schemas.BenchmarkResult` (raises if it breaks a rule).
 
     The duration is at least 1 µs (the clock's resolution): a single attempt that failed instantly
     still measured something. Throughput is 0 when the duration is 0 (the row holds null).
+    Latencies become durations rounded to the microsecond (the events' own resolution).
     """
     latency = None
     if row["latency_p50_ms"] is not None:
-        latency = LatencyMetrics(**{field: row[column] for field, column in _LATENCY.items()})
+        latency = LatencyMetrics(
+            **{
+                field: _elapsed(row[column], 0 if field == "standard_deviation" else 1)
+                for field, column in _LATENCY.items()
+            }
+        )
     memory = None
     if row["peak_memory_bytes"] is not None:
         memory = MemoryUsage(
@@ -76,7 +90,8 @@ def to_benchmark_result(row: Mapping[str, Any]) -> BenchmarkResult:
         latency_percentiles=latency,
         throughput_rps=row["throughput_rps"] or 0.0,
         error_rate=row["error_rate"],
-        memory_usage=memory,
+        memory_usage=memory.peak_bytes if memory is not None else None,
+        memory=memory,
         timestamp=row["timestamp"],
         additional_metrics=extra,
     )

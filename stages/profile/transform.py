@@ -13,7 +13,14 @@ from typing import Any
 
 import polars as pl
 
-from schemas import MIN_TREND_POINTS, MetricTrend, PerformanceProfile, TrendMetrics, TrendSettings
+from schemas import (
+    MIN_TREND_POINTS,
+    MetricTrend,
+    PerformanceProfile,
+    TrendDetail,
+    TrendMetrics,
+    TrendSettings,
+)
 from stages.profile.trends import TrendOutcome, analyze_trend
 
 __all__ = [
@@ -192,13 +199,20 @@ def to_performance_profile(row: dict[str, Any]) -> PerformanceProfile:
     least `MIN_TREND_POINTS` runs, whatever `[trends] min_points` says)."""
     trends = None
     if row["data_points"] >= MIN_TREND_POINTS:
+        detail = TrendDetail(
+            average_latency=_trend(row, "latency"),
+            throughput=_trend(row, "throughput"),
+            error_rate=_trend(row, "error_rate"),
+            cost_efficiency=_trend(row, "cost_efficiency"),
+        )
         trends = TrendMetrics(
-            average_latency_trend=_trend(row, "latency"),
-            throughput_trend=_trend(row, "throughput"),
-            error_rate_trend=_trend(row, "error_rate"),
-            cost_efficiency_trend=_trend(row, "cost_efficiency"),
+            average_latency_trend=detail.average_latency.direction,
+            throughput_trend=detail.throughput.direction,
+            error_rate_trend=detail.error_rate.direction,
+            cost_efficiency_trend=detail.cost_efficiency.direction,
             confidence_level=row["overall_confidence"],
             data_points=row["data_points"],
+            detail=detail,
         )
     return PerformanceProfile(
         provider_name=row["provider"],

@@ -313,7 +313,7 @@ class MockServer:
             # and the others that arrived with it; or, if it waited for a slot, when admitted.
             start_ns = perf_counter_ns() if queued else request.arrived_ns
             plan = self.simulator.plan(index, chat.max_tokens, chat.prompt)
-            with hold_memory(self.config.memory_usage_simulation):
+            with hold_memory(self.config.memory_usage_simulation or 0):
                 await self._play(conn, provider, chat, plan, outcome, start_ns)
 
     async def _rate_limited(

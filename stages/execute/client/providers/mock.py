@@ -53,7 +53,7 @@ class MockProvider:
                     attempt.retry_after_s = self.config.retry_after.total_seconds()
                     attempt.fail("rate_limited", "HTTP 429: mock concurrency limit reached")
                     return
-                with hold_memory(self.config.memory_usage_simulation):
+                with hold_memory(self.config.memory_usage_simulation or 0):
                     await self._respond(spec, plan, attempt)
         finally:
             if not attempt.end_ns:
