@@ -12,15 +12,40 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import sys
 import traceback
+from collections.abc import Sequence
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 from typing import Any
 
-from pipeline.cli.main import main
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_batch(
+    args: list[list[str]], cwd: Path, prefix: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Run the commands in one fresh process (after `prefix`, e.g. `runuser -u nobody --`);
+    their {args, code, err}."""
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-m", "tests.cli_proc", json.dumps(args)],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results: list[dict[str, Any]] = json.loads(proc.stdout)
+    return results
 
 
 def run(args: list[str]) -> dict[str, Any]:
+    from pipeline.cli.main import main
+
     err = io.StringIO()
     with redirect_stdout(io.StringIO()), redirect_stderr(err):
         try:

@@ -9,13 +9,11 @@ nothing may be half-written or left in staging.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,8 @@ from schemas import RecommendSettings, TrendSettings
 from stages.aggregate.run import run_aggregate
 from stages.profile.run import run_profile
 from stages.recommend.run import run_recommend
-from tests.conftest import ROOT, CliResult
+from tests.cli_proc import run_batch
+from tests.conftest import CliResult
 from tests.eventgen import many, write_runs
 
 PRICES = load_config(cwd=Path("/nonexistent")).price
@@ -52,23 +51,6 @@ def commands(data: Path, report: Path) -> list[list[str]]:
             ["execute", "--requests", "3"],
         )
     ]
-
-
-def run_all(
-    args: list[list[str]], cwd: Path, prefix: Sequence[str] = ()
-) -> list[dict[str, object]]:
-    proc = subprocess.run(
-        [*prefix, sys.executable, "-m", "tests.cli_proc", json.dumps(args)],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    results: list[dict[str, object]] = json.loads(proc.stdout)
-    return results
 
 
 @pytest.fixture
@@ -164,7 +146,7 @@ def test_a_full_disk_fails_each_command_with_one_line(tmpfs: Path) -> None:
     data = tmpfs / "data"
     outputs = build(data)
     fill(tmpfs)
-    results = run_all(commands(data, tmpfs / "report.html"), tmpfs.parent)
+    results = run_batch(commands(data, tmpfs / "report.html"), tmpfs.parent)
     check_one_line_errors(results, "No space left on device", must_fail=ALL)
     check_nothing_half_written(data, outputs)
     assert (data / ".lock").read_bytes() == b""  # not even the pid could be written
@@ -176,7 +158,7 @@ def test_a_nearly_full_disk_fails_the_writes_and_keeps_the_old_outputs(tmpfs: Pa
     data = tmpfs / "data"
     outputs = build(data)
     fill(tmpfs, leave_bytes=3 * 4096, leave_inodes=3)
-    results = run_all(commands(data, tmpfs / "report.html"), tmpfs.parent)
+    results = run_batch(commands(data, tmpfs / "report.html"), tmpfs.parent)
     failed = check_one_line_errors(
         results, "No space left on device", must_fail={"aggregate", "profile", "report"}
     )
@@ -193,7 +175,7 @@ def test_a_read_only_data_dir_fails_each_command_with_one_line(tmpfs: Path) -> N
         ["mount", "-o", "remount,ro", str(tmpfs)], capture_output=True, text=True, check=False
     )
     assert remount.returncode == 0, remount.stderr
-    results = run_all(commands(data, tmpfs / "report.html"), tmpfs.parent)
+    results = run_batch(commands(data, tmpfs / "report.html"), tmpfs.parent)
     check_one_line_errors(results, "Read-only file system", must_fail=ALL)
     check_nothing_half_written(data, outputs)
 
@@ -235,7 +217,7 @@ def test_a_data_dir_without_write_permission_fails_with_one_line(
         for path in [data.parent, data, *data.rglob("*")]:
             if path.is_dir():
                 path.chmod(0o555)
-    results = run_all(commands(data, data.parent / "report.html"), data.parent, prefix)
+    results = run_batch(commands(data, data.parent / "report.html"), data.parent, prefix)
     check_one_line_errors(results, "Permission denied", must_fail=ALL)
     check_nothing_half_written(data, outputs)
 

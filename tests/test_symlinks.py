@@ -9,11 +9,7 @@ each command either works or exits 1 with one line naming the link.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +22,8 @@ from schemas import RecommendSettings, TrendSettings
 from stages.aggregate.run import run_aggregate
 from stages.profile.run import run_profile
 from stages.recommend.run import run_recommend
-from tests.conftest import ROOT, run_pipeline
+from tests.cli_proc import run_batch
+from tests.conftest import run_pipeline
 from tests.eventgen import many, write_runs
 
 PRICES = load_config(cwd=Path("/nonexistent")).price
@@ -142,18 +139,9 @@ def test_a_planted_link_is_never_followed(case: str, built: Path, tmp_path: Path
     before = snapshot(outside)
     assert before
     runs = [["--data-dir", str(data), *command] for command in COMMANDS]
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.cli_proc", json.dumps(runs)],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    results = run_batch(runs, tmp_path)
     assert snapshot(outside) == before, "a file outside the data directory was touched"
-    for result in json.loads(proc.stdout):
+    for result in results:
         command, code, err = result["args"][2], result["code"], result["err"]
         assert "Traceback" not in err, f"{command}: {err}"
         if code != 0:
