@@ -5,6 +5,7 @@ PipelineError
 ├── InputError                 bad input that is not the config (exit 2)
 │   └── InvalidNameError       a name that would become a path is unsafe
 ├── WorkerFailedError          an execute worker process died or failed mid-run (exit 1)
+├── PreflightError             a target could not answer execute's first request (exit 1)
 ├── StoreError                 the event log or an output could not be used (exit 1)
 │   ├── CorruptEventFileError  an event file cannot be read; names it
 │   ├── LockTimeoutError       another process holds the data directory's lock
@@ -23,6 +24,7 @@ __all__ = [
     "InvalidNameError",
     "LockTimeoutError",
     "PipelineError",
+    "PreflightError",
     "StageInputMissingError",
     "StoreError",
     "SymlinkRefusedError",
@@ -52,6 +54,11 @@ class StoreError(PipelineError):
 
 class WorkerFailedError(PipelineError):
     """A worker process of `execute` died (killed, crashed) or raised; the run is marked failed."""
+
+
+class PreflightError(PipelineError):
+    """A target failed `execute`'s pre-flight request in a way no later request can do better
+    (nothing answered, a refused request): nothing was measured and no event written."""
 
 
 class CorruptEventFileError(StoreError):

@@ -24,9 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_batch(
-    args: list[list[str]], cwd: Path, prefix: Sequence[str] = ()
-) -> list[dict[str, Any]]:
+def run_batch(args: list[list[str]], cwd: Path, prefix: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Run the commands in one fresh process (after `prefix`, e.g. `runuser -u nobody --`);
     their {args, code, err}."""
     proc = subprocess.run(

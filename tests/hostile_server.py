@@ -23,7 +23,14 @@ from typing import Any
 
 import trio
 
-__all__ = ["ECHO_MODES", "PAYLOAD_MODES", "TRANSPORT_MODES", "HostileServer", "hostile_server"]
+__all__ = [
+    "ECHO_MODES",
+    "PAYLOAD_MODES",
+    "TRANSPORT_MODES",
+    "HostileServer",
+    "gzip_bomb_body",
+    "hostile_server",
+]
 
 Send = Callable[[bytes], Awaitable[None]]
 
@@ -423,7 +430,7 @@ async def invalid_json(send: Send, wire: Wire, streaming: bool, head: bytes) -> 
 
 
 async def gzip_bomb(send: Send, wire: Wire, streaming: bool, head: bytes) -> None:
-    bomb = _bomb()
+    bomb = gzip_bomb_body()
     fields = {"content-type": "application/json", "content-encoding": "gzip"}
     await send(_head(200, "OK", {**fields, "content-length": str(len(bomb))}) + bomb)
 
@@ -431,8 +438,9 @@ async def gzip_bomb(send: Send, wire: Wire, streaming: bool, head: bytes) -> Non
 _BOMB: list[bytes] = []
 
 
-def _bomb() -> bytes:
-    """256 MB of zeros, gzipped to a quarter of a megabyte (made once)."""
+def gzip_bomb_body() -> bytes:
+    """256 MB of zeros, gzipped to a quarter of a megabyte (made once: about a second, so a
+    test makes it before its client starts the clock)."""
     if not _BOMB:
         _BOMB.append(gzip.compress(b"\0" * (256 << 20), compresslevel=9, mtime=0))
     return _BOMB[0]

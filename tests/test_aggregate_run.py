@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import load_config
+from pipeline.errors import InputError
 from pipeline.store.eventlog import EventLog
 from schemas import ModelPrice
 from stages.aggregate import RESULT_SCHEMA, output_paths, run_aggregate, to_benchmark_result
@@ -171,10 +172,15 @@ def test_corrupt_file_fails_naming_it_or_is_quarantined(
     assert [r["run_id"] for r in payload["rebuilt"]] == ["k-000"]
 
 
-def test_no_events_writes_empty_outputs(data_dir: Path) -> None:
-    report = run_aggregate(data_dir, PRICES)
-    assert report.total_rows == 0
-    assert pl.read_parquet(report.results_path).schema == RESULT_SCHEMA
+def test_no_events_is_bad_input_and_creates_nothing(data_dir: Path) -> None:
+    """A mistyped data dir used to "succeed" with empty outputs (and be created)."""
+    with pytest.raises(InputError, match="no data directory at"):
+        run_aggregate(data_dir, PRICES)
+    assert not data_dir.exists()
+    data_dir.mkdir()
+    with pytest.raises(InputError, match="no events under .*nothing to aggregate"):
+        run_aggregate(data_dir, PRICES)
+    assert not (data_dir / "results").exists()
 
 
 def test_incremental_drops_archived_runs_and_rebuilds_foreign_outputs(

@@ -250,6 +250,7 @@ def test_data_dir_comes_from_the_environment(
 
 def test_a_second_process_waits_for_the_lock_then_fails_clearly(tmp_path: Path) -> None:
     data = tmp_path / "data"
+    data.mkdir()
     holder = subprocess.Popen(
         [
             sys.executable,

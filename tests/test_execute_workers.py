@@ -30,7 +30,13 @@ from stages.execute.load.plan import (
     schedule_share,
     split_concurrency,
 )
-from stages.execute.record.capacity import BUSY_SHARE, default_workers, saturation
+from stages.execute.record.capacity import (
+    BUSY_SHARE,
+    MIN_JUDGED_S,
+    Saturation,
+    default_workers,
+    saturation,
+)
 from stages.execute.session import run_prepared
 from tests._execute_support import config, mock_server, requests, runs, scenario, target
 from tests.conftest import ROOT
@@ -79,7 +85,7 @@ async def test_workers_give_the_same_event_set_as_one_process(
     assert three.pairs[0].requests == one.pairs[0].requests and three.pairs[0].workers == 3
     finished = runs(tmp_path / "three").filter(kind="finished").to_dicts()[0]
     assert finished["workers"] == 3 and finished["requests_sent"] == frame.height
-    assert finished["client_saturated"] is not None
+    assert finished["client_loop_lag_p95_ms"] is not None  # the workers' samplers reached it
     samples = EventLog(tmp_path / "three").replay("samples").collect()
     assert set(samples["worker"]) == {1, 2, 3}
 
@@ -179,21 +185,30 @@ def test_the_schedule_is_dealt_out_exactly() -> None:
 
 
 def test_saturation_verdict_from_samples() -> None:
-    ms = 1_000_000  # ns
-    busy = [(i * 100 * ms, i * 95_000) for i in range(11)]  # 95% of a core, all along
-    idle = [(i * 100 * ms, i * 10_000) for i in range(11)]
-    mixed = [(0, 0), (100 * ms, 95_000), (200 * ms, 100_000), (300 * ms, 105_000)]
+    s = 1_000_000_000  # ns; samples 1 s apart keep every series above MIN_JUDGED_S
+    busy = [(i * s, i * 950_000) for i in range(11)]  # 95% of a core, all along
+    idle = [(i * s, i * 100_000) for i in range(11)]
+    mixed = [(0, 0), (s, 950_000), (2 * s, 1_000_000), (3 * s, 1_050_000)]
     assert saturation([idle]).share == 0.0 and saturation([idle]).saturated is False
     verdict = saturation([idle, busy])  # any one process saturated flags the run
     assert verdict.share == 1.0 and verdict.saturated is True
     third = saturation([mixed])
     assert third.share == pytest.approx(1 / 3) and third.saturated is True
-    edge = [(0, 0), (100 * ms, int(BUSY_SHARE * 100_000))]  # exactly at the line: not busy
+    edge = [(0, 0), (s, int(BUSY_SHARE * 1_000_000))]  # exactly at the line: not busy
     assert saturation([edge]).share == 0.0
     assert saturation([[(0, 0)]]).saturated is None and saturation([]).share is None
-    one_in_five = [(i * 100 * ms, 0) for i in range(5)] + [(500 * ms, 95_000)]
+    one_in_five = [(i * s, 0) for i in range(5)] + [(5 * s, 950_000)]
     assert saturation([one_in_five]).share == pytest.approx(0.2)
     assert saturation([one_in_five]).saturated is False  # > 20% is needed
+
+
+def test_a_run_too_short_to_judge_is_not_called_saturated() -> None:
+    """A target refusing every connection ends the run in milliseconds, all of them start-up
+    work: that said "CPU-saturated for 100% of the run"."""
+    ms = 1_000_000
+    blink = [(0, 0), (40 * ms, 40_000)]  # 40 ms, all of it on the CPU
+    assert saturation([blink]) == Saturation(None, None, None)
+    assert saturation([blink, [(0, 0), (int(MIN_JUDGED_S * 1e9), 0)]]).share == 0.0
 
 
 def test_loop_lag_verdict_is_the_worst_process_p95() -> None:

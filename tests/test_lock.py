@@ -33,6 +33,7 @@ def holder(data_dir: Path) -> Iterator[Any]:
     procs: list[subprocess.Popen[str]] = []
 
     def start(command: str, seconds: float) -> subprocess.Popen[str]:
+        data_dir.mkdir(exist_ok=True)
         proc = subprocess.Popen(
             [sys.executable, "-c", HOLD, str(data_dir), command, str(seconds)],
             cwd=ROOT,

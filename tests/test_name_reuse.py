@@ -111,6 +111,7 @@ def test_compact_while_the_second_pairs_workers_start_loses_nothing(
         "streaming_required = true\n"
     )
     data = tmp_path / "data"
+    data.mkdir()
     log = EventLog(data)
     tomorrow = ["compact", "--before", "2999-01-01"]  # today's partition too: the run is today
     compact_cmd = [sys.executable, "-m", "pipeline", "--data-dir", str(data), *tomorrow]

@@ -125,8 +125,33 @@ def test_the_gate_exits_3_after_writing_and_0_when_healthy(cli: Run, tmp_path: P
 
 
 def test_profile_without_results_says_what_to_run(cli: Run, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
     result = cli("--data-dir", str(tmp_path / "empty"), "profile")
     assert result.code == 1 and "run `pipeline aggregate` first" in result.err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["aggregate"], ["profile"], ["recommend"], ["compare"], ["report", "--out", "r.html"]]
+    + [["compact"], ["archive", "--older-than", "1"], ["events"]],
+    ids=lambda c: c[0],
+)
+def test_a_mistyped_data_dir_is_said_and_never_created(
+    cli: Run, tmp_path: Path, command: list[str]
+) -> None:
+    """A derived stage, housekeeping or a query on a data directory that is not there says so
+    (exit 2) instead of "succeeding" with empty outputs in a folder it made."""
+    typo = tmp_path / "dta"
+    result = cli("--data-dir", str(typo), *command)
+    assert result.code == 2 and str(typo) in result.err, result.err
+    assert "is --data-dir right?" in result.err and not typo.exists()
+
+
+def test_aggregate_with_no_events_says_so(cli: Run, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    result = cli("--data-dir", str(tmp_path / "data"), "aggregate")
+    assert result.code == 2 and "no events under" in result.err
+    assert not (tmp_path / "data" / "results").exists()
 
 
 def test_a_history_of_events_through_the_real_stages(cli: Run, tmp_path: Path) -> None:

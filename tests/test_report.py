@@ -191,6 +191,7 @@ def test_a_missing_timeseries_leaves_the_rest(history: Path, tmp_path: Path) -> 
 
 
 def test_no_results_is_an_error_naming_aggregate(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
     with pytest.raises(StageInputMissingError, match="pipeline aggregate"):
         load_report_data(tmp_path / "data")
 
@@ -343,6 +344,7 @@ def test_cli_scenario_filter(cli: Run, history: Path, tmp_path: Path) -> None:
 
 
 def test_cli_without_results_exits_1(cli: Run, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
     result = cli("--data-dir", str(tmp_path / "empty"), "report", "--out", str(tmp_path / "r.html"))
     assert result.code == 1
     assert "pipeline aggregate" in result.err

@@ -18,9 +18,10 @@ from typing import Any, BinaryIO
 import pytest
 
 from pipeline.errors import StoreError
-from pipeline.store.eventlog import EventLog
+from pipeline.store.eventlog import EventLog, conform, write_ipc
 from pipeline.store.layout import STAGING_DIR
 from pipeline.store.staging import publish_new, stage, staged_file, sweep_staging
+from schemas import TABLES
 from tests.conftest import ROOT, run_pipeline
 from tests.stager_proc import PUBLISHED
 from tests.writer_proc import batch
@@ -54,6 +55,15 @@ def stager(data_dir: Path) -> Iterator[Any]:
             proc.stdout.close()
 
 
+def _plant_event_file(data_dir: Path) -> None:
+    """One published event file, written by hand (a writer's first append would sweep too)."""
+    table = conform(TABLES["requests"], batch("r1", "w0", 0, 2))
+    partition = EventLog(data_dir).partition_dir("requests", "2026-01-02")
+    partition.mkdir(parents=True)
+    with open(partition / "r1-w0.00000000-000000.arrow", "wb") as handle:
+        write_ipc(table, handle)
+
+
 def kill(proc: subprocess.Popen[str]) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -69,6 +79,7 @@ def test_a_temp_file_of_a_writer_killed_mid_write_is_removed(
     if sweeper == "writer":  # what execute's writers do on their first append
         EventLog(data_dir).writer("r1").append("requests", batch("r1", "w0", 0, 2))
     else:
+        _plant_event_file(data_dir)  # aggregate refuses a log with no events at all
         result = run_pipeline("--data-dir", str(data_dir), sweeper, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
     assert temps(data_dir) == []

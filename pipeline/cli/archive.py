@@ -37,9 +37,9 @@ def archive(ctx: Context, days: int, tables: tuple[str, ...], as_json: bool) -> 
     rows = [asdict(r) for r in results]
     if as_json:
         echo_json(rows)
-    elif rows:
+    elif rows and not ctx.quiet:
         print_table("archived", rows, ["table", "date", "files"])
-    else:
+    elif not rows:
         ctx.info(f"no partition older than {days} days")
     return EXIT_OK
 

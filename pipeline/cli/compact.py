@@ -52,13 +52,13 @@ def compact(
     rows = [asdict(r) for r in results]
     if as_json:
         echo_json(rows)
-    elif rows:
+    elif rows and not ctx.quiet:
         print_table(
             "compacted",
             rows,
             ["table", "date", "files_in", "events", "duplicates_dropped", "quarantined"],
         )
-    else:
+    elif not rows:
         ctx.info("nothing to compact")
     quarantined = sum(r.quarantined for r in results)
     if quarantined:

@@ -19,14 +19,20 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_REGRESSION",
+    "EXIT_TARGET_FAILED",
+    "QUIET_HELP",
+    "VERBOSE_HELP",
     "SEED",
     "TABLE_CHOICE",
     "Context",
+    "accept_global_options",
     "json_option",
     "pass_ctx",
 ]
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TARGET_FAILED = 4
+"""execute (and run) when every measured attempt of some target failed: a cron job's alarm."""
 F = TypeVar("F", bound=Callable[..., Any])
 SEED = click.IntRange(INT64_MIN, INT64_MAX)
 """A seed is recorded in an int64 column: a larger one would fail only when its events are written."""
@@ -76,3 +82,80 @@ def json_option(func: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print a machine-readable summary."
     )(func)
+
+
+def _set_data_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Context).data_dir = value
+
+
+def _set_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        found = ctx.ensure_object(Context)
+        found.config_path, found._config = value, None
+
+
+def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(Context).quiet = True
+
+
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value:
+        ctx.ensure_object(Context).verbose += value
+
+
+QUIET_HELP = (
+    "No progress bars, summary tables or notes: a command that changes data prints only "
+    "warnings and errors (and --json). A question (compare, events, targets, scenarios) still "
+    "prints its answer."
+)
+VERBOSE_HELP = (
+    "More detail: execute lists every distinct error message; mock-server logs each request."
+)
+
+_GLOBALS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (
+        ("--data-dir",),
+        {
+            "type": click.Path(file_okay=False, path_type=Path),
+            "callback": _set_data_dir,
+            "help": "Data directory (a global option, also accepted after the command).",
+        },
+    ),
+    (
+        ("--config",),
+        {
+            "type": click.Path(dir_okay=False, path_type=Path),
+            "callback": _set_config,
+            "help": "TOML config (a global option, also accepted after the command).",
+        },
+    ),
+    (
+        ("-q", "--quiet"),
+        {"is_flag": True, "callback": _set_quiet, "help": QUIET_HELP},
+    ),
+    (
+        ("-v", "--verbose"),
+        {"count": True, "callback": _set_verbose, "help": VERBOSE_HELP},
+    ),
+)
+
+
+def accept_global_options(command: click.Command) -> click.Command:
+    """Let `pipeline COMMAND --data-dir X` mean `pipeline --data-dir X COMMAND`: the global
+    options a command does not define itself (mock-server has its own `--config`, `-v`) are
+    added to it (and to a group's subcommands), each setting the shared `Context`. Parsed after
+    the group's, so a value given after the command wins."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_global_options(sub)
+        return command
+    taken = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    taken |= {opt for param in command.params for opt in getattr(param, "secondary_opts", [])}
+    for flags, settings in _GLOBALS:
+        if not taken.intersection(flags):
+            name = "_global_" + flags[-1].lstrip("-").replace("-", "_")
+            option = click.Option([*flags, name], expose_value=False, **settings)
+            command.params.append(option)
+    return command

@@ -17,6 +17,7 @@ from pipeline.cli import (
     archive,
     compact,
     compare,
+    events,
     execute,
     mock_server,
     profile,
@@ -24,8 +25,17 @@ from pipeline.cli import (
     report,
     run,
     scenarios,
+    targets,
 )
-from pipeline.cli.context import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, Context
+from pipeline.cli.context import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    QUIET_HELP,
+    VERBOSE_HELP,
+    Context,
+    accept_global_options,
+)
 from pipeline.cli.entry import exit_interrupted
 from pipeline.errors import PipelineError
 
@@ -48,8 +58,18 @@ __all__ = ["cli", "main"]
     default=None,
     help="TOML config. Default: ./pipeline.toml if present, else the built-in mock default.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or informational messages.")
-@click.option("-v", "--verbose", count=True, help="More detail (repeatable).")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help=QUIET_HELP,
+)
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help=VERBOSE_HELP,
+)
 @click.version_option(package_name="llm-bench-pipeline", prog_name="pipeline")
 @click.pass_context
 def cli(
@@ -77,11 +97,13 @@ for _module in (
     run,
     mock_server,
     scenarios,
+    targets,
+    events,
     compact,
     archive,
 ):
     for _command in _module.COMMANDS:
-        cli.add_command(_command)
+        cli.add_command(accept_global_options(_command))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,6 +17,7 @@ from pipeline.cli.aggregate import aggregate
 from pipeline.cli.context import (
     EXIT_OK,
     EXIT_REGRESSION,
+    EXIT_TARGET_FAILED,
     SEED,
     Context,
     json_option,
@@ -41,6 +42,7 @@ __all__ = ["COMMANDS"]
     "--requests", type=click.IntRange(min=1), default=None, help="Override expected_operations."
 )
 @click.option("--seed", type=SEED, default=None, help="Seed for prompt choice and arrivals.")
+@click.option("--no-preflight", is_flag=True, help="Skip execute's pre-flight request per target.")
 @fail_on_regression_option
 @json_option
 @pass_ctx
@@ -52,14 +54,16 @@ def run(
     targets: tuple[str, ...],
     requests: int | None,
     seed: int | None,
+    no_preflight: bool,
     fail_on_regression: bool,
     as_json: bool,
 ) -> int:
     """execute, aggregate, profile and recommend in order (for cron).
 
     Stops at the first stage that fails (its exit code is returned; 130 if execute was
-    interrupted). With --fail-on-regression, exits 3 after all four stages when a profile shows
-    a degrading trend or change point.
+    interrupted). When every attempt against some target failed, the other stages still run
+    and the exit code is 4. With --fail-on-regression, exits 3 after all four stages when a
+    profile shows a degrading trend or change point (4 wins over 3).
     """
     steps: list[tuple[str, click.Command, dict[str, Any]]] = [
         (
@@ -73,6 +77,7 @@ def run(
                 "rate": None,
                 "duration": None,
                 "seed": seed,
+                "no_preflight": no_preflight,
             },
         ),
         ("aggregate", aggregate, {"full": False, "skip_corrupt": False}),
@@ -89,8 +94,10 @@ def run(
             summary[name] = json.loads(captured.getvalue())
         else:
             code = click_ctx.invoke(command, **kwargs, as_json=False)
-        if code == EXIT_REGRESSION and name == "profile":
-            final = EXIT_REGRESSION
+        if code == EXIT_TARGET_FAILED and name == "execute":
+            final = EXIT_TARGET_FAILED  # the failures are events: the stages still run on them
+        elif code == EXIT_REGRESSION and name == "profile":
+            final = final or EXIT_REGRESSION
         elif code != EXIT_OK:
             final = code
             break

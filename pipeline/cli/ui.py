@@ -19,6 +19,7 @@ from rich.table import Table
 
 __all__ = [
     "ESTIMATED_NOTE",
+    "PIPE_WIDTH",
     "ProgressReporter",
     "echo_json",
     "mark_estimated",
@@ -76,26 +77,51 @@ def mark_estimated(
     return marked
 
 
+PIPE_WIDTH = 80
+"""The width a table is fitted to when stdout is not a terminal (a pipe, a file, a log)."""
+
+
 def print_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    """A table on stdout: ruled on a terminal wide enough for it, plain aligned text otherwise."""
+    """A table on stdout that fits the terminal's width (`PIPE_WIDTH` off a terminal): ruled on
+    a terminal, plain aligned text off one, and stacked (one block per row, `column value`
+    pairs wrapped between pairs) when the columns cannot fit side by side. Never cut short."""
     console = Console(highlight=False, soft_wrap=True)
-    widths = [max([len(c), *(len(_cell(r.get(c))) for r in rows)]) for c in columns]
-    if not console.is_terminal or sum(widths) + 3 * len(columns) > console.width:
-        # Plain text never cuts a name short; a narrow terminal wraps the line instead.
+    width = console.width if console.is_terminal else PIPE_WIDTH
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    if sum(widths) + 2 * (len(columns) - 1) > width:
+        sys.stdout.write(_stacked(title, cells, columns, width))
+    elif not console.is_terminal or sum(widths) + 3 * len(columns) > width:
         sys.stdout.write(f"{title}\n")
         header = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
         sys.stdout.write(header.rstrip() + "\n")
-        for row in rows:
-            cells = (_cell(row.get(c)).ljust(w) for c, w in zip(columns, widths, strict=True))
-            sys.stdout.write("  ".join(cells).rstrip() + "\n")
-        return
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in columns:
-        text = column in ("run_id", "scenario", "target", "title", "description", "status")
-        table.add_column(column, justify="left" if text else "right", no_wrap=True)
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    console.print(table)
+        for row in cells:
+            line = "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True))
+            sys.stdout.write(line.rstrip() + "\n")
+    else:
+        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in columns:
+            text = column in ("run_id", "scenario", "target", "title", "description", "status")
+            table.add_column(column, justify="left" if text else "right", no_wrap=True)
+        for row in cells:
+            table.add_row(*row)
+        console.print(table)
+
+
+def _stacked(title: str, cells: list[list[str]], columns: Sequence[str], width: int) -> str:
+    """Each row as `column value` pairs, packed into lines of `width`, breaking only between
+    pairs (a single pair longer than the line stays whole)."""
+    out = [title]
+    for row in cells:
+        line = "-"
+        for column, value in zip(columns, row, strict=True):
+            pair = f"{column} {value}"
+            if line != "-" and len(line) + 3 + len(pair) > width:
+                out.append(line)
+                line = " "
+            line = f"{line} {pair}" if line in ("-", " ") else f"{line} · {pair}"
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 class ProgressReporter:

@@ -17,11 +17,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["LOCK_NAME", "STAGING_DIR", "Layout"]
+from pipeline.errors import InputError
+
+__all__ = ["LOCK_NAME", "STAGING_DIR", "Layout", "require_data_dir"]
 
 STAGING_DIR = ".staging"
 LOCK_NAME = ".lock"
 _EVENTS = "events"
+
+
+def require_data_dir(data_dir: Path | str) -> Path:
+    """The data directory, which must exist: a stage that reads it never creates it (a mistyped
+    `--data-dir` would otherwise "succeed" with empty outputs in a new folder)."""
+    path = Path(data_dir)
+    if not path.is_dir():
+        raise InputError(
+            f"no data directory at {path} (is --data-dir right? `pipeline execute` makes it)"
+        )
+    return path
 
 
 class Layout:

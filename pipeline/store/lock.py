@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pipeline.errors import LockTimeoutError, StoreError
 from pipeline.store.fsutil import open_file, store_error
-from pipeline.store.layout import Layout
+from pipeline.store.layout import Layout, require_data_dir
 from pipeline.store.staging import sweep_staging
 
 __all__ = ["DEFAULT_LOCK", "LockHolder", "LockOptions", "exclusive_lock"]
@@ -122,7 +122,9 @@ def _acquire(fd: int, data_dir: Path, options: LockOptions) -> None:
 
 @contextmanager
 def exclusive_lock(data_dir: Path, options: LockOptions = DEFAULT_LOCK) -> Iterator[None]:
-    """Hold the data directory's lock (waiting as `options` says); sweep staging once held."""
+    """Hold the data directory's lock (waiting as `options` says); sweep staging once held.
+    The directory must exist (the derived stages and housekeeping never create it)."""
+    require_data_dir(data_dir)
     fd = _open_lock_file(data_dir)
     try:
         _acquire(fd, data_dir, options)

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import StageInputMissingError, SymlinkRefusedError
-from pipeline.store.layout import Layout
+from pipeline.store.layout import Layout, require_data_dir
 from pipeline.store.staging import Staged, replace_atomic, stage
 
 __all__ = [
@@ -121,7 +121,9 @@ def output_present(path: Path) -> bool:
 
 
 def read_output(path: Path, producer: str) -> pl.DataFrame:
-    """Read an output a later stage depends on; say which command builds it when it is missing."""
+    """Read an output a later stage depends on; say which command builds it when it is missing
+    (or that the data directory itself is not there: outputs live in DATA/<folder>/<file>)."""
     if not output_present(path):
+        require_data_dir(path.parent.parent)
         raise StageInputMissingError(f"{path} does not exist yet: run `pipeline {producer}` first")
     return pl.read_parquet(path)

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from pipeline.errors import CorruptEventFileError
+from pipeline.errors import CorruptEventFileError, InputError
 from pipeline.store.eventlog import EventFile, EventLog, Replay, read_file_table
 from pipeline.store.layout import Layout
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
@@ -116,6 +116,11 @@ def run_aggregate(
     log = EventLog(data_dir)
     results_path, timeseries_path = output_paths(data_dir)
     with exclusive_lock(data_dir, lock):
+        if not log.files("requests") and not log.files("runs"):
+            raise InputError(
+                f"no events under {log.events_dir}: nothing to aggregate "
+                "(run `pipeline execute` first, or check --data-dir)"
+            )
         moved: list[Path] = []
         while True:
             try:

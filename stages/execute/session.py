@@ -22,7 +22,7 @@ import random
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +34,7 @@ import psutil
 import trio
 
 from pipeline.config import LoadedConfig
-from pipeline.errors import InvalidNameError, WorkerFailedError
+from pipeline.errors import InvalidNameError, PreflightError, WorkerFailedError
 from pipeline.store.eventlog import EventLog
 from schemas import (
     SCHEMA_VERSION,
@@ -52,6 +52,7 @@ from stages.execute.client.providers import build_provider
 from stages.execute.load.loops import LocalCounter
 from stages.execute.load.pair import LoadOutcome, PairLoad, Stop, run_measured, run_warmup
 from stages.execute.load.plan import ExecuteOptions, PreparedRun, new_run_id, prepare
+from stages.execute.preflight import check_target, checked_runs
 from stages.execute.record.capacity import Saturation, saturation
 from stages.execute.record.recorder import Clock, Recorder
 from stages.execute.record.resources import ResourceSampler
@@ -87,10 +88,24 @@ class ExecuteResult:
     seed: int
     data_dir: str
     pairs: list[PairResult]
+    warnings: list[str] = field(default_factory=list)
+    """What the pre-flight check found that did not stop the run (a 5xx, a 429, ...)."""
+
+    @property
+    def failed_targets(self) -> list[str]:
+        """Targets none of whose measured attempts succeeded, in any of their pairs."""
+        succeeded: dict[str, bool] = {}
+        for pair in self.pairs:
+            succeeded[pair.target] = succeeded.get(pair.target, False) or pair.ok > 0
+        return [target for target, ok in succeeded.items() if not ok]
 
     @property
     def exit_code(self) -> int:
-        return 130 if self.status == "interrupted" else 0
+        """130 interrupted; 4 when some target answered nothing right (a cron job's alarm: the
+        events still say why); else 0, however many requests failed."""
+        if self.status == "interrupted":
+            return 130
+        return 4 if self.failed_targets else 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +114,8 @@ class ExecuteResult:
             "seed": self.seed,
             "data_dir": self.data_dir,
             "results": [p.as_dict() for p in self.pairs],
+            "failed_targets": self.failed_targets,
+            "warnings": self.warnings,
         }
 
 
@@ -282,7 +299,7 @@ async def _run_pair(
     verdict = Saturation(None, None)
     label = f"{scenario.name} × {target.name}"
     try:
-        with progress(label, plan.total) as handle:
+        with progress(label, plan.total - plan.warmup) as handle:
             async with trio.open_nursery() as ticker:
                 ticker.start_soon(_tick, handle, stats)
                 if workers == 1:
@@ -350,15 +367,20 @@ async def run_prepared(
     progress: ProgressFactory | None = None,
     transport_factory: TransportFactory | None = None,
     handle_signals: bool = True,
+    preflight: bool = False,
 ) -> ExecuteResult:
-    """Run the prepared pairs in order inside trio; stop early on SIGINT/SIGTERM."""
-    recorder = Recorder(EventLog(data_dir).writer(run_id), Clock())
+    """Run the prepared pairs in order inside trio; stop early on SIGINT/SIGTERM. With
+    `preflight` (execute's default), check every target first (`stages.execute.preflight`)."""
     stop = Stop()
     env_info = environment()
     results: list[PairResult] = []
+    warnings: list[str] = []
     async with trio.open_nursery() as nursery:
         if handle_signals:
             await nursery.start(_watch_signals, stop)
+        if preflight:
+            warnings = await _preflight(runs, stop)
+        recorder = Recorder(EventLog(data_dir).writer(run_id), Clock())
         for run in runs:
             if stop.interrupted:
                 break
@@ -375,7 +397,42 @@ async def run_prepared(
         status = "timed_out"
     else:
         status = "completed"
-    return ExecuteResult(run_id, status, seed, str(data_dir), results)
+    return ExecuteResult(run_id, status, seed, str(data_dir), results, warnings)
+
+
+async def _preflight(runs: list[PreparedRun], stop: Stop) -> list[str]:
+    """Check every target at once; raise PreflightError naming each one that cannot answer,
+    else return a line for each that answered badly. A signal ends the checks like the load."""
+    checked = checked_runs(runs)
+    found: dict[str, str] = {}
+    fatal: list[str] = []
+
+    async def check(run: PreparedRun) -> None:
+        result = await check_target(run)
+        if result.error_type is not None:
+            line = result.describe(run)
+            if result.fatal:
+                fatal.append(line)
+            else:
+                found[run.target.name] = f"warning: {line} (running anyway)"
+
+    with trio.CancelScope() as scope:
+        stop.scope = scope
+        if stop.interrupted:
+            scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                for run in checked:
+                    nursery.start_soon(check, run)
+        finally:
+            stop.scope = None
+    if fatal:
+        raise PreflightError(
+            "\n".join(fatal)
+            + "\nnothing was measured and no event written; fix the target, or run anyway "
+            "with --no-preflight"
+        )
+    return [found[run.target.name] for run in checked if run.target.name in found]
 
 
 def execute(
@@ -404,6 +461,7 @@ def execute(
                 seed,
                 progress=progress,
                 transport_factory=transport_factory,
+                preflight=options.preflight,
             )
         )
     except BaseExceptionGroup as group:

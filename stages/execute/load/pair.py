@@ -174,7 +174,8 @@ class PairLoad:
             await trio.sleep(backoff(attempt_no, attempt.retry_after_s, self.rng))
             attempt_no += 1
             scheduled_ns = perf_counter_ns()
-        self.stats.finished += 1
+        if index >= run.plan.warmup:  # the progress bar counts what the table counts
+            self.stats.finished += 1
 
     def _timeout_message(self, spec: RequestSpec, attempt: Attempt) -> str:
         """Why an attempt timed out, with the likely cause when the server streamed more

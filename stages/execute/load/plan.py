@@ -60,6 +60,8 @@ class ExecuteOptions:
     seed: int | None = None
     workers: int | None = None
     """Worker processes per pair; None: `stages.execute.record.capacity.default_workers`."""
+    preflight: bool = True
+    """One request per target first; stop when one cannot answer (`stages.execute.preflight`)."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ __all__ = [
     "ASSUMED_CHUNK_RATE",
     "BUSY_SHARE",
     "CHUNK_CPU_US",
+    "MIN_JUDGED_S",
     "REQUEST_CPU_US",
     "SATURATED_SHARE",
     "WORKER_BUDGET",
@@ -49,6 +50,10 @@ BUSY_SHARE = 0.9
 """A sampling interval in which a process used more than this share of a core counts as busy."""
 SATURATED_SHARE = 0.2
 """A run is flagged when some process was busy for more than this share of its sampled time."""
+MIN_JUDGED_S = 1.0
+"""A process sampled for less than this is not judged: in a run that short (a target refusing
+every connection ends in milliseconds) start-up work fills the only interval, which said
+"CPU-saturated for 100% of the run" of runs that did nothing."""
 LAGGING_MS = 10.0
 """`execute` warns when a client process's event loop ran this late (p95) or later: its
 timestamps can be up to that much late too. Measured (docs/accuracy.md): 1-2.6 ms on a free
@@ -112,13 +117,13 @@ def saturation(
     """The saturation verdict from each process's (mono_ns, cumulative CPU µs) samples, and the
     loop lag from each process's sampler lags (µs).
 
-    Null when no process has two samples to compare (a run too short to judge).
+    Null when no process was sampled for `MIN_JUDGED_S` (a run too short to judge).
     """
     lag_p95 = max((_p95(lag) / 1000 for lag in lags if lag), default=None)
     shares = []
     for samples in per_process:
         busy, total = _busy_share(sorted(samples))
-        if total > 0:
+        if total >= MIN_JUDGED_S * 1e9:
             shares.append(busy / total)
     if not shares:
         return Saturation(None, None, lag_p95)

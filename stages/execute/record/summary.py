@@ -9,12 +9,17 @@ median = numpy's linear-interpolation p50).
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from stages.execute.client.providers.base import Attempt
 
-__all__ = ["PairResult", "PairStats", "StatsDelta"]
+__all__ = ["MAX_MESSAGES", "PairResult", "PairStats", "StatsDelta"]
+
+MAX_MESSAGES = 8
+"""Distinct error messages kept per error type (each with its count): enough to say why, bounded
+whatever a server sends."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +34,20 @@ class StatsDelta:
     last_ns: int
     latencies_us: list[int]
     ttfts_us: list[int]
+    errors_by_type: dict[str, Counter[str]] = field(default_factory=dict)
+    """error type → message → attempts, since the last report (at most MAX_MESSAGES each)."""
 
 
 class PairStats:
-    """Running counts of one scenario × target, updated once per finished attempt."""
+    """Running counts of one scenario × target, updated once per finished attempt (`finished`:
+    measured requests done, their retries included; warmup is left out of every count)."""
 
     __slots__ = (
         "_reported",
+        "_reported_errors",
         "attempts",
         "errors",
+        "errors_by_type",
         "finished",
         "first_ns",
         "last_ns",
@@ -56,7 +66,11 @@ class PairStats:
         self.ttfts_us: list[int] = []
         self.first_ns = 0
         self.last_ns = 0
+        self.errors_by_type: dict[str, Counter[str]] = {}
+        """Measured failed attempts: error type → message → count (MAX_MESSAGES per type; an
+        attempt whose message does not fit counts under "" ("other messages"))."""
         self._reported = (0, 0, 0, 0, 0, 0)
+        self._reported_errors: dict[str, Counter[str]] = {}
 
     def delta(self) -> StatsDelta:
         """What changed since the previous call (a worker's report to its parent)."""
@@ -69,6 +83,11 @@ class PairStats:
             len(self.latencies_us),
             len(self.ttfts_us),
         )
+        new_errors = {
+            kind: counts - self._reported_errors.get(kind, Counter())
+            for kind, counts in self.errors_by_type.items()
+        }
+        self._reported_errors = {k: Counter(v) for k, v in self.errors_by_type.items()}
         return StatsDelta(
             self.finished - finished,
             self.attempts - attempts,
@@ -78,6 +97,7 @@ class PairStats:
             self.last_ns,
             self.latencies_us[n_lat:],
             self.ttfts_us[n_ttft:],
+            {kind: counts for kind, counts in new_errors.items() if counts},
         )
 
     def merge(self, delta: StatsDelta) -> None:
@@ -91,6 +111,15 @@ class PairStats:
         self.last_ns = max(self.last_ns, delta.last_ns)
         self.latencies_us.extend(delta.latencies_us)
         self.ttfts_us.extend(delta.ttfts_us)
+        for kind, counts in delta.errors_by_type.items():
+            for message, n in counts.items():
+                self._count_error(kind, message, n)
+
+    def _count_error(self, kind: str, message: str, n: int = 1) -> None:
+        counts = self.errors_by_type.setdefault(kind, Counter())
+        if message not in counts and len(counts) >= MAX_MESSAGES:
+            message = ""
+        counts[message] += n
 
     def add(self, attempt: Attempt, warmup: bool) -> None:
         if warmup:
@@ -108,6 +137,7 @@ class PairStats:
                 self.ttfts_us.append((attempt.chunk_ns[0] - start) // 1000)
         else:
             self.errors += 1
+            self._count_error(attempt.error_type or attempt.status, attempt.error_message or "")
 
     @property
     def elapsed_s(self) -> float:
@@ -153,6 +183,8 @@ class PairResult:
     """The client was too busy for its timings to be trusted (stages.execute.record.capacity)."""
     client_loop_lag_p95_ms: float | None = None
     """How late the client's event loop ran (p95, worst process): starvation shows here."""
+    errors_by_type: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Measured failed attempts: error type → message (scrubbed) → count, most frequent first."""
 
     @classmethod
     def from_stats(
@@ -187,6 +219,12 @@ class PairResult:
             client_cpu_saturation=client_cpu_saturation,
             client_saturated=client_saturated,
             client_loop_lag_p95_ms=client_loop_lag_p95_ms,
+            errors_by_type={
+                kind: dict(counts.most_common())
+                for kind, counts in sorted(
+                    stats.errors_by_type.items(), key=lambda item: -sum(item[1].values())
+                )
+            },
         )
 
     def as_dict(self) -> dict[str, Any]:

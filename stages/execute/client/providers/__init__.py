@@ -20,6 +20,7 @@ from stages.execute.client.providers.openai import OpenAIProvider
 from stages.execute.client.providers.openai_compatible import OpenAICompatibleProvider
 
 __all__ = [
+    "DEFAULT_BASE_URLS",
     "KEY_POLICY",
     "Attempt",
     "Provider",
@@ -46,6 +47,14 @@ _FACTORIES = {
     "openai-compatible": OpenAICompatibleProvider,
     "mock": MockProvider,
 }
+
+
+DEFAULT_BASE_URLS: dict[str, str] = {
+    name: url
+    for name, factory in _FACTORIES.items()
+    if (url := getattr(factory, "default_base_url", ""))
+}
+"""Per HTTP kind: the base URL used when a target names none (the in-process mock has none)."""
 
 
 def register_builtin_providers() -> None:
