@@ -66,7 +66,8 @@ class CorruptEventFileError(StoreError):
         self.paths = paths
         names = ", ".join(str(p) for p in paths)
         super().__init__(
-            f"corrupt event file(s): {names} ({reason}); rerun with --skip-corrupt to move them "
+            f"corrupt event {'file' if len(paths) == 1 else 'files'}: {names} ({reason}); rerun "
+            "with --skip-corrupt to move them "
             "to quarantine/ and continue without them"
         )
 

@@ -7,6 +7,7 @@ import polars as pl
 
 from pipeline.cli.context import EXIT_OK, Context, json_option, pass_ctx
 from pipeline.cli.ui import ESTIMATED_NOTE, echo_json, mark_estimated, print_table
+from pipeline.text import counted
 
 __all__ = ["COMMANDS"]
 
@@ -38,10 +39,12 @@ def aggregate(ctx: Context, full: bool, skip_corrupt: bool, as_json: bool) -> in
         lock=ctx.lock("aggregate"),
     )
     if report.quarantined:
-        ctx.info(f"quarantined {len(report.quarantined)} corrupt event file(s) under quarantine/")
+        moved = counted(len(report.quarantined), "corrupt event file")
+        ctx.info(f"quarantined {moved} under quarantine/")
     if report.unpriced_models:
         ctx.info(
-            f"warning: no price for model(s) {', '.join(report.unpriced_models)}: their cost "
+            f"warning: no price for {'model' if len(report.unpriced_models) == 1 else 'models'} "
+            f"{', '.join(report.unpriced_models)}: their cost "
             "columns are null; add [prices.<model>] to the config to price them"
         )
     rows = report.rebuilt.select(
@@ -72,7 +75,7 @@ def aggregate(ctx: Context, full: bool, skip_corrupt: bool, as_json: bool) -> in
         )
     elif not ctx.quiet:
         title = (
-            f"aggregate ({report.mode}): {len(rows)} result(s) built, "
+            f"aggregate ({report.mode}): {counted(len(rows), 'result')} built, "
             f"{report.total_rows} in {report.results_path}"
         )
         columns = ["run_id", "scenario", "target", "status", "ops", "error_rate"]

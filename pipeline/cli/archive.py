@@ -17,6 +17,7 @@ from pipeline.cli.ui import echo_json, print_table
 from pipeline.store.eventlog import EventLog
 from pipeline.store.lock import exclusive_lock
 from pipeline.store.maintenance import archive as archive_events
+from pipeline.text import counted
 
 __all__ = ["COMMANDS"]
 
@@ -40,7 +41,7 @@ def archive(ctx: Context, days: int, tables: tuple[str, ...], as_json: bool) -> 
     elif rows and not ctx.quiet:
         print_table("archived", rows, ["table", "date", "files"])
     elif not rows:
-        ctx.info(f"no partition older than {days} days")
+        ctx.info(f"no partition older than {counted(days, 'day')}")
     return EXIT_OK
 
 

@@ -18,6 +18,7 @@ from pipeline.cli.ui import echo_json, print_table
 from pipeline.store.eventlog import EventLog
 from pipeline.store.lock import exclusive_lock
 from pipeline.store.maintenance import compact as compact_events
+from pipeline.text import counted
 
 __all__ = ["COMMANDS"]
 
@@ -62,7 +63,8 @@ def compact(
         ctx.info("nothing to compact")
     quarantined = sum(r.quarantined for r in results)
     if quarantined:
-        ctx.info(f"moved {quarantined} corrupt file(s) to {ctx.data_dir / 'quarantine'}")
+        moved = counted(quarantined, "corrupt file")
+        ctx.info(f"moved {moved} to {ctx.data_dir / 'quarantine'}")
     return EXIT_OK
 
 

@@ -11,6 +11,7 @@ from pipeline.cli.context import EXIT_OK, Context, json_option, pass_ctx
 from pipeline.cli.ui import echo_json, print_table
 from pipeline.config import LoadedConfig, load_config
 from pipeline.errors import ConfigError
+from pipeline.text import counted
 
 __all__ = ["COMMANDS"]
 
@@ -91,7 +92,8 @@ def validate(ctx: Context, files: tuple[Path, ...]) -> int:
         if not found:
             ctx.info(
                 f"{loaded.source}: ok "
-                f"({len(loaded.scenarios)} scenarios, {len(loaded.targets)} targets)"
+                f"({counted(len(loaded.scenarios), 'scenario')}, "
+                f"{counted(len(loaded.targets), 'target')})"
             )
     if problems:
         raise ConfigError("\n".join(problems))
