@@ -91,6 +91,7 @@ class PreparedRun:
             self.request_timeout_s,
             transport,
             secret_headers=self.secret_headers,
+            run_seed=self.plan.seed,
         )
 
 
