@@ -6,25 +6,29 @@ import json
 import random
 import tomllib
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 
-from schemas import RecommendSettings, TrendSettings
+from pipeline.store.eventlog import EventLog
+from schemas import CompareSettings, RecommendSettings, TrendSettings
 from stages.profile.transform import PROFILE_SCHEMA, profile
 from stages.recommend.run import run_recommend
-from stages.recommend.transform import recommend, to_markdown
-from tests.conftest import ROOT, CliResult
+from stages.recommend.transform import Recommendations, recommend, to_markdown
+from tests.conftest import ROOT, CliResult, run_pipeline
+from tests.eventgen import EPOCH, RunSpec, write_runs
 from tests.results_factory import result_row, results_frame, write_results
 
 Run = Callable[..., CliResult]
 NO_PROFILES = PROFILE_SCHEMA.to_frame()
+MIN = CompareSettings().min_requests
 
 
 def fired(rows: list[dict[str, Any]], profiles: pl.DataFrame = NO_PROFILES) -> pl.DataFrame:
-    return recommend(results_frame(rows), profiles, RecommendSettings())
+    return recommend(results_frame(rows), profiles, RecommendSettings(), MIN).frame
 
 
 def rules(rows: list[dict[str, Any]]) -> list[str]:
@@ -155,9 +159,9 @@ def test_order_is_deterministic_whatever_the_input_order() -> None:
 
 def test_markdown_lists_each_recommendation_with_its_evidence() -> None:
     out = fired([result_row(0, peak_memory_bytes=2 << 30)])
-    text = to_markdown(out)
+    text = to_markdown(Recommendations(out))
     assert "## Low priority" in text and out["title"][0] in text and "`run-000`" in text
-    assert "no rule fired" in to_markdown(fired([result_row(0)]))
+    assert "no rule fired" in to_markdown(Recommendations(fired([result_row(0)])))
 
 
 def test_the_stage_writes_parquet_and_markdown(cli: Run, tmp_path: Path) -> None:
@@ -170,7 +174,7 @@ def test_the_stage_writes_parquet_and_markdown(cli: Run, tmp_path: Path) -> None
     assert [r["rule_id"] for r in json.loads(result.out)["recommendations"]] == ["client-memory"]
     assert "client-memory" in (data / "recommendations/recommendations.md").read_text()
     before = (data / "recommendations/recommendations.parquet").read_bytes()
-    run_recommend(data, RecommendSettings())
+    run_recommend(data, RecommendSettings(), CompareSettings())
     assert (data / "recommendations/recommendations.parquet").read_bytes() == before
 
 
@@ -269,7 +273,8 @@ def test_each_setting_moves_its_rule(
     changed: list[str],
 ) -> None:
     def priorities(settings: RecommendSettings) -> list[str]:
-        out = recommend(results_frame(rows), NO_PROFILES, settings)
+        # min_requests 1: each case is about its own setting, not about which run is used
+        out = recommend(results_frame(rows), NO_PROFILES, settings, 1).frame
         return out.filter(pl.col("rule_id") == rule)["priority"].to_list()
 
     assert priorities(RecommendSettings()) == default
@@ -293,3 +298,30 @@ def test_the_readme_documents_every_setting_with_its_default() -> None:
     assert RecommendSettings.model_validate(example) == RecommendSettings()
     table = section[: section.index("```toml")]
     assert all(f"`{name}`" in table for name in RecommendSettings.model_fields)
+
+
+def test_a_smoke_test_does_not_replace_the_run_recommend_looks_at(tmp_path: Path) -> None:
+    """Real events, aggregate, profile and recommend in their own processes: a failing 5-request
+    run after a healthy 200-request one is passed over (and said to be), as in compare."""
+    smoke_start = EPOCH + timedelta(hours=1)
+    write_runs(
+        EventLog(tmp_path / "data"),
+        [
+            RunSpec("full", requests=200, error_rate=0.0),
+            RunSpec(
+                "smoke", requests=5, warmup=0, error_rate=1.0, retry_rate=0.0, start=smoke_start
+            ),
+        ],
+    )
+    for command in ("aggregate", "profile"):
+        assert run_pipeline("-q", "--data-dir", "data", command, cwd=tmp_path).returncode == 0
+    proc = run_pipeline("--data-dir", "data", "recommend", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["recommendations"] == []
+    (passed,) = out["passed_over"]
+    assert (
+        passed["used_run_id"] == "full" and "run smoke measured 5 requests" in passed["reasons"][0]
+    )
+    text = (tmp_path / "data/recommendations/recommendations.md").read_text()
+    assert "## Runs not used" in text and "run smoke measured 5 requests" in text
