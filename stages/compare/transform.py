@@ -52,9 +52,9 @@ class Comparison:
     most_cost_effective: str | None
     most_reliable: str | None
     cost_included: bool
-    passed_over: tuple[PassedOver, ...] = ()
+    passed_over: tuple[PassedOver, ...]
     """Targets whose latest run was not the one used (or that were left out), and why."""
-    min_requests: int = 1
+    min_requests: int
 
     @property
     def mixed_settings(self) -> bool:

@@ -73,13 +73,11 @@ def p_value_text(value: float, significance: float | None = None) -> str:
     return f"{p_value_shown(value, significance):.{_p_digits(significance)}g}"
 
 
-def trend_text(
-    row: Mapping[str, Any], metric: str, *, numbers: bool = False, threshold: float | None = None
-) -> str:
+def trend_text(row: Mapping[str, Any], metric: str, *, numbers: bool = False) -> str:
     """A metric's trend with its change point, from a profiles row: "stable, step +39.3% at r7",
     "degrading +12.0%", "insufficient_data". With `numbers`, each part carries what decided it:
-    "stable (confidence 0.984), step +35.3% at r7 (p = 5.3e-10)"; `threshold` is the
-    `[trends] confidence_threshold` when known (for the confidence's digits)."""
+    "stable (confidence 0.984), step +35.3% at r7 (p = 5.3e-10)" (3 decimals, rounded down:
+    right for any `[trends] confidence_threshold` written with at most 3)."""
     direction = row.get(f"{metric}_trend") or "insufficient_data"
     text = str(direction)
     change = row.get(f"{metric}_relative_change")
@@ -87,7 +85,7 @@ def trend_text(
         text += f" {change:+.1%}"
     confidence = row.get(f"{metric}_confidence")
     if numbers and direction != "insufficient_data" and confidence is not None:
-        text += f" (confidence {confidence_text(confidence, threshold)})"
+        text += f" (confidence {confidence_text(confidence)})"
     step_run = row.get(f"{metric}_change_point_run_id")
     step = row.get(f"{metric}_change_point_relative_change")
     if step_run is not None and step is not None:
