@@ -10,7 +10,14 @@ from schemas._types import (
     check_safe_name,
     parse_duration,
 )
-from schemas.config import CompareWeights, ModelPrice, PipelineConfig, TargetConfig, TrendSettings
+from schemas.config import (
+    CompareSettings,
+    CompareWeights,
+    ModelPrice,
+    PipelineConfig,
+    TargetConfig,
+    TrendSettings,
+)
 from schemas.events import (
     ERROR_TYPES,
     RUN_STATUSES,
@@ -69,6 +76,7 @@ __all__ = [
     "TABLES",
     "BenchmarkResult",
     "BenchmarkScenario",
+    "CompareSettings",
     "CompareWeights",
     "Duration",
     "LatencyMetrics",

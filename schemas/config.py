@@ -20,6 +20,7 @@ from schemas.registry import ProviderName, get_provider
 from schemas.scenario import BenchmarkScenario, MockConfiguration
 
 __all__ = [
+    "CompareSettings",
     "CompareWeights",
     "ModelPrice",
     "PipelineConfig",
@@ -212,6 +213,14 @@ class CompareWeights(Frozen):
         return self
 
 
+class CompareSettings(Frozen):
+    """Which run stands for a target in `compare` and `recommend` (README, "Compare")."""
+
+    min_requests: int = Field(default=20, ge=1, le=10_000_000)
+    """The latest run at the target's latest settings with at least this many measured attempts
+    is used: a smaller one (a smoke test) never replaces it."""
+
+
 class PipelineConfig(Frozen):
     targets: list[TargetConfig] = Field(min_length=1)
     scenarios: list[BenchmarkScenario] = Field(default_factory=list)
@@ -223,6 +232,7 @@ class PipelineConfig(Frozen):
     lock_timeout: Duration = timedelta(seconds=30)
     trends: TrendSettings = Field(default_factory=TrendSettings)
     compare_weights: CompareWeights = Field(default_factory=CompareWeights)
+    compare: CompareSettings = Field(default_factory=CompareSettings)
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
 
     @field_validator("targets")

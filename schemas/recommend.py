@@ -1,9 +1,8 @@
 """When each recommendation rule fires: the config's `[recommend]` table.
 
-The defaults are the thresholds the rules have always used (README, "Recommendations"), so a
-config without the table gives the same recommendations byte for byte. Keys are the field names;
-every value is checked here (finite, within its bounds), so a bad one is refused with the field's
-name before any stage runs.
+The defaults are written here once and documented in the README ("Recommendations"). Keys are
+the field names; every value is checked here (finite, within its bounds), so a bad one is refused
+with the field's name before any stage runs.
 """
 
 from __future__ import annotations
@@ -20,16 +19,24 @@ class RecommendSettings(Frozen):
 
     model_config = ConfigDict(allow_inf_nan=False)
 
-    rate_limited_share: float = Field(default=0.0, ge=0.0, lt=1.0)
-    """`rate-limited` fires when more than this share of attempts got HTTP 429 (0: any 429)."""
+    min_events: int = Field(default=3, ge=1)
+    """A rule on a share of attempts (`rate-limited`, `error-rate`) needs at least this many of
+    the events it counts: one 429 is an anecdote, whatever share of a small run it is ..."""
+    significance: float = Field(default=0.05, gt=0.0, lt=1.0)
+    """... and a one-sided exact binomial test that the true share is above the rule's
+    threshold with a p-value at most this."""
+    rate_limited_share: float = Field(default=0.01, ge=0.0, lt=1.0)
+    """`rate-limited` fires when the share of attempts that got HTTP 429 is significantly above
+    this (0: any 429s, at least `min_events` of them) ..."""
     rate_limited_high: float = Field(default=0.05, ge=0.0, le=1.0)
-    """...and is high priority from this share on (medium below)."""
+    """... and is high priority when significantly above this share (medium otherwise)."""
     error_rate: float = Field(default=0.05, ge=0.0, le=1.0)
-    """`error-rate` fires when failures other than 429 are at least this share of attempts."""
+    """`error-rate` fires when failures other than 429 are significantly above this share."""
     tail_ratio: float = Field(default=3.0, ge=1.0)
     """`tail-latency` fires when p99 latency is at least this many times p50 ..."""
-    tail_min_requests: int = Field(default=20, ge=1)
-    """... over at least this many successful requests (fewer make a p99 meaningless)."""
+    tail_min_requests: int = Field(default=100, ge=1)
+    """... over at least this many successful requests: the p99 of fewer than 100 is the
+    slowest one or two of them, so one slow request would make a "heavy tail"."""
     knee_min_concurrencies: int = Field(default=3, ge=2)
     """`saturation-knee` needs runs at this many concurrencies of one scenario and target ..."""
     knee_throughput_gain: float = Field(default=0.10, ge=-1.0)

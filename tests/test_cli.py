@@ -292,6 +292,8 @@ def test_estimated_token_counts_are_marked_in_every_table(
         config.write_text(
             f"""
 default_scenarios = ["s"]
+[compare]
+min_requests = 3
 [prices.tiny]
 input = 1.0
 output = 2.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import polars as pl
 import psutil
 import pytest
 import trio
@@ -13,6 +14,7 @@ from pipeline.cli.execute import lag_warning
 from pipeline.store.eventlog import EventLog
 from stages.execute.load.plan import ExecuteOptions
 from tests._execute_support import config, requests, run, runs, scenario
+from tests.conftest import run_pipeline
 from tests.test_execute_http import EXPECTED
 
 
@@ -43,21 +45,24 @@ async def test_injected_errors_match_the_http_classification(tmp_path: Path, kin
 
 
 async def test_same_seed_same_outcomes_and_ok_rows_are_complete(tmp_path: Path) -> None:
+    """The run's seed decides the mock's faults: the same --seed fails the same requests,
+    another --seed others (the mock's own `seed` is 1 throughout)."""
     outcomes = []
-    for name in ("x", "y"):
+    for name, seed in (("x", 11), ("y", 11), ("z", 12)):
         tgt = mock_target(error_injection_rate=0.3, output_tokens=5, response_variability=0.2)
         loaded = config(
             [tgt],
             [scenario(expected_operations=30, concurrency_level=4, tools_required=True)],
             tmp_path,
         )
-        await run(loaded, tmp_path / name)
+        await run(loaded, tmp_path / name, ExecuteOptions(seed=seed))
         frame = requests(tmp_path / name).sort("request_index")
         outcomes.append(frame["error_type"].to_list())
         ok = frame.filter(status="ok")
         assert ok.height > 10 and (ok["output_tokens"] == 5).all() and (ok["tool_calls"] == 1).all()
         assert ok["chunk_offsets_us"].list.len().to_list() == [5] * ok.height
     assert outcomes[0] == outcomes[1] and any(outcomes[0])
+    assert outcomes[2] != outcomes[0] and any(outcomes[2])
 
 
 async def test_memory_simulation_shows_in_the_samples(tmp_path: Path) -> None:
@@ -154,3 +159,24 @@ async def test_attempts_cut_off_by_a_failure_say_so_and_the_run_says_why(tmp_pat
     assert all("the run failed" in r["error_message"] for r in rows)
     (finished,) = runs(tmp_path / "data").filter(kind="finished").to_dicts()
     assert finished["status"] == "failed" and finished["message"] == "RuntimeError: provider bug"
+
+
+def test_the_seed_option_moves_the_injected_faults_in_real_processes(tmp_path: Path) -> None:
+    """`pipeline execute --seed N` in its own process: the same N fails the same requests, two
+    seeds fail different ones (before, the faults sat on the same indexes whatever the seed)."""
+    (tmp_path / "pipeline.toml").write_text(
+        '[[targets]]\nname = "m"\nprovider = "mock"\nmodel = "mock-small"\n'
+        'mock = { simulated_latency = "1ms", token_generation_rate = 5000, '
+        "error_injection_rate = 0.2, seed = 1 }\n",
+        encoding="utf-8",
+    )
+    failing = []
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        proc = run_pipeline(
+            "-q", "--data-dir", name, "execute", "--requests", "40", "--seed", seed, cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stderr
+        frame = requests(tmp_path / name).filter(pl.col("status") != "ok")
+        failing.append(frame["request_index"].to_list())
+    assert failing[0] == failing[1] and failing[0]
+    assert failing[2] != failing[0] and failing[2]

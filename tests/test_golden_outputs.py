@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from schemas import RecommendSettings, TrendSettings
+from schemas import CompareSettings, RecommendSettings, TrendSettings
 from stages.profile.run import run_profile
 from stages.recommend.run import run_recommend
 from tests.results_factory import result_row, write_results
@@ -138,7 +138,7 @@ def _check(name: str, text: str) -> None:
 def test_profile_and_recommend_match_the_golden_files(data_dir: Path) -> None:
     write_results(data_dir, golden_results())
     profiles = run_profile(data_dir, TrendSettings())
-    recs = run_recommend(data_dir, RecommendSettings())
+    recs = run_recommend(data_dir, RecommendSettings(), CompareSettings())
     _check("profiles.jsonl", _rows_text(profiles.path))
     _check("recommendations.jsonl", _rows_text(recs.path))
     _check("recommendations.md", recs.markdown.read_text(encoding="utf-8"))

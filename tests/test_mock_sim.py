@@ -45,6 +45,24 @@ def test_another_seed_another_sequence() -> None:
     assert [p.error for p in one] != [p.error for p in two]
 
 
+def test_the_run_seed_moves_the_faults_and_reproduces_them() -> None:
+    """The in-process provider passes the run's seed: two runs with different seeds fail on
+    different requests, the same seed fails on the same ones, and no run seed (the HTTP
+    server) keeps the mock's own seed alone."""
+    config = MockConfiguration(seed=1, error_injection_rate=0.2)
+
+    def failing(run_seed: int | None) -> list[int]:
+        sim = MockSimulator(config, run_seed)
+        return [i for i in range(200) if sim.plan(i, 8).error is not None]
+
+    assert failing(5) == failing(5)
+    assert failing(5) != failing(6)
+    assert failing(None) == [
+        i for i in range(200) if _sim(seed=1, error_injection_rate=0.2).plan(i, 8).error
+    ]
+    assert failing(None) not in (failing(5), failing(6))
+
+
 def test_without_variability_tokens_are_paced_exactly() -> None:
     plan = _sim(simulated_latency="50ms", token_generation_rate=200, output_tokens=5).plan(0, 64)
     assert plan.error is None

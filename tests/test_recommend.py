@@ -6,25 +6,31 @@ import json
 import random
 import tomllib
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 
-from schemas import RecommendSettings, TrendSettings
+from pipeline.store.eventlog import EventLog
+from schemas import CompareSettings, RecommendSettings, TrendSettings
 from stages.profile.transform import PROFILE_SCHEMA, profile
+from stages.recommend.evidence import binomial_sf
 from stages.recommend.run import run_recommend
-from stages.recommend.transform import recommend, to_markdown
-from tests.conftest import ROOT, CliResult
+from stages.recommend.transform import Recommendations, recommend, to_markdown
+from tests.cli_proc import run_batch
+from tests.conftest import ROOT, CliResult, run_pipeline
+from tests.eventgen import EPOCH, RunSpec, write_runs
 from tests.results_factory import result_row, results_frame, write_results
 
 Run = Callable[..., CliResult]
 NO_PROFILES = PROFILE_SCHEMA.to_frame()
+MIN = CompareSettings().min_requests
 
 
 def fired(rows: list[dict[str, Any]], profiles: pl.DataFrame = NO_PROFILES) -> pl.DataFrame:
-    return recommend(results_frame(rows), profiles, RecommendSettings())
+    return recommend(results_frame(rows), profiles, RecommendSettings(), MIN).frame
 
 
 def rules(rows: list[dict[str, Any]]) -> list[str]:
@@ -67,13 +73,76 @@ def test_single_result_rules(rule: str, firing: dict[str, Any], silent: dict[str
     assert rule not in rules([result_row(0, **silent)])
 
 
-def test_rate_limiting_priority_grows_with_its_share() -> None:
-    high = fired([result_row(0, failed=10, successful=90, error_rate=0.1, error_rate_limited=10)])
-    low = fired([result_row(0, failed=1, successful=99, error_rate=0.01, error_rate_limited=1)])
+def _limited(count: int, attempts: int = 100, **overrides: Any) -> dict[str, Any]:
+    """A result whose `count` of `attempts` attempts got HTTP 429."""
+    return result_row(
+        0,
+        operations=attempts,
+        failed=count,
+        successful=attempts - count,
+        error_rate=count / attempts,
+        error_rate_limited=count,
+        **overrides,
+    )
+
+
+def test_rate_limiting_priority_grows_with_its_evidence() -> None:
+    high = fired([_limited(10)])  # P(X >= 10 | 100, 5%) = 0.028: significantly above 5%
+    low = fired([_limited(4)])  # P(X >= 4 | 100, 1%) = 0.018, but P(X >= 4 | 100, 5%) = 0.74
     assert high.filter(pl.col("rule_id") == "rate-limited")["priority"].to_list() == ["high"]
     assert low.filter(pl.col("rule_id") == "rate-limited")["priority"].to_list() == ["medium"]
     evidence = json.loads(high.filter(pl.col("rule_id") == "rate-limited")["evidence"][0])
-    assert evidence == {"attempts": 100, "rate_limited": 10, "share": 0.1}
+    assert evidence["test"] == {
+        "name": "one-sided exact binomial",
+        "null_hypothesis": "share <= 0.01",
+        "p_value": 7.7e-08,
+        "significance": 0.05,
+        "min_events": 3,
+    }
+    assert evidence["high_priority_test"]["p_value"] == 0.029  # 0.02819 rounded up
+    assert (evidence["attempts"], evidence["rate_limited"], evidence["share"]) == (100, 10, 0.1)
+    description = high.filter(pl.col("rule_id") == "rate-limited")["description"][0]
+    assert (
+        "significantly above 1.0% (one-sided exact binomial test, p = 7.7e-08 ≤ 0.05" in description
+    )
+
+
+def test_one_429_in_five_attempts_is_no_evidence() -> None:
+    """The issue's case: one injected 429 in 5 attempts at concurrency 4 gave a HIGH "lower the
+    concurrency below 4" (for a mock whose limit is 50). Not even with every run allowed."""
+    rows = [_limited(1, attempts=5)]
+    out = recommend(results_frame(rows), NO_PROFILES, RecommendSettings(), 1).frame
+    assert "rate-limited" not in out["rule_id"].to_list()
+    many = [_limited(3, attempts=5)]  # 3 of 5: p = 1e-5 against 1%, and 3 events: it fires
+    out = recommend(results_frame(many), NO_PROFILES, RecommendSettings(), 1).frame
+    assert out.filter(pl.col("rule_id") == "rate-limited")["priority"].to_list() == ["high"]
+
+
+def test_lowering_the_concurrency_is_advised_only_when_a_lower_one_shows_it_helps() -> None:
+    alone = fired([_limited(10, concurrency=8)])
+    (text,) = alone.filter(pl.col("rule_id") == "rate-limited")["description"].to_list()
+    assert "No run at a lower concurrency shows whether fewer requests in flight would help" in text
+    assert "run at" not in text.split(":", 1)[0]
+    calm = result_row(1, concurrency=4, error_rate_limited=0)
+    sweep_out = fired([_limited(10, concurrency=8), calm])
+    (text,) = sweep_out.filter(pl.col("rule_id") == "rate-limited")["description"].to_list()
+    assert (
+        "At concurrency 4 (run run-001) 0 of 100 attempts got HTTP 429: run at 4 in flight" in text
+    )
+    as_bad = result_row(1, concurrency=4, error_rate_limited=12, failed=12, successful=88)
+    worse_out = fired([_limited(10, concurrency=8), as_bad])
+    texts = worse_out.filter(pl.col("rule_id") == "rate-limited")["description"].to_list()
+    assert all("No run at a lower concurrency" in t for t in texts) and len(texts) == 2
+
+
+def test_binomial_tail_matches_the_sum_of_its_terms() -> None:
+    from math import comb
+
+    for n in (1, 5, 20, 100):
+        for k in range(n + 1):
+            for p in (0.0, 0.01, 0.05, 0.5, 1.0):
+                exact = sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+                assert binomial_sf(k, n, p) == pytest.approx(exact, rel=1e-9, abs=1e-15)
 
 
 def sweep(throughputs: list[float], latencies: list[float]) -> list[dict[str, Any]]:
@@ -155,9 +224,9 @@ def test_order_is_deterministic_whatever_the_input_order() -> None:
 
 def test_markdown_lists_each_recommendation_with_its_evidence() -> None:
     out = fired([result_row(0, peak_memory_bytes=2 << 30)])
-    text = to_markdown(out)
+    text = to_markdown(Recommendations(out))
     assert "## Low priority" in text and out["title"][0] in text and "`run-000`" in text
-    assert "no rule fired" in to_markdown(fired([result_row(0)]))
+    assert "no rule fired" in to_markdown(Recommendations(fired([result_row(0)])))
 
 
 def test_the_stage_writes_parquet_and_markdown(cli: Run, tmp_path: Path) -> None:
@@ -170,7 +239,7 @@ def test_the_stage_writes_parquet_and_markdown(cli: Run, tmp_path: Path) -> None
     assert [r["rule_id"] for r in json.loads(result.out)["recommendations"]] == ["client-memory"]
     assert "client-memory" in (data / "recommendations/recommendations.md").read_text()
     before = (data / "recommendations/recommendations.parquet").read_bytes()
-    run_recommend(data, RecommendSettings())
+    run_recommend(data, RecommendSettings(), CompareSettings())
     assert (data / "recommendations/recommendations.parquet").read_bytes() == before
 
 
@@ -187,26 +256,14 @@ _LONG = {"input_tokens": 2000 * 100}
 
 SETTING_CASES: list[tuple[str, object, list[dict[str, Any]], str, list[str], list[str]]] = [
     # (setting, value, results, rule, its priorities with the default, with the value)
-    (
-        "rate_limited_share",
-        0.02,
-        [result_row(0, error_rate_limited=1)],
-        "rate-limited",
-        ["medium"],
-        [],
-    ),
-    (
-        "rate_limited_high",
-        0.01,
-        [result_row(0, error_rate_limited=1)],
-        "rate-limited",
-        ["medium"],
-        ["high"],
-    ),
+    ("min_events", 2, [_limited(2, attempts=20)], "rate-limited", [], ["medium"]),
+    ("significance", 0.1, [_limited(3)], "rate-limited", [], ["medium"]),
+    ("rate_limited_share", 0.02, [_limited(4)], "rate-limited", ["medium"], []),
+    ("rate_limited_high", 0.01, [_limited(4)], "rate-limited", ["medium"], ["high"]),
     (
         "error_rate",
         0.02,
-        [result_row(0, failed=3, error_server_error=3)],
+        [result_row(0, failed=6, successful=94, error_server_error=6)],
         "error-rate",
         [],
         ["high"],
@@ -269,7 +326,8 @@ def test_each_setting_moves_its_rule(
     changed: list[str],
 ) -> None:
     def priorities(settings: RecommendSettings) -> list[str]:
-        out = recommend(results_frame(rows), NO_PROFILES, settings)
+        # min_requests 1: each case is about its own setting, not about which run is used
+        out = recommend(results_frame(rows), NO_PROFILES, settings, 1).frame
         return out.filter(pl.col("rule_id") == rule)["priority"].to_list()
 
     assert priorities(RecommendSettings()) == default
@@ -293,3 +351,88 @@ def test_the_readme_documents_every_setting_with_its_default() -> None:
     assert RecommendSettings.model_validate(example) == RecommendSettings()
     table = section[: section.index("```toml")]
     assert all(f"`{name}`" in table for name in RecommendSettings.model_fields)
+
+
+def test_a_smoke_test_does_not_replace_the_run_recommend_looks_at(tmp_path: Path) -> None:
+    """Real events, aggregate, profile and recommend in their own processes: a failing 5-request
+    run after a healthy 200-request one is passed over (and said to be), as in compare."""
+    smoke_start = EPOCH + timedelta(hours=1)
+    write_runs(
+        EventLog(tmp_path / "data"),
+        [
+            RunSpec("full", requests=200, error_rate=0.0),
+            RunSpec(
+                "smoke", requests=5, warmup=0, error_rate=1.0, retry_rate=0.0, start=smoke_start
+            ),
+        ],
+    )
+    for command in ("aggregate", "profile"):
+        assert run_pipeline("-q", "--data-dir", "data", command, cwd=tmp_path).returncode == 0
+    proc = run_pipeline("--data-dir", "data", "recommend", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["recommendations"] == []
+    (passed,) = out["passed_over"]
+    assert (
+        passed["used_run_id"] == "full" and "run smoke measured 5 requests" in passed["reasons"][0]
+    )
+    text = (tmp_path / "data/recommendations/recommendations.md").read_text()
+    assert "## Runs not used" in text and "run smoke measured 5 requests" in text
+
+
+WOLF = """
+default_scenarios = ["chat"]
+
+[[targets]]
+name = "mock-50"
+provider = "mock"
+model = "mock-small"
+mock = { simulated_latency = "1ms", token_generation_rate = 5000, error_injection_rate = 0.2, error_kinds = ["rate_limit"], concurrency_limit = 50 }
+
+[[targets]]
+name = "mock-2"
+provider = "mock"
+model = "mock-small"
+mock = { simulated_latency = "20ms", token_generation_rate = 5000, concurrency_limit = 2, overload = "reject" }
+
+[[scenarios]]
+name = "chat"
+test_prompts = ["hi"]
+expected_operations = 5
+concurrency_level = 4
+max_tokens = 8
+
+[compare]
+min_requests = 1
+"""
+
+
+def test_rate_limiting_needs_evidence_in_real_processes(tmp_path: Path) -> None:
+    """The issue's cry-wolf case through the real pipeline: one injected 429 in 5 attempts
+    against a mock whose limit is 50 (every run allowed, `min_requests = 1`) is no rate-limited
+    recommendation; a mock that really rejects past 2 in flight is, and the advice to run at 2
+    comes from the run at 2 that shows it."""
+    (tmp_path / "pipeline.toml").write_text(WOLF, encoding="utf-8")
+    data = ["--data-dir", "data"]
+    steps = [
+        [*data, "execute", "--target", "mock-50", "--seed", "1"],  # seed 1: index 0 gets a 429
+        [*data, "execute", "--target", "mock-2", "--requests", "40", "--concurrency", "8"],
+        [*data, "execute", "--target", "mock-2", "--requests", "40", "--concurrency", "2"],
+        [*data, "aggregate"],
+        [*data, "profile"],
+        [*data, "recommend"],
+    ]
+    done = run_batch(steps, cwd=tmp_path)
+    assert [d["code"] for d in done] == [0] * len(steps), done
+    results = pl.read_parquet(tmp_path / "data/results/benchmark_results.parquet")
+    wolf = results.filter(pl.col("target") == "mock-50").row(0, named=True)
+    assert (wolf["operations"], wolf["error_rate_limited"]) == (5, 1)
+    found = pl.read_parquet(tmp_path / "data/recommendations/recommendations.parquet")
+    limited = found.filter(pl.col("rule_id") == "rate-limited")
+    assert limited["target"].to_list() == ["mock-2"], found.select("rule_id", "target", "title")
+    (row,) = limited.to_dicts()
+    assert row["title"] == "mock-2 is rate limited at concurrency 8" and row["priority"] == "high"
+    assert "got HTTP 429: run at 2 in flight" in row["description"]
+    evidence = json.loads(row["evidence"])
+    assert evidence["test"]["name"] == "one-sided exact binomial"
+    assert evidence["test"]["p_value"] <= 0.05 and evidence["lower_concurrency"]["concurrency"] == 2

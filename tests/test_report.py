@@ -26,7 +26,7 @@ import pytest
 from pipeline.errors import StageInputMissingError
 from pipeline.store.eventlog import EventLog
 from pipeline.store.layout import Layout
-from schemas import ModelPrice, RecommendSettings, TrendSettings
+from schemas import CompareSettings, ModelPrice, RecommendSettings, TrendSettings
 from stages.aggregate.run import run_aggregate
 from stages.profile.run import run_profile
 from stages.recommend.run import run_recommend
@@ -78,7 +78,7 @@ def build_history(data_dir: Path) -> None:
     write_runs(EventLog(data_dir), _specs())
     run_aggregate(data_dir, PRICES.get)
     run_profile(data_dir, TrendSettings())
-    run_recommend(data_dir, RecommendSettings())
+    run_recommend(data_dir, RecommendSettings(), CompareSettings())
 
 
 # Building a page takes a second or more (matplotlib draws every chart), so the history and its

@@ -18,7 +18,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.store.eventlog import EventLog
 from pipeline.store.layout import LOCK_NAME
-from schemas import RecommendSettings, TrendSettings
+from schemas import CompareSettings, RecommendSettings, TrendSettings
 from stages.aggregate.run import run_aggregate
 from stages.profile.run import run_profile
 from stages.recommend.run import run_recommend
@@ -47,7 +47,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_runs(EventLog(data), many("r", 4, requests=30))
     run_aggregate(data, PRICES)
     run_profile(data, TrendSettings())
-    run_recommend(data, RecommendSettings())
+    run_recommend(data, RecommendSettings(), CompareSettings())
     return data
 
 

@@ -27,8 +27,10 @@ __all__ = ["COMMANDS"]
 def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
     """Targets side by side for a scenario: fastest, cheapest, most reliable, overall 0-100 score.
 
-    Uses each target's latest completed run. The score's weights come from the config's
-    [compare_weights] (latency 0.4, cost 0.3, reliability 0.3 by default).
+    Uses each target's latest completed (or timed-out) run at its latest mode and concurrency
+    that measured at least [compare] min_requests attempts (20 by default), and says which runs
+    it passed over and why. The score's weights come from the config's [compare_weights]
+    (latency 0.4, cost 0.3, reliability 0.3 by default).
     """
     results = read_output(Layout(ctx.data_dir).results, "aggregate")
     known = sorted(results["scenario"].unique().to_list())
@@ -37,8 +39,9 @@ def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
             raise InputError(
                 f"no results for scenario {name!r}; scenarios with results: {', '.join(known) or 'none'}"
             )
+    config = ctx.config.config
     comparisons = [
-        compare_targets(results, name, ctx.config.config.compare_weights)
+        compare_targets(results, name, config.compare_weights, config.compare.min_requests)
         for name in scenarios or known
     ]
     if as_json:
@@ -50,6 +53,9 @@ def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
                     "most_cost_effective": c.most_cost_effective,
                     "most_reliable": c.most_reliable,
                     "cost_in_score": c.cost_included,
+                    "min_requests": c.min_requests,
+                    "mixed_settings": c.mixed_settings,
+                    "passed_over": [p.as_dict() for p in c.passed_over],
                     "targets": c.table.to_dicts(),
                 }
                 for c in comparisons
@@ -65,6 +71,9 @@ def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
             rows,
             [
                 "target",
+                "run_id",
+                "operations",
+                "successful",
                 "latency_p50_ms",
                 "latency_p95_ms",
                 "ttft_p50_ms",
@@ -77,7 +86,16 @@ def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
         click.echo(
             f"fastest: {c.fastest}   most cost-effective: {c.most_cost_effective}   most reliable: {c.most_reliable}"
         )
-        if not c.cost_included:
+        for passed in c.passed_over:
+            click.echo(passed.sentence())
+        if c.mixed_settings:
+            settings = ", ".join(
+                f"{r['target']} {r['mode']} concurrency {r['concurrency']}" for r in rows
+            )
+            click.echo(
+                f"(the targets ran at different settings, so they compare unlike: {settings})"
+            )
+        if not c.cost_included and rows:
             click.echo("(cost is left out of the score: at least one target has no price)")
         if estimated:
             click.echo(ESTIMATED_NOTE)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from pipeline.cli.context import EXIT_OK, EXIT_REGRESSION, Context, json_option, pass_ctx
 from pipeline.cli.ui import echo_json, print_table
+from stages.profile.display import confidence_text, trend_text
 from stages.profile.run import ProfileSummary, run_profile
 from stages.profile.trends import min_runs_for_direction
 
@@ -19,31 +22,58 @@ fail_on_regression_option = click.option(
 )
 
 
+_METRICS = ("latency", "throughput", "error_rate", "cost_efficiency")
 _PROFILE_COLUMNS = [
     "scenario",
     "target",
     "data_points",
-    "latency_trend",
-    "throughput_trend",
-    "error_rate_trend",
-    "cost_efficiency_trend",
+    *(f"{m}_trend" for m in _METRICS),
     "overall_confidence",
+    "regression",
+]
+_JSON_COLUMNS = [
+    *_PROFILE_COLUMNS,
+    *(
+        f"{m}_{part}"
+        for m in _METRICS
+        for part in (
+            "change_point_run_id",
+            "change_point_relative_change",
+            "change_point_direction",
+            "change_point_p",
+        )
+    ),
+    "regression_reasons",
 ]
 
 
+def _table_row(row: dict[str, Any], threshold: float) -> dict[str, Any]:
+    """A profile as the table shows it: each trend beside its change point ("stable, step
+    +43.0% at r7"), the confidence rounded down (never up across `threshold`), and whether it
+    is a regression, so that the table agrees with the REGRESSION lines and the exit code."""
+    return {
+        **row,
+        **{f"{m}_trend": trend_text(row, m) for m in _METRICS},
+        "overall_confidence": confidence_text(row["overall_confidence"], threshold),
+        "regression": "yes" if row["regression"] else "no",
+    }
+
+
 def report_profile(ctx: Context, summary: ProfileSummary, as_json: bool) -> None:
-    rows = summary.profiles.select(*_PROFILE_COLUMNS, "regression_reasons").to_dicts()
+    rows = summary.profiles.select(_JSON_COLUMNS).to_dicts()
     if as_json:
         echo_json(
             {"path": str(summary.path), "profiles": rows, "regressions": summary.regressions.height}
         )
         return
-    print_table(f"profiles ({summary.path})", rows, _PROFILE_COLUMNS)
+    trends = ctx.config.config.trends
+    shown = [_table_row(row, trends.confidence_threshold) for row in rows]
+    print_table(f"profiles ({summary.path})", shown, _PROFILE_COLUMNS)
     for row in summary.regressions.iter_rows(named=True):
         click.echo(
             f"REGRESSION {row['scenario']} @ {row['target']}: {row['regression_reasons']}", err=True
         )
-    needed = min_runs_for_direction(ctx.config.config.trends)
+    needed = min_runs_for_direction(trends)
     if rows and all(r["data_points"] < needed for r in rows):
         ctx.info(
             f"note: a trend direction needs at least {needed} runs of the same scenario and target"
@@ -58,7 +88,8 @@ def profile(ctx: Context, fail_on_regression: bool, as_json: bool) -> int:
     """Trends across runs into profiles/performance_profiles.parquet.
 
     One row per (provider, model, scenario, target): direction, relative change and confidence of
-    latency, throughput, error rate and cost efficiency, and any change point. With the default
+    latency, throughput, error rate and cost efficiency, and any change point; the table shows
+    each trend beside its change point and whether the row is a regression. With the default
     [trends] settings a direction needs at least 5 runs, and fewer than 3 is insufficient_data.
     """
     summary = run_profile(ctx.data_dir, ctx.config.config.trends, ctx.lock("profile"))

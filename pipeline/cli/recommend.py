@@ -17,7 +17,12 @@ def report_recommend(ctx: Context, summary: RecommendSummary, as_json: bool) -> 
     ).to_dicts()
     if as_json:
         echo_json(
-            {"path": str(summary.path), "markdown": str(summary.markdown), "recommendations": rows}
+            {
+                "path": str(summary.path),
+                "markdown": str(summary.markdown),
+                "recommendations": rows,
+                "passed_over": [p.as_dict() for p in summary.passed_over],
+            }
         )
         return
     print_table(
@@ -25,6 +30,8 @@ def report_recommend(ctx: Context, summary: RecommendSummary, as_json: bool) -> 
         rows,
         ["priority", "rule_id", "scenario", "target", "title"],
     )
+    for passed in summary.passed_over:
+        ctx.info(f"not used: {passed.sentence()}")
 
 
 @click.command()
@@ -33,10 +40,12 @@ def report_recommend(ctx: Context, summary: RecommendSummary, as_json: bool) -> 
 def recommend(ctx: Context, as_json: bool) -> int:
     """Optimization recommendations into recommendations/ (Parquet and Markdown).
 
-    Rules over the latest results and the profiles, each with priority, evidence and run ids;
-    when each rule fires is set in the config's [recommend] table.
+    Rules over each configuration's run (chosen as compare chooses: [compare] min_requests) and
+    the profiles, each with priority, evidence and run ids; when each rule fires is set in the
+    config's [recommend] table.
     """
-    summary = run_recommend(ctx.data_dir, ctx.config.config.recommend, ctx.lock("recommend"))
+    config = ctx.config.config
+    summary = run_recommend(ctx.data_dir, config.recommend, config.compare, ctx.lock("recommend"))
     report_recommend(ctx, summary, as_json)
     return EXIT_OK
 

@@ -1,4 +1,7 @@
-"""compare's pure transform: the latest run of each target for a scenario, scored 0-100.
+"""compare's pure transform: one run of each target for a scenario, scored 0-100.
+
+Which run stands for a target is `stages.compare.selection`'s rule (the latest at its latest
+settings with at least `[compare] min_requests` attempts), shared with recommend.
 
 Scores per criterion are relative to the best target in the comparison (the best gets 1):
 latency = mean of best_p50/p50 and best_p95/p95; cost = best/own USD per million output tokens;
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from schemas import CompareWeights
+from stages.compare.selection import PassedOver, select_runs
 
 __all__ = ["COMPARE_COLUMNS", "Comparison", "compare"]
 
@@ -22,7 +26,10 @@ COMPARE_COLUMNS = (
     "provider",
     "model",
     "run_id",
+    "mode",
     "concurrency",
+    "operations",
+    "successful",
     "latency_p50_ms",
     "latency_p95_ms",
     "ttft_p50_ms",
@@ -45,6 +52,14 @@ class Comparison:
     most_cost_effective: str | None
     most_reliable: str | None
     cost_included: bool
+    passed_over: tuple[PassedOver, ...]
+    """Targets whose latest run was not the one used (or that were left out), and why."""
+    min_requests: int
+
+    @property
+    def mixed_settings(self) -> bool:
+        """The targets' runs were not all at one mode and concurrency (scores compare unlike)."""
+        return self.table.select("mode", "concurrency").unique().height > 1
 
 
 def _pick(table: pl.DataFrame, by: list[str], descending: bool = False) -> str | None:
@@ -56,24 +71,26 @@ def _pick(table: pl.DataFrame, by: list[str], descending: bool = False) -> str |
     )
 
 
-def compare(results: pl.DataFrame, scenario: str, weights: CompareWeights) -> Comparison:
-    latest = (
-        results.filter(
-            (pl.col("scenario") == scenario)
-            & pl.col("run_status").is_in(("completed", "timed_out"))
-            & (pl.col("successful") > 0)
-        )
-        .sort(["timestamp", "run_id"])
-        .group_by("target", maintain_order=True)
-        .last()
-        .with_columns(
-            (pl.col("successful") / pl.col("operations")).alias("success_rate"),
-            pl.when(pl.col("output_tokens") > 0)
-            .then(pl.col("cost_usd") / pl.col("output_tokens") * 1e6)
-            .alias("usd_per_million_output_tokens"),
-        )
+def compare(
+    results: pl.DataFrame, scenario: str, weights: CompareWeights, min_requests: int
+) -> Comparison:
+    """Each target's run for `scenario` (the selection rule with `min_requests`), scored."""
+    selection = select_runs(
+        results.filter(pl.col("scenario") == scenario), ("scenario", "target"), min_requests
     )
-    cost_included = latest.height > 0 and latest["usd_per_million_output_tokens"].null_count() == 0
+    latest = selection.chosen.sort("target").with_columns(
+        (pl.col("successful") / pl.col("operations")).alias("success_rate"),
+        pl.when(pl.col("output_tokens") > 0)
+        .then(pl.col("cost_usd") / pl.col("output_tokens") * 1e6)
+        .alias("usd_per_million_output_tokens"),
+    )
+    # A run in which nothing succeeded stays in the table (it is the target's latest evidence,
+    # not a run to skip): it has no latency or cost, which score 0, and does not decide whether
+    # cost can be scored.
+    answered = latest.filter(pl.col("successful") > 0)
+    cost_included = (
+        answered.height > 0 and answered["usd_per_million_output_tokens"].null_count() == 0
+    )
     w_cost = weights.cost if cost_included else 0.0
     total = weights.latency + w_cost + weights.reliability or 1.0
     table = latest.with_columns(
@@ -85,6 +102,7 @@ def compare(results: pl.DataFrame, scenario: str, weights: CompareWeights) -> Co
             / 2
         )
         .fill_nan(1.0)
+        .fill_null(0.0)
         .alias("latency_score"),
         (pl.col("usd_per_million_output_tokens").min() / pl.col("usd_per_million_output_tokens"))
         .fill_nan(1.0)
@@ -109,6 +127,8 @@ def compare(results: pl.DataFrame, scenario: str, weights: CompareWeights) -> Co
         most_cost_effective=_pick(table, ["usd_per_million_output_tokens"]),
         most_reliable=None if table.is_empty() else _most_reliable(table),
         cost_included=cost_included,
+        passed_over=selection.passed_over,
+        min_requests=min_requests,
     )
 
 

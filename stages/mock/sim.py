@@ -10,6 +10,9 @@ a loaded mock from drifting.
 Determinism: request N's plan comes from its own RNG, seeded by mixing (seed, N) without
 `hash()`, so it does not depend on the order in which concurrent requests ask for their plans, on
 `PYTHONHASHSEED` or on the process. The same seed gives the same sequence; another seed, another.
+The in-process provider mixes the run's seed (`execute --seed`) into the mock's own `seed` first,
+so that a run's seed decides which requests fail as it decides the prompts and arrivals; the HTTP
+server has no run seed and uses its `seed` knob alone.
 
 Variability: `response_variability` is the coefficient of variation of the first-token delay and
 of every inter-token gap. The multipliers are log-normal with mean 1, so timings stay positive and
@@ -145,9 +148,15 @@ class MockSimulator:
         "config",
     )
 
-    def __init__(self, config: MockConfiguration) -> None:
+    def __init__(self, config: MockConfiguration, run_seed: int | None = None) -> None:
+        """`run_seed`: the run's seed, mixed with the mock's own `seed` (None: `seed` alone).
+
+        Without it every run of a target would fail on the same request indexes, whatever its
+        `--seed`, so runs would not be independent samples of the injected fault rate (and a
+        fault on index 3 would show up in every run's history as if it were the target's).
+        """
         self.config = config
-        self._seed = config.seed
+        self._seed = config.seed if run_seed is None else _mix(config.seed, run_seed)
         self._ttft_s = config.simulated_latency.total_seconds()
         self._gap_s = 1.0 / config.token_generation_rate
         self._error_rate = config.error_injection_rate

@@ -21,6 +21,7 @@ from schemas import (
     TrendMetrics,
     TrendSettings,
 )
+from stages.profile.display import confidence_text, p_value_text
 from stages.profile.trends import TrendOutcome, analyze_trend
 
 __all__ = [
@@ -112,18 +113,24 @@ def _metric_columns(
     }
 
 
-def _reasons(metric: Metric, outcome: TrendOutcome, run_ids: Sequence[str]) -> list[str]:
+def _reasons(
+    metric: Metric, outcome: TrendOutcome, run_ids: Sequence[str], settings: TrendSettings
+) -> list[str]:
+    """Why a metric makes its profile a regression, with numbers rounded never across their
+    thresholds (a confidence down, a p-value up)."""
+    threshold, step_p = settings.confidence_threshold, settings.step_p
     reasons = []
     if outcome.direction == "degrading" and outcome.relative_change is not None:
+        shown = confidence_text(outcome.confidence, threshold)
         reasons.append(
             f"{metric.name} degrading {outcome.relative_change:+.1%} over {len(run_ids)} runs "
-            f"(confidence {outcome.confidence:.3f})"
+            f"(confidence {shown})"
         )
     if outcome.change_point_direction == "degrading" and outcome.change_point is not None:
         step = outcome.step_relative_change or 0.0
         reasons.append(
             f"{metric.name} stepped {step:+.1%} at run {run_ids[outcome.change_point]} "
-            f"(p={outcome.change_point_p:.2g})"
+            f"(p={p_value_text(outcome.change_point_p or 0.0, step_p)})"
         )
     return reasons
 
@@ -156,7 +163,7 @@ def _profile_group(runs: pl.DataFrame, settings: TrendSettings) -> dict[str, Any
         row |= _metric_columns(metric, outcome, run_ids)
         if outcome.direction != "insufficient_data":
             confidences.append(outcome.confidence)
-        reasons += _reasons(metric, outcome, run_ids)
+        reasons += _reasons(metric, outcome, run_ids, settings)
     row["overall_confidence"] = sum(confidences) / len(confidences) if confidences else 0.0
     row["regression"] = bool(reasons)
     row["regression_reasons"] = "; ".join(reasons) or None

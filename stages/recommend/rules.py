@@ -14,6 +14,8 @@ from typing import Any
 import polars as pl
 
 from schemas import RecommendSettings
+from stages.profile.display import confidence_shown, trend_text
+from stages.recommend.evidence import share_evidence
 from stages.recommend.recommendation import SUBJECT_KEYS, Recommendation
 
 __all__ = [
@@ -53,7 +55,7 @@ def rule_degrading_trend(
             m: {
                 "trend": row[f"{m}_trend"],
                 "relative_change": _r(row[f"{m}_relative_change"], 4),
-                "confidence": _r(row[f"{m}_confidence"], 4),
+                "confidence": confidence_shown(row[f"{m}_confidence"]),
                 "change_point_run_id": row[f"{m}_change_point_run_id"],
                 "change_point_relative_change": _r(row[f"{m}_change_point_relative_change"], 4),
             }
@@ -75,8 +77,10 @@ def rule_degrading_trend(
             category="regression",
             title=f"{row['target']} got worse on {row['scenario']}: {', '.join(metrics)}",
             description=(
-                f"{row['regression_reasons']}. Compare the runs around the change (config_hash, "
-                "provider status pages, model version) before trusting this target's latest numbers."
+                f"Over {row['data_points']} runs: "
+                + "; ".join(f"{m} {trend_text(row, m, numbers=True)}" for m in metrics)
+                + ". Compare the runs around the change (config_hash, provider status pages, "
+                "model version) before trusting this target's latest numbers."
             ),
             evidence={"metrics": metrics, "data_points": row["data_points"]},
             run_ids=tuple(dict.fromkeys(runs)),
@@ -85,32 +89,84 @@ def rule_degrading_trend(
         )
 
 
+def _calmer(
+    latest: pl.DataFrame, row: dict[str, Any], limits: RecommendSettings
+) -> dict[str, Any] | None:
+    """The highest lower concurrency of the same scenario, target and mode whose run shows no
+    significant rate limiting and a smaller share of 429s, if any: the evidence that fewer
+    requests in flight would help (without it, "lower the concurrency" is a guess)."""
+    share = row["error_rate_limited"] / row["operations"]
+    lower = latest.filter(
+        (pl.col("scenario") == row["scenario"])
+        & (pl.col("target") == row["target"])
+        & (pl.col("mode") == row["mode"])
+        & (pl.col("concurrency") < row["concurrency"])
+        & (pl.col("operations") > 0)
+    ).sort("concurrency", descending=True)
+    for other in lower.iter_rows(named=True):
+        limited = other["error_rate_limited"]
+        if limited / other["operations"] >= share:
+            continue
+        if not share_evidence(
+            limited, other["operations"], limits.rate_limited_share, limits
+        ).enough:
+            return other
+    return None
+
+
 def rule_rate_limited(
     results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
 ) -> Iterator[Recommendation]:
-    """HTTP 429s: the provider refuses load, so lower concurrency or more quota beats retrying."""
+    """HTTP 429s: the provider refuses load, so fewer in flight or more quota beats retrying.
+
+    Only on evidence: at least `min_events` 429s and a share significantly above
+    `rate_limited_share`; high priority only when significantly above `rate_limited_high`. The
+    advice to lower the concurrency is given only when a run at a lower one shows it helps.
+    """
     for row in latest.filter(pl.col("error_rate_limited") > 0).iter_rows(named=True):
-        share = row["error_rate_limited"] / max(row["operations"], 1)
-        if share <= limits.rate_limited_share:
+        limited, attempts = row["error_rate_limited"], row["operations"]
+        found = share_evidence(limited, attempts, limits.rate_limited_share, limits)
+        if not found.enough:
             continue
+        high = share_evidence(limited, attempts, limits.rate_limited_high, limits)
+        calmer = _calmer(latest, row, limits)
+        retries = "turn on retries with backoff (max_retries; retry-after is honoured)"
+        if calmer is not None:
+            advice = (
+                f"At concurrency {calmer['concurrency']} (run {calmer['run_id']}) "
+                f"{calmer['error_rate_limited']} of {calmer['operations']} attempts got HTTP 429: "
+                f"run at {calmer['concurrency']} in flight, or {retries}."
+            )
+        else:
+            advice = (
+                "No run at a lower concurrency shows whether fewer requests in flight would help: "
+                f"{retries}, ask the provider for a higher quota, or run at a lower concurrency "
+                "to find out."
+            )
         yield Recommendation(
-            priority="high" if share >= limits.rate_limited_high else "medium",
+            priority="high" if high.enough else "medium",
             rule_id="rate-limited",
             category="reliability",
             title=f"{row['target']} is rate limited at concurrency {row['concurrency']}",
             description=(
-                f"{row['error_rate_limited']} of {row['operations']} attempts ({share:.1%}) got HTTP 429 "
-                f"on {row['scenario']}. Lower the concurrency below {row['concurrency']}, turn on "
-                "retries with backoff (max_retries; retry-after is honoured), or ask the provider "
-                "for a higher quota."
+                f"{limited} of {attempts} attempts ({found.share:.1%}) got HTTP 429 on "
+                f"{row['scenario']}: {found.sentence()}. {advice}"
             ),
             evidence={
-                "rate_limited": row["error_rate_limited"],
-                "attempts": row["operations"],
-                "share": _r(share, 4),
+                "rate_limited": limited,
+                "attempts": attempts,
+                "share": _r(found.share, 4),
+                "test": found.test(),
+                "high_priority_test": high.test(),
+                "lower_concurrency": None
+                if calmer is None
+                else {
+                    k: calmer[k]
+                    for k in ("run_id", "concurrency", "error_rate_limited", "operations")
+                },
             },
-            run_ids=(row["run_id"],),
-            expected_impact=f"Up to {share:.1%} fewer failed requests.",
+            run_ids=(row["run_id"], *(() if calmer is None else (calmer["run_id"],))),
+            expected_impact=f"Up to {found.share:.1%} fewer failed requests.",
             subject=_subject(row),
         )
 
@@ -118,34 +174,39 @@ def rule_rate_limited(
 def rule_error_rate(
     results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
 ) -> Iterator[Recommendation]:
-    """Failures other than 429s (those have their own rule) above the threshold."""
+    """Failures other than 429s (those have their own rule), significantly above `error_rate`
+    and at least `min_events` of them."""
     kinds = [
         c
         for c in latest.columns
         if c.startswith("error_") and c not in ("error_rate", "error_rate_limited")
     ]
-    other = (pl.col("failed") - pl.col("error_rate_limited")) / pl.col("operations")
-    for row in latest.filter((pl.col("operations") > 0) & (other >= limits.error_rate)).iter_rows(
-        named=True
-    ):
+    for row in latest.filter(pl.col("operations") > 0).iter_rows(named=True):
+        failures = row["failed"] - row["error_rate_limited"]
+        found = share_evidence(failures, row["operations"], limits.error_rate, limits)
         counts = {c.removeprefix("error_"): row[c] for c in kinds if row[c]}
-        if not counts:
+        if not counts or not found.enough:
             continue
         worst = max(counts, key=lambda k: (counts[k], k))
-        share = (row["failed"] - row["error_rate_limited"]) / row["operations"]
         yield Recommendation(
             priority="high",
             rule_id="error-rate",
             category="reliability",
-            title=f"{row['target']} fails {share:.1%} of requests on {row['scenario']}",
+            title=f"{row['target']} fails {found.share:.1%} of requests on {row['scenario']}",
             description=(
-                f"Most failures are {worst} ({counts[worst]} of {row['operations']} attempts). Read "
-                "the error_message of those events (`requests` table) and the provider's status "
-                "page; consider a fallback target."
+                f"{failures} of {row['operations']} attempts failed: {found.sentence()}. Most "
+                f"are {worst} ({counts[worst]}). Read the error_message of those events "
+                "(`requests` table) and the provider's status page; consider a fallback target."
             ),
-            evidence={"error_share": _r(share, 4), "errors_by_type": counts},
+            evidence={
+                "error_share": _r(found.share, 4),
+                "errors_by_type": counts,
+                "failures": failures,
+                "attempts": row["operations"],
+                "test": found.test(),
+            },
             run_ids=(row["run_id"],),
-            expected_impact=f"Up to {share:.1%} more successful requests.",
+            expected_impact=f"Up to {found.share:.1%} more successful requests.",
             subject=_subject(row),
         )
 
@@ -167,7 +228,8 @@ def rule_tail_latency(
             category="latency",
             title=f"{row['target']} has a heavy latency tail on {row['scenario']} (p99 {ratio:.1f}x p50)",
             description=(
-                f"p50 {row['latency_p50_ms']:.0f} ms but p99 {row['latency_p99_ms']:.0f} ms. Set a "
+                f"p50 {row['latency_p50_ms']:.0f} ms but p99 {row['latency_p99_ms']:.0f} ms over "
+                f"{row['successful']} successful requests. Set a "
                 "request timeout near the p95, retry or hedge slow requests, or cap max_tokens; "
                 "check whether the tail comes from queueing (queue_us) or the provider (ttft_us)."
             ),
@@ -175,6 +237,8 @@ def rule_tail_latency(
                 "p50_ms": _r(row["latency_p50_ms"]),
                 "p99_ms": _r(row["latency_p99_ms"]),
                 "ratio": _r(ratio),
+                "successful": row["successful"],
+                "min_requests": limits.tail_min_requests,
             },
             run_ids=(row["run_id"],),
             expected_impact=f"A p99 closer to {row['latency_p95_ms']:.0f} ms (the p95).",

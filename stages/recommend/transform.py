@@ -1,52 +1,64 @@
 """recommend's pure transform: the rules over benchmark results and profiles, and the Markdown.
 
-The rules themselves are `stages.recommend.rules`; this applies all of them to the latest runs
-and orders the output (priority, rule, scenario, target), so equal inputs give equal bytes.
+The rules themselves are `stages.recommend.rules`; this applies all of them to the run that
+stands for each configuration (compare's selection rule) and orders the output (priority, rule,
+scenario, target), so equal inputs give equal bytes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 
 from schemas import RecommendSettings
+from stages.compare.selection import USABLE_STATUSES, PassedOver, select_runs
 from stages.recommend.recommendation import ORDER, RECOMMENDATION_SCHEMA
 from stages.recommend.rules import RULES
 
-__all__ = ["latest_results", "recommend", "to_markdown"]
+__all__ = ["SELECTION_KEYS", "Recommendations", "recommend", "to_markdown"]
 
 
-def latest_results(results: pl.DataFrame) -> pl.DataFrame:
-    """The latest run of each (scenario, target, concurrency), by start time."""
-    return (
-        results.sort(["timestamp", "run_id"])
-        .group_by(["scenario", "target", "concurrency"], maintain_order=True)
-        .last()
-    )
+@dataclass(frozen=True)
+class Recommendations:
+    """The rows (`RECOMMENDATION_SCHEMA`) and the configurations whose latest run was not used."""
+
+    frame: pl.DataFrame
+    passed_over: tuple[PassedOver, ...] = ()
+
+
+SELECTION_KEYS = ("scenario", "target", "mode", "concurrency")
+"""Recommend looks at each configuration on its own (a sweep keeps one run per concurrency)."""
 
 
 def recommend(
-    results: pl.DataFrame, profiles: pl.DataFrame, settings: RecommendSettings
-) -> pl.DataFrame:
-    """Every rule over the results' latest runs and the profiles, in a fixed order; `settings`
-    are the rules' thresholds (the config's `[recommend]`)."""
-    results = results.filter(pl.col("run_status").is_in(("completed", "timed_out")))
-    latest = latest_results(results)
+    results: pl.DataFrame, profiles: pl.DataFrame, settings: RecommendSettings, min_requests: int
+) -> Recommendations:
+    """Every rule over the runs that stand for each configuration and the profiles, in a fixed
+    order. `settings` are the rules' thresholds (the config's `[recommend]`); which run stands
+    for a configuration is compare's rule (`stages.compare.selection`) with `min_requests`
+    (`[compare] min_requests`), so a smoke test never replaces a full run here either."""
+    selection = select_runs(results, SELECTION_KEYS, min_requests)
+    results = results.filter(pl.col("run_status").is_in(USABLE_STATUSES))
+    latest = selection.chosen
     rows = [rec.row() for rule in RULES for rec in rule(results, latest, profiles, settings)]
     frame = (
         pl.DataFrame(rows, schema=RECOMMENDATION_SCHEMA, orient="row")
         if rows
         else RECOMMENDATION_SCHEMA.to_frame()
     )
-    return frame.sort(list(ORDER), nulls_last=True)
+    return Recommendations(frame.sort(list(ORDER), nulls_last=True), selection.passed_over)
 
 
-def to_markdown(recommendations: pl.DataFrame) -> str:
-    """recommendations.md: grouped by priority, each with its evidence and runs."""
+def to_markdown(recommendations: Recommendations) -> str:
+    """recommendations.md: grouped by priority, each with its evidence and runs, then the runs
+    that were passed over (a smoke test, an interrupted run) and why."""
     lines = ["# Recommendations", ""]
-    if recommendations.is_empty():
-        return "\n".join([*lines, "Nothing to recommend: no rule fired on the latest results.", ""])
+    frame = recommendations.frame
+    if frame.is_empty():
+        lines += ["Nothing to recommend: no rule fired on the latest results.", ""]
     for priority in ("high", "medium", "low"):
-        group = recommendations.filter(pl.col("priority") == priority)
+        group = frame.filter(pl.col("priority") == priority)
         if group.is_empty():
             continue
         lines += [f"## {priority.capitalize()} priority", ""]
@@ -62,4 +74,8 @@ def to_markdown(recommendations: pl.DataFrame) -> str:
                 f"- Evidence: `{row['evidence']}`",
                 "",
             ]
+    if recommendations.passed_over:
+        lines += ["## Runs not used", ""]
+        lines += [f"- {p.sentence()}" for p in recommendations.passed_over]
+        lines.append("")
     return "\n".join(lines)

@@ -93,6 +93,7 @@ class PreparedRun:
             self.request_timeout_s,
             transport,
             secret_headers=self.secret_headers,
+            run_seed=self.plan.seed,
         )
 
 

@@ -102,6 +102,9 @@ class ProviderSettings:
     """Tests inject `httpx.MockTransport`; None means real sockets."""
     secret_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     """The target's `secret_headers`, with their values (read from the environment)."""
+    run_seed: int | None = None
+    """The run's seed (`execute --seed`); the in-process mock mixes it into its plans, HTTP
+    providers ignore it."""
 
     @property
     def secrets(self) -> tuple[str, ...]:

@@ -5,7 +5,8 @@ No sockets: a request is a `ResponsePlan` from `MockSimulator`, paced by absolut
 same `perf_counter_ns` stamps as a real response, so the client's own scheduling delay shows up
 in the numbers just as it would against a server. While a request is in flight it holds
 `memory_usage_simulation` bytes (touched, so the sampled RSS is real). Injected failures become
-the same error types an HTTP client would record for them.
+the same error types an HTTP client would record for them. The plans mix the run's seed with the
+mock's own `seed`, so `--seed` moves the injected faults (and reproduces them).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class MockProvider:
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.config = settings.target.mock or MockConfiguration()
-        self.simulator = MockSimulator(self.config)
+        self.simulator = MockSimulator(self.config, settings.run_seed)
         self.gate = ConcurrencyGate.from_config(self.config)
 
     async def send(self, spec: RequestSpec, attempt: Attempt) -> None:
