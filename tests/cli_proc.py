@@ -1,7 +1,7 @@
 """Runs several `pipeline` commands one after the other in this one process, each through the
-real entry point (`pipeline.cli.main`), and prints a JSON list of {args, code, err}.
+real entry point (`pipeline.cli.main`), and prints a JSON list of {args, code, out, err}.
 
-Usage: python -m tests.cli_proc JSON   (JSON: a list of argument lists; their stdout is dropped)
+Usage: python -m tests.cli_proc JSON   (JSON: a list of argument lists)
 
 Why: a matrix of cases can give each case a real process of its own without paying Python's and
 polars' start-up once per command. An exception that escapes `main` is printed as a traceback
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_batch(args: list[list[str]], cwd: Path, prefix: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Run the commands in one fresh process (after `prefix`, e.g. `runuser -u nobody --`);
-    their {args, code, err}."""
+    their {args, code, out, err}."""
     proc = subprocess.run(
         [*prefix, sys.executable, "-m", "tests.cli_proc", json.dumps(args)],
         cwd=cwd,
@@ -44,8 +44,8 @@ def run_batch(args: list[list[str]], cwd: Path, prefix: Sequence[str] = ()) -> l
 def run(args: list[str]) -> dict[str, Any]:
     from pipeline.cli.main import main
 
-    err = io.StringIO()
-    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
         try:
             main(args)
             code = 0
@@ -54,7 +54,7 @@ def run(args: list[str]) -> dict[str, Any]:
         except BaseException:
             traceback.print_exc()
             code = -1
-    return {"args": args, "code": code, "err": err.getvalue()}
+    return {"args": args, "code": code, "out": out.getvalue(), "err": err.getvalue()}
 
 
 if __name__ == "__main__":

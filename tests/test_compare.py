@@ -217,7 +217,7 @@ def test_the_cli_says_which_run_it_used_in_a_real_process(tmp_path: Path) -> Non
         ],
     )
     assert run_pipeline("-q", "--data-dir", "data", "aggregate", cwd=tmp_path).returncode == 0
-    text = run_pipeline("--data-dir", "data", "compare", cwd=tmp_path)
+    text = run_pipeline("--data-dir", "data", "compare", cwd=tmp_path, env={"COLUMNS": "200"})
     assert text.returncode == 0, text.stderr
     assert "fastest: fast" in text.stdout
     assert (

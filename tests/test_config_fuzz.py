@@ -86,8 +86,9 @@ def test_fuzzed_configs_in_process(
     check_outcome(result.code, result.err, (str(config), "command line"), data)
     # A config that validates runs (the mock needs no key and supports every capability), and
     # a run that exits 0 ran something: its events are there.
-    assert not valid or result.code == 0, result.err
-    assert result.code != 0 or event_files(data), "exit 0 but no events were written"
+    # (4: every attempt drew one of the mock's injected faults; still a run)
+    assert not valid or result.code in (0, 4), result.err
+    assert result.code not in (0, 4) or event_files(data), "a run but no events were written"
 
 
 @settings(max_examples=SUBPROCESS_EXAMPLES, deadline=None, suppress_health_check=_SLOW)

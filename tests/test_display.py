@@ -94,6 +94,10 @@ def _step_history(data: Path) -> None:
     )
 
 
+WIDE = {"COLUMNS": "250"}
+"""Wide enough for the profile table on one line a row (at 80 columns it is stacked)."""
+
+
 def _row(stdout: str, target: str) -> list[str]:
     """The table's cells of `target`'s row (plain text: columns two spaces apart)."""
     line = next(line for line in stdout.splitlines() if f"  {target}  " in line)
@@ -107,7 +111,9 @@ def test_the_profile_table_shows_the_step_that_fails_the_gate(tmp_path: Path) ->
     old table printed 0.6568, a pass)."""
     _step_history(tmp_path / "data")
     assert run_pipeline("-q", "--data-dir", "data", "aggregate", cwd=tmp_path).returncode == 0
-    proc = run_pipeline("--data-dir", "data", "profile", "--fail-on-regression", cwd=tmp_path)
+    proc = run_pipeline(
+        "--data-dir", "data", "profile", "--fail-on-regression", cwd=tmp_path, env=WIDE
+    )
     assert proc.returncode == 3
     assert "REGRESSION chat @ mock-fast: latency stepped +43.0% at run r7" in proc.stderr
     cells = _row(proc.stdout, "mock-fast")
@@ -121,7 +127,7 @@ def test_the_profile_table_shows_the_step_that_fails_the_gate(tmp_path: Path) ->
         run_pipeline("--data-dir", "data", "profile", "--json", cwd=tmp_path).stdout
     )["profiles"]
     assert 0.6567 < profiles[0]["overall_confidence"] < 0.6568
-    shown = run_pipeline("--data-dir", "data", "profile", cwd=tmp_path).stdout
+    shown = run_pipeline("--data-dir", "data", "profile", cwd=tmp_path, env=WIDE).stdout
     assert _row(shown, "mock-fast")[-2] == "0.6567"
 
 
@@ -139,6 +145,7 @@ def test_pipeline_run_shows_the_same_table(tmp_path: Path) -> None:
         "1",
         "--fail-on-regression",
         cwd=tmp_path,
+        env=WIDE,
     )
     assert proc.returncode == 3, proc.stderr
     cells = _row(proc.stdout.split("profiles (")[1], "mock-fast")

@@ -67,8 +67,9 @@ def report_profile(ctx: Context, summary: ProfileSummary, as_json: bool) -> None
         )
         return
     trends = ctx.config.config.trends
-    shown = [_table_row(row, trends.confidence_threshold) for row in rows]
-    print_table(f"profiles ({summary.path})", shown, _PROFILE_COLUMNS)
+    if not ctx.quiet:
+        shown = [_table_row(row, trends.confidence_threshold) for row in rows]
+        print_table(f"profiles ({summary.path})", shown, _PROFILE_COLUMNS)
     for row in summary.regressions.iter_rows(named=True):
         click.echo(
             f"REGRESSION {row['scenario']} @ {row['target']}: {row['regression_reasons']}", err=True

@@ -25,11 +25,12 @@ def report_recommend(ctx: Context, summary: RecommendSummary, as_json: bool) -> 
             }
         )
         return
-    print_table(
-        f"recommendations ({summary.markdown})",
-        rows,
-        ["priority", "rule_id", "scenario", "target", "title"],
-    )
+    if not ctx.quiet:
+        print_table(
+            f"recommendations ({summary.markdown})",
+            rows,
+            ["priority", "rule_id", "scenario", "target", "title"],
+        )
     for passed in summary.passed_over:
         ctx.info(f"not used: {passed.sentence()}")
 

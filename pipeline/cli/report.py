@@ -39,7 +39,7 @@ def report(ctx: Context, out: Path, scenarios: tuple[str, ...], as_json: bool) -
         ctx.info(f"note: {missing.message}")
     if as_json:
         echo_json({"path": str(written.path), "sections": list(written.sections)})
-    else:
+    elif not ctx.quiet:
         click.echo(str(written.path))
     return EXIT_OK
 

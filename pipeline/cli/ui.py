@@ -19,7 +19,6 @@ from rich.table import Table
 
 __all__ = [
     "ESTIMATED_NOTE",
-    "PIPE_WIDTH",
     "ProgressReporter",
     "echo_json",
     "mark_estimated",
@@ -77,16 +76,12 @@ def mark_estimated(
     return marked
 
 
-PIPE_WIDTH = 80
-"""The width a table is fitted to when stdout is not a terminal (a pipe, a file, a log)."""
-
-
 def print_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    """A table on stdout that fits the terminal's width (`PIPE_WIDTH` off a terminal): ruled on
+    """A table on stdout that fits the terminal's width (off a terminal: $COLUMNS, else 80): ruled on
     a terminal, plain aligned text off one, and stacked (one block per row, `column value`
     pairs wrapped between pairs) when the columns cannot fit side by side. Never cut short."""
     console = Console(highlight=False, soft_wrap=True)
-    width = console.width if console.is_terminal else PIPE_WIDTH
+    width = console.width
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     if sum(widths) + 2 * (len(columns) - 1) > width:
