@@ -555,7 +555,8 @@ def trend_charts(
                         mid = bins["mid"].to_numpy() * scale
                         ax.plot(x, mid, _style(i), lw=1.6, color=color, label=label)
                     drawn += 1
-                for target, at, step in _change_points(profiles, scenario, metric, group):
+                marks = _change_points(profiles, scenario, metric, group)
+                for k, (target, at, step) in enumerate(marks):
                     when = _days([at])[0]
                     ax.axvline(when, color=colors[target], ls="--", lw=1.2, alpha=0.8)
                     label = "change point" + (
@@ -565,7 +566,7 @@ def trend_charts(
                         label,
                         xy=(when, 1.0),
                         xycoords=("data", "axes fraction"),
-                        xytext=(4, -4),
+                        xytext=(4, -4 - 11 * k),  # one under the other: steps close in time
                         textcoords="offset points",
                         va="top",
                         fontsize=7.5,
