@@ -37,9 +37,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from matplotlib.transforms import ScaledTranslation
 from matplotlib.typing import RcKeyType
 
-from schemas import TrendSettings
 from stages.report.data import ReportData, latest_per_target
-from stages.report.text import TrendText, duration, signed_percent, trend_text, usd
+from stages.report.text import duration, legend_line, signed_percent, usd
 
 __all__ = [
     "PALETTE",
@@ -469,20 +468,12 @@ def _change_points(
     return marks
 
 
-def _trend_words(
-    profiles: pl.DataFrame | None, scenario: str, threshold: float
-) -> dict[str, dict[str, TrendText]]:
-    """Per target, per metric: what the profile says (its newest row for that target)."""
+def _profile_rows(profiles: pl.DataFrame | None, scenario: str) -> dict[str, Mapping[str, Any]]:
+    """Per target, the profile that speaks for it in `scenario` (its newest row)."""
     if profiles is None or profiles.is_empty():
         return {}
     rows = profiles.filter(pl.col("scenario") == scenario).sort(["target", "updated_at"])
-    newest: dict[str, Mapping[str, Any]] = {
-        str(row["target"]): row for row in rows.iter_rows(named=True)
-    }
-    return {
-        target: {metric: trend_text(row, metric, threshold) for metric, *_ in TREND_PANELS}
-        for target, row in newest.items()
-    }
+    return {str(row["target"]): row for row in rows.iter_rows(named=True)}
 
 
 def _binned(series: pl.DataFrame, column: str, origin: datetime, width_s: float) -> pl.DataFrame:
@@ -500,14 +491,11 @@ def _binned(series: pl.DataFrame, column: str, origin: datetime, width_s: float)
 
 
 def trend_charts(
-    results: pl.DataFrame,
-    profiles: pl.DataFrame | None,
-    colors: dict[str, str],
-    threshold: float,
+    results: pl.DataFrame, profiles: pl.DataFrame | None, colors: dict[str, str]
 ) -> list[Chart]:
     """Per scenario: each metric per run against the run's start time, change points marked, and
-    under each panel each target's direction with its change point beside it (`threshold`: the
-    confidence a direction needs). Up to `TREND_POINTS` runs a target is drawn run by run;
+    under each panel each target's direction with its change point beside it, in the words of
+    `pipeline profile`'s table. Up to `TREND_POINTS` runs a target is drawn run by run;
     beyond, every target of the chart is binned by time to at most that many points."""
     frame = results.sort(["scenario", "target", "timestamp", "run_id"])
     charts = []
@@ -519,7 +507,7 @@ def trend_charts(
         span = (end - start).total_seconds()
         many = isinstance(most, int) and most > TREND_POINTS
         width = bin_width(span, TREND_POINTS, 3600.0) if many else None
-        words = _trend_words(profiles, scenario, threshold)
+        said = _profile_rows(profiles, scenario)
         with _figure(9.6, 5.0 + 0.36 * len(targets), 2, 2) as (fig, axes):
             for ax, (metric, column, title, scale) in zip(axes, TREND_PANELS, strict=True):
                 drawn = 0
@@ -527,8 +515,7 @@ def trend_charts(
                     series = group.filter(pl.col("target") == target).drop_nulls(column)
                     if series.is_empty():
                         continue
-                    said = words.get(target, {}).get(metric)
-                    label = said.legend(target) if said else target
+                    label = legend_line(said[target], metric) if target in said else target
                     color = colors[target]
                     if width is None:
                         ax.plot(
@@ -605,9 +592,8 @@ def trend_charts(
     return charts
 
 
-def build_charts(data: ReportData, trends: TrendSettings) -> Charts:
-    """Every chart of the page from the loaded frames (empty where an input is missing);
-    `trends` are the settings the profiles were built with."""
+def build_charts(data: ReportData) -> Charts:
+    """Every chart of the page from the loaded frames (empty where an input is missing)."""
     colors = target_colors(data.results["target"].to_list())
     latest = latest_per_target(data.results)
     requests = data.requests
@@ -616,7 +602,5 @@ def build_charts(data: ReportData, trends: TrendSettings) -> Charts:
         latency=tuple(latency_charts(latest, colors)),
         distributions=tuple(distribution_charts(requests, colors) if requests is not None else ()),
         timeseries=tuple(timeseries_charts(requests, colors) if requests is not None else ()),
-        trends=tuple(
-            trend_charts(data.results, data.profiles, colors, trends.confidence_threshold)
-        ),
+        trends=tuple(trend_charts(data.results, data.profiles, colors)),
     )

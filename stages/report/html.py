@@ -30,12 +30,12 @@ from jinja2.nodes import EvalContext
 from markupsafe import Markup
 
 from schemas import TrendSettings
+from stages.profile.display import confidence_text
 from stages.profile.trends import DEFAULT_TRENDS, min_runs_for_direction
 from stages.report.charts import TREND_PANELS, Chart, Charts
 from stages.report.data import INPUTS, Missing, ReportData, latest_per_target
 from stages.report.text import (
     DASH,
-    confidence,
     ms,
     number,
     percent,
@@ -365,7 +365,9 @@ def _amount(key: str, value: float, threshold: float) -> str:
     if key.endswith("_bytes"):
         return _bytes(value)
     if key == "confidence":
-        return confidence(value, threshold)
+        return confidence_text(value, threshold)
+    if key == "p_value":  # as recommend rounded it (up); a tiny one as a bound, not 1e-300
+        return "< 0.0001" if value < 1e-4 else f"{value:g}"
     if key.endswith("relative_change"):  # as precise as recommend stored it, not re-rounded
         return f"{(Decimal(repr(float(value))) * 100).normalize():+f}%"
     if key in ("share", "error_rate") or key.endswith("_share"):

@@ -33,7 +33,7 @@ class ReportWritten:
 
 def build_page(data: ReportData, trends: TrendSettings = DEFAULT_TRENDS) -> Page:
     """The page for already-loaded data (pure: equal data gives byte-identical HTML)."""
-    return render_page(data, build_charts(data, trends), trends)
+    return render_page(data, build_charts(data), trends)
 
 
 def write_report(

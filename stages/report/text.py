@@ -16,13 +16,15 @@ import math
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Decimal
 from typing import Any
+
+from stages.profile.display import confidence_text
+from stages.profile.display import trend_text as profile_trend_text
 
 __all__ = [
     "TrendText",
-    "confidence",
     "duration",
+    "legend_line",
     "ms",
     "number",
     "percent",
@@ -83,25 +85,6 @@ def duration(seconds: float) -> str:
     return f"{number(seconds)} s"
 
 
-def confidence(value: float, threshold: float) -> str:
-    """A confidence written so that it compares with `threshold` as the value itself does.
-
-    Floored, never rounded: 0.9876 against 0.99 is "0.98", not "0.99" (which would read as a
-    direction that `pipeline profile` did not call). Two decimals, and more while the shown value
-    and the threshold look the same at that precision, so that one at or above it shows as such
-    (0.9955 against 0.995 is "0.9955", not "0.99").
-    """
-    exact, limit = Decimal(repr(float(value))), Decimal(repr(float(threshold)))
-    exponent = exact.as_tuple().exponent
-    assert isinstance(exponent, int)  # a finite value
-    for digits in range(2, max(2, -exponent) + 1):  # at the last, the value itself
-        step = Decimal(1).scaleb(-digits)
-        shown = exact.quantize(step, rounding=ROUND_FLOOR)
-        if shown == exact or shown != limit.quantize(step, rounding=ROUND_FLOOR):
-            break
-    return str(shown)
-
-
 @dataclass(frozen=True)
 class TrendText:
     """What the page says of one metric's trend in one profile row.
@@ -120,16 +103,18 @@ class TrendText:
     """"▼ step +39.3%" (the change point, judged as profile judged it); None without one."""
     step_run_id: str | None
 
-    def legend(self, target: str, width: int = 56) -> str:
-        """A chart legend's entry: the target and its direction, the change point beside it,
-        broken into lines of about `width` characters (a long run id or name must not squeeze
-        the chart to nothing)."""
-        parts = [f"{target}: {self.label}"]
-        if self.step:
-            parts.append(self.step + (f" at {self.step_run_id}" if self.step_run_id else ""))
-        if sum(len(p) + 3 for p in parts) <= width:
-            return " · ".join(parts)
-        return "\n".join(textwrap.fill(p, width, break_on_hyphens=False) for p in parts)
+
+def legend_line(row: Mapping[str, Any], metric: str, width: int = 56) -> str:
+    """A chart legend's entry for a profile row's target: the direction with its change point
+    beside it in the words of `pipeline profile`'s table ("mock-slow: stable, step +39.3% at
+    r7"), broken before the step when longer than `width` (a long run id or name must not
+    squeeze the chart to nothing)."""
+    text = f"{row['target']}: {profile_trend_text(row, metric)}"
+    if len(text) <= width:
+        return text
+    head, cut, step = text.partition(", step ")
+    parts = [head, f"step {step}"] if cut else [head]
+    return "\n".join(textwrap.fill(part, width, break_on_hyphens=False) for part in parts)
 
 
 def trend_text(row: Mapping[str, Any], metric: str, threshold: float) -> TrendText:
@@ -140,7 +125,7 @@ def trend_text(row: Mapping[str, Any], metric: str, threshold: float) -> TrendTe
     shown_change = None
     if direction != "insufficient_data" and change is not None:
         level = row.get(f"{metric}_confidence") or 0.0
-        shown_change = f"{signed_percent(change)}, confidence {confidence(level, threshold)}"
+        shown_change = f"{signed_percent(change)}, confidence {confidence_text(level, threshold)}"
     label = f"{_ARROW[direction]} {direction}" if direction in _ARROW else "too few runs"
     run_id = row.get(f"{metric}_change_point_run_id")
     step = step_direction = None
