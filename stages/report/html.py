@@ -39,7 +39,7 @@ from stages.report.text import (
     ms,
     number,
     percent,
-    trend_text,
+    trend_words,
     usd,
 )
 
@@ -307,7 +307,7 @@ def _summary(latest: pl.DataFrame, colors: dict[str, str]) -> list[_SummaryRow]:
 
 
 def _trend_cell(row: dict[str, Any], metric: str, threshold: float) -> _TrendCell:
-    said = trend_text(row, metric, threshold)
+    said = trend_words(row, metric, threshold)
     return _TrendCell(
         _TREND_TAG.get(said.direction, "neutral"),
         said.label,

@@ -6,8 +6,10 @@ take their words from here, and so does a change point: wherever a trend's direc
 the change point `pipeline profile` found is written beside it, so that a row can never say
 "stable" while `pipeline profile --fail-on-regression` exits 3 for a step in the same series.
 
-Numbers are written for people: significant digits with their unit, never e-notation, and a
-confidence is never rounded up across the threshold it is compared with (0.9876 is not "0.99").
+Numbers are written for people: significant digits with their unit, never e-notation. What
+`pipeline profile` also prints (a confidence, never rounded up across its threshold; a trend
+with its change point) is taken from `stages.profile.display`, so the page and the terminal say
+it in the same words and digits.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ __all__ = [
     "number",
     "percent",
     "signed_percent",
-    "trend_text",
+    "trend_words",
     "usd",
 ]
 
@@ -117,7 +119,7 @@ def legend_line(row: Mapping[str, Any], metric: str, width: int = 56) -> str:
     return "\n".join(textwrap.fill(part, width, break_on_hyphens=False) for part in parts)
 
 
-def trend_text(row: Mapping[str, Any], metric: str, threshold: float) -> TrendText:
+def trend_words(row: Mapping[str, Any], metric: str, threshold: float) -> TrendText:
     """The words for `metric`'s trend in a profile row (`threshold`: the confidence a direction
     needs, from the settings the profiles were built with)."""
     direction = row.get(f"{metric}_trend") or "insufficient_data"
