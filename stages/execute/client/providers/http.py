@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from contextlib import aclosing
 from time import perf_counter_ns
@@ -85,6 +86,24 @@ _GARBAGE = (
 )
 """What parsing a reply nobody expected can raise (`ProtocolViolation` is a ValueError): the
 attempt fails as `protocol`, the run goes on."""
+
+
+def _transport_failure(exc: BaseException) -> str:
+    """`Type: message` of a transport failure, with the operating system's reasons when they sit
+    below it: trio says only "all attempts to connect to HOST:PORT failed" and keeps each
+    attempt's error (connection refused, network unreachable) in an exception group it chains."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, BaseExceptionGroup):
+            reasons = [
+                os.strerror(e.errno) if e.errno else str(e)
+                for e in cause.exceptions
+                if isinstance(e, OSError)
+            ]
+            return f"{text}: {', '.join(dict.fromkeys(reasons))}" if reasons else text
+        cause = cause.__cause__
+    return text
 
 
 async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
@@ -345,9 +364,7 @@ class HttpProvider:
             # Bytes came back, but not a response: the server answered something that is not
             # HTTP (garbage, endless headers). Nothing came back: the connection failed.
             answered = got_headers or (lane.pool is not None and lane.answered() > 0)
-            self.fail(
-                attempt, "protocol" if answered else "connection", f"{type(exc).__name__}: {exc}"
-            )
+            self.fail(attempt, "protocol" if answered else "connection", _transport_failure(exc))
         finally:
             if not attempt.end_ns:
                 attempt.end_ns = perf_counter_ns()
