@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pyarrow as pa
 import pytest
 
@@ -22,6 +21,7 @@ from stages.execute.client.providers.mock import MockProvider
 from stages.execute.load.plan import ExecuteOptions, arrival_offsets
 from tests._execute_support import config, mock_server, requests, run, runs, scenario, target
 from tests.conftest import ROOT, CliResult
+from tests.hostile_server import Canned, hostile_server
 
 FAKE_KEY = "sk-fake-NEVERWRITTEN-4f6a1c9e2b7d"
 
@@ -165,11 +165,9 @@ async def test_no_api_key_anywhere_in_the_data_directory(
 ) -> None:
     monkeypatch.setenv("EXEC_TEST_KEY", FAKE_KEY)
 
-    def echo(request: httpx.Request) -> httpx.Response:  # a server that echoes the key back
-        said = f"Incorrect API key provided: {request.headers.get('authorization')}"
-        return httpx.Response(
-            401, json={"error": {"message": said}}, headers={"x-request-id": FAKE_KEY}
-        )
+    # A server that echoes the key back, in its error body and as its request id.
+    said = {"error": {"message": f"Incorrect API key provided: Bearer {FAKE_KEY}"}}
+    echo = Canned.whole(401, said, {"x-request-id": FAKE_KEY})
 
     data = tmp_path / "data"
     async with mock_server(error_injection_rate=0.3, seed=4) as base:
@@ -179,8 +177,15 @@ async def test_no_api_key_anywhere_in_the_data_directory(
         ]
         loaded = config(targets, [scenario(expected_operations=5, concurrency_level=2)], tmp_path)
         await run(loaded, data)
-    loaded = config([target(name="echo")], [scenario(expected_operations=2)], tmp_path)
-    await run(loaded, data, handler=echo)
+    async with hostile_server() as (root, server):
+        server.script("/v1/chat/completions", echo, echo)
+        loaded = config(
+            [target(name="echo", base_url=root + "/v1")],
+            [scenario(expected_operations=2)],
+            tmp_path,
+        )
+        await run(loaded, data)
+    assert [s.headers["authorization"] for s in server.seen] == [f"Bearer {FAKE_KEY}"] * 2
     needle = FAKE_KEY.encode()
     files = [p for p in data.rglob("*") if p.is_file()]
     assert len(files) >= 8
