@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,6 +91,59 @@ def test_table_on_a_pipe_and_the_same_seed_gives_the_same_prompts(
         assert frame.height == 14 and frame["warmup"].sum() == 2  # the scenario's 2 warmup requests
         picks.append(frame.sort("request_index")["prompt_index"].to_list())
     assert picks[0] == picks[1] and len(set(picks[0])) > 1
+
+
+def _read_to_the_end(master: int) -> bytes:
+    """What a pseudo-terminal's program wrote, until it closed its side (EIO on Linux)."""
+    out = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            return out
+        if not data:
+            return out
+        out += data
+
+
+def test_a_progress_bar_on_a_terminal_and_none_on_a_pipe_or_with_q(tmp_path: Path) -> None:
+    """`pipeline execute` three times at once, as real processes: on a pseudo-terminal (stdout
+    and stderr, 100 columns, as a person's), on pipes, and on a terminal with -q."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")},
+        "PYTHONPATH": str(ROOT),
+        "TERM": "xterm-256color",
+    }
+    args = ["execute", "--target", "mock-fast", "--requests", "4", "--seed", "1"]
+
+    def command(name: str, *flags: str) -> list[str]:
+        return [sys.executable, "-m", "pipeline", *flags, "--data-dir", str(tmp_path / name), *args]
+
+    terminals = []
+    for name, flags in (("tty", ()), ("quiet", ("-q",))):
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+        proc = subprocess.Popen(
+            command(name, *flags), env=env, stdin=slave, stdout=slave, stderr=slave
+        )
+        os.close(slave)
+        terminals.append((proc, master))
+    piped = subprocess.run(command("pipe"), env=env, capture_output=True, text=True, timeout=120)
+    seen: list[str] = []
+    for proc, master in terminals:
+        seen.append(_read_to_the_end(master).decode("utf-8", "replace"))
+        os.close(master)
+        assert proc.wait(timeout=120) == 0, seen[-1]
+    tty, tty_q = seen
+
+    assert piped.returncode == 0, piped.stderr
+    bar = ("━", "4/4", "\x1b[")  # the bar's line, its count, any terminal control at all
+    assert "quickstart × mock-fast" in tty and "\x1b[?25l" in tty  # a live display, drawn
+    assert all(part in tty for part in bar)
+    assert "events in" in piped.stderr  # what stderr says on a pipe, without the bar
+    assert not any(part in piped.stderr for part in bar)
+    assert "mock-fast" in tty_q and "completed" in tty_q  # the table, on the terminal
+    assert not any(part in tty_q for part in ("━", "4/4", "\x1b[?25l"))
 
 
 def _write(path: Path, text: str) -> Path:
