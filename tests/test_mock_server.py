@@ -388,7 +388,20 @@ async def test_malformed_requests_get_400_in_the_providers_shape() -> None:
     assert missing.status_code == 404 and wrong_method.status_code == 405
 
 
+def _complete(received: bytes) -> bool:
+    """Whether `received` holds a whole response with a content-length: a server that keeps the
+    connection open after it has nothing more to say to this request."""
+    head, blank, body = received.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:] if blank else ():
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
 async def _raw(port: int, payload: bytes, *, read: bool = True) -> bytes:
+    """Send `payload` on a new connection; what came back until the server closed it, a whole
+    response with a content-length arrived, or 2 s passed."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         await stream.send_all(payload)
@@ -396,7 +409,7 @@ async def _raw(port: int, payload: bytes, *, read: bool = True) -> bytes:
             return b""
         received = b""
         with trio.move_on_after(2):
-            while chunk := await stream.receive_some(65536):
+            while not _complete(received) and (chunk := await stream.receive_some(65536)):
                 received += chunk
         return received
 
