@@ -85,7 +85,8 @@ class HostileSuite:
             "model": "m",
             "base_url": self.base_url(root, mode),
             "api_key_env": "HOSTILE_KEY",
-            "request_timeout": "1.5s",
+            # The modes that run into it wait for it; the rest must finish well inside it.
+            "request_timeout": "0.75s" if mode in ("hang", "trickle") else "1.5s",
             "limits": LIMITS,
         }
 
