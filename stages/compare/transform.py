@@ -15,12 +15,12 @@ score does not see); `Comparison.slo_sentence` says who meets it and at what att
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import polars as pl
 
 from schemas import CompareWeights
+from stages.aggregate.slo import attainment_text
 from stages.compare.selection import PassedOver, select_runs
 
 __all__ = ["COMPARE_COLUMNS", "Comparison", "compare"]
@@ -79,13 +79,13 @@ class Comparison:
         parts = []
         for row in judged.iter_rows(named=True):
             verdict = "meets it" if row["slo_met"] else "misses it"
-            attained = _percent(row["slo_attainment"])
+            attained = attainment_text(row["slo_attainment"])
             goodput = "-" if row["goodput_rps"] is None else f"{row['goodput_rps']:.4g}"
             parts.append(f"{row['target']} {verdict} ({attained} of attempts, {goodput} req/s)")
         labels = judged.select("slo", "slo_attainment_target").unique(maintain_order=True)
         if labels.height == 1:
             label, target = labels.row(0)
-            head = f"SLO {label} at {_percent(target)}"
+            head = f"SLO {label} at {attainment_text(target)}"
         else:
             head = "SLO (not the same for every target: compare with care)"
         return f"{head}: " + "; ".join(parts)
@@ -94,13 +94,6 @@ class Comparison:
     def mixed_settings(self) -> bool:
         """The targets' runs were not all at one mode and concurrency (scores compare unlike)."""
         return self.table.select("mode", "concurrency").unique().height > 1
-
-
-def _percent(share: float | None) -> str:
-    """A share as a percentage, rounded down (99.96% is not shown as 100%, nor as meeting 100%)."""
-    if share is None:
-        return "-"
-    return f"{math.floor(share * 1000) / 10:.1f}%"
 
 
 def _pick(table: pl.DataFrame, by: list[str], descending: bool = False) -> str | None:
