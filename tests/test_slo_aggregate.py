@@ -148,6 +148,8 @@ def _slo(limits: dict[str, int | None], attainment: float = 0.95) -> Slo:
              "start_ms": 1},
             {"status": "ok", "warmup": False, "latency": 1001, "ttft": 1001, "output": 0,
              "start_ms": 1},
+            {"status": "ok", "warmup": False, "latency": None, "ttft": 5, "output": 3,
+             "start_ms": 1},
             {"status": "ok", "warmup": False, "latency": 1000, "ttft": None, "output": 9,
              "start_ms": 2},
             {"status": "error", "warmup": False, "latency": 10, "ttft": 1, "output": 9,
