@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 from contextlib import redirect_stdout
+from functools import partial
 from typing import Any
 
 import click
@@ -26,7 +27,7 @@ from pipeline.cli.context import (
 from pipeline.cli.execute import execute
 from pipeline.cli.profile import fail_on_regression_option, profile
 from pipeline.cli.recommend import recommend
-from pipeline.cli.slo import slo_option
+from pipeline.cli.slo import RUN_SLO_HELP, slo_option
 from pipeline.cli.ui import echo_json
 from schemas import Slo
 
@@ -45,7 +46,7 @@ __all__ = ["COMMANDS"]
 )
 @click.option("--seed", type=SEED, default=None, help="Seed for prompt choice and arrivals.")
 @click.option("--no-preflight", is_flag=True, help="Skip execute's pre-flight request per target.")
-@slo_option
+@partial(slo_option, help_text=RUN_SLO_HELP)
 @fail_on_regression_option
 @json_option
 @pass_ctx

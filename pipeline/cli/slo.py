@@ -17,13 +17,18 @@ from schemas import Slo, parse_slo
 if TYPE_CHECKING:
     from stages.aggregate.slo import SloPolicy
 
-__all__ = ["SLO_HELP", "slo_option", "slo_policy"]
+__all__ = ["RUN_SLO_HELP", "SLO_HELP", "slo_option", "slo_policy"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 SLO_HELP = (
     "Judge every result by this SLO instead of its scenario's `slo`, e.g. "
     '"ttft=500ms,tpot=50ms,latency=10s,attainment=0.95" (any of the thresholds; '
     "attainment defaults to 0.95). Re-derived from the stored events: no request is sent."
+)
+RUN_SLO_HELP = (
+    "Judge this run's results (and every other result aggregate rebuilds) by this SLO instead "
+    'of each scenario\'s `slo`, e.g. "ttft=500ms,tpot=50ms,latency=10s,attainment=0.95". '
+    "Checked before any request is sent."
 )
 
 
@@ -36,8 +41,8 @@ def _parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Slo
         raise ConfigError(format_validation_error("command line", exc, ["--slo"])) from None
 
 
-def slo_option(func: F) -> F:
-    return click.option("--slo", "slo", metavar="SLO", callback=_parse, help=SLO_HELP)(func)
+def slo_option(func: F, help_text: str = SLO_HELP) -> F:
+    return click.option("--slo", "slo", metavar="SLO", callback=_parse, help=help_text)(func)
 
 
 def slo_policy(ctx: Context, override: Slo | None) -> SloPolicy:
