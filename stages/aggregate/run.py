@@ -22,6 +22,7 @@ from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
 from pipeline.store.outputs import output_present, parquet_writer, replace_outputs
 from schemas import TABLES
 from stages.aggregate.scan import COLUMNS
+from stages.aggregate.sweeps import SWEEP_KEYS, sweeps
 from stages.aggregate.transform import (
     FINAL_RUN_STATUSES,
     KEYS,
@@ -54,6 +55,9 @@ class AggregateReport:
     timeseries_rows: int
     results_path: Path
     timeseries_path: Path
+    sweeps: pl.DataFrame
+    """Every sweep's answer (`stages.aggregate.sweeps`), as written to `sweeps_path`."""
+    sweeps_path: Path
     unpriced_models: tuple[str, ...]
     quarantined: tuple[Path, ...]
 
@@ -115,6 +119,7 @@ def run_aggregate(
     """Rebuild results/ from the event log (all runs, or only those not yet final) under the lock."""
     log = EventLog(data_dir)
     results_path, timeseries_path = output_paths(data_dir)
+    sweeps_path = Layout(data_dir).sweeps
     with exclusive_lock(data_dir, lock):
         if not log.files("requests") and not log.files("runs"):
             raise InputError(
@@ -140,11 +145,15 @@ def run_aggregate(
             kept = pl.col("run_id").is_in(sorted(keep))
             results = pl.concat([old_results.filter(kept).cast(dict(RESULT_SCHEMA)), results])  # type: ignore[arg-type]
             series = pl.concat([old_series.filter(kept).cast(dict(TIMESERIES_SCHEMA)), series])  # type: ignore[arg-type]
-        replace_outputs(  # both staged at once, then both replaced: never one without the other
+        # The answers from every result row (kept or rebuilt): a sweep's steps can span an
+        # incremental build, and the answer is a pure function of its steps' rows.
+        answers = sweeps(results)
+        replace_outputs(  # all staged at once, then all replaced: never one without the others
             data_dir,
             [
                 (results_path, parquet_writer(results, KEYS)),
                 (timeseries_path, parquet_writer(series, TIMESERIES_KEYS)),
+                (sweeps_path, parquet_writer(answers, SWEEP_KEYS)),
             ],
         )
     unpriced = results.filter(pl.col("price_input_per_mtok").is_null()).get_column("model")
@@ -156,6 +165,8 @@ def run_aggregate(
         timeseries_rows=series.height,
         results_path=results_path,
         timeseries_path=timeseries_path,
+        sweeps=answers,
+        sweeps_path=sweeps_path,
         unpriced_models=tuple(sorted(set(unpriced.to_list()) | set(built.unpriced_models))),
         quarantined=tuple(quarantined),
     )
