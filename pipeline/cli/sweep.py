@@ -13,9 +13,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from pipeline.cli.context import DURATION, SEED, Context, json_option, pass_ctx
 from pipeline.cli.ui import ProgressReporter, echo_json, print_table, progress
+from pipeline.config import format_validation_error
+from pipeline.errors import ConfigError
+from schemas import Slo, parse_slo
 
 __all__ = ["COMMANDS"]
 
@@ -88,6 +92,18 @@ def _answer_row(answer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _parse_slo(text: str | None) -> Slo | None:
+    """`--slo` as an `Slo`; a bad one is exit 2 naming the threshold at fault."""
+    if text is None:
+        return None
+    try:
+        return parse_slo(text)
+    except ValidationError as exc:
+        message = format_validation_error("command line", exc, ["--slo"])
+        # parse_slo locates text that is not key=value pairs at `slo`: that is the option itself.
+        raise ConfigError(message.replace("--slo.slo:", "--slo:")) from None
+
+
 @click.command()
 @click.argument("scenario")
 @click.option(
@@ -144,6 +160,14 @@ def _answer_row(answer: dict[str, Any]) -> dict[str, Any]:
     help="End a target's series after a step whose SLO attainment is below this (0..1).",
 )
 @click.option(
+    "--slo",
+    "slo_text",
+    metavar="SLO",
+    default=None,
+    help="Judge every step by this SLO instead of the scenario's: ttft=500ms,tpot=50ms,"
+    "latency=10s,attainment=0.95 (any subset of the thresholds).",
+)
+@click.option(
     "--no-preflight", is_flag=True, help="Skip the pre-flight request before each target's series."
 )
 @json_option
@@ -161,6 +185,7 @@ def sweep(
     seed: int | None,
     stop_at_errors: float | None,
     stop_at_attainment: float | None,
+    slo_text: str | None,
     no_preflight: bool,
     as_json: bool,
 ) -> int:
@@ -198,6 +223,7 @@ def sweep(
         stop_at_errors=stop_at_errors,
         stop_at_attainment=stop_at_attainment,
         preflight=not no_preflight,
+        slo=_parse_slo(slo_text),
     )
     enabled = ctx.show_progress and not as_json
 

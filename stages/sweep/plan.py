@@ -18,7 +18,7 @@ from typing import Literal, Protocol
 
 from pipeline.config import LoadedConfig
 from pipeline.errors import ConfigError
-from schemas import BenchmarkScenario, TargetConfig
+from schemas import BenchmarkScenario, Slo, TargetConfig
 from stages.execute.record.capacity import client_capacity_rps
 
 __all__ = [
@@ -64,7 +64,7 @@ class SweepOptions:
     stop_at_attainment: float | None = None
     """Stop a target's series after a step whose SLO attainment falls below this (0..1)."""
     preflight: bool = True
-    slo: object | None = None
+    slo: Slo | None = None
     """The SLO the steps are judged by (set on the scenario each step runs, so it is recorded
     with the run); None: the scenario's own."""
 

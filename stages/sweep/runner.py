@@ -22,7 +22,7 @@ import polars as pl
 
 from pipeline.config import LoadedConfig
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions
-from schemas import BenchmarkScenario, TargetConfig
+from schemas import BenchmarkScenario, Slo, TargetConfig
 from stages.aggregate.run import run_aggregate
 from stages.aggregate.transform import PriceLookup
 from stages.execute.load.plan import ExecuteOptions, new_run_id
@@ -130,7 +130,7 @@ def run_sweep(
     seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
     sweep_id = f"sweep-{new_run_id()}"
     goal = _slo_of(config, options)
-    target_attainment = getattr(goal, "attainment", None) if goal is not None else None
+    target_attainment = goal.attainment if goal is not None else None
     steps: list[StepReport] = []
     answers = None
     sweeps_path = data_dir / "results" / "sweeps.parquet"
@@ -180,12 +180,11 @@ def run_sweep(
     return SweepResult(sweep_id, status, seed, steps, mine, sweeps_path)
 
 
-def _slo_of(config: LoadedConfig, options: SweepOptions) -> Any:
+def _slo_of(config: LoadedConfig, options: SweepOptions) -> Slo | None:
     """The SLO the sweep is judged by: the command line's, else the scenario's (or None)."""
     if options.slo is not None:
         return options.slo
-    scenario = config.select_scenarios([options.scenario])[0]
-    return getattr(scenario, "slo", None)
+    return config.select_scenarios([options.scenario])[0].slo
 
 
 def _step_options(
@@ -209,4 +208,5 @@ def _step_options(
         duration_s=options.duration_s,
         seed=seed,
         preflight=options.preflight and first,
+        slo=options.slo,
     )

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from pipeline.config import LoadedConfig, format_validation_error
 from pipeline.errors import ConfigError
-from schemas import BenchmarkScenario, TargetConfig, get_provider
+from schemas import BenchmarkScenario, Slo, TargetConfig, get_provider
 from stages.execute.client.providers import ProviderSettings, api_key_env
 from stages.execute.record.capacity import default_workers
 
@@ -61,6 +61,8 @@ class ExecuteOptions:
     """Worker processes per pair; None: `stages.execute.record.capacity.default_workers`."""
     preflight: bool = True
     """One request per target first; stop when one cannot answer (`stages.execute.preflight`)."""
+    slo: Slo | None = None
+    """Replaces the scenario's SLO (recorded with the run's scenario, so aggregate judges by it)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ def _override(scenario: BenchmarkScenario, options: ExecuteOptions) -> Benchmark
         updates["rate"] = options.rate
     if options.duration_s is not None:
         updates["duration"] = options.duration_s
+    if options.slo is not None:
+        updates["slo"] = options.slo
     if not updates:
         return scenario
     try:

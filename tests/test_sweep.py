@@ -1,0 +1,331 @@
+"""`pipeline sweep`: the series, the answer's definitions, and sweeps against the mock.
+
+The end-to-end cases sweep the in-process mock, whose capacity follows from its knobs
+(docs/mock.md, "What to expect"), and check the answer against that arithmetic: the knee at
+the concurrency where the mock stops adding throughput, the highest load under the SLO where
+the formula puts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.store.eventlog import EventLog
+from stages.aggregate.sweeps import SweepPoint, find_knee, max_load_under_slo
+from stages.sweep.plan import (
+    BisectSeries,
+    ListSeries,
+    StepOutcome,
+    SweepOptions,
+    SweepRateSeries,
+)
+from tests.conftest import ROOT, CliResult
+
+Cli = Callable[..., CliResult]
+
+
+def _config(tmp_path: Path, mock: str, scenario: str = "") -> Path:
+    path = tmp_path / "pipeline.toml"
+    path.write_text(
+        f"""
+default_scenarios = ["chat"]
+[[targets]]
+name = "m"
+provider = "mock"
+model = "mock-m"
+mock = {{ {mock} }}
+
+[[scenarios]]
+name = "chat"
+test_prompts = ["hi"]
+expected_operations = 8
+concurrency_level = 8
+max_tokens = 64
+{scenario}
+"""
+    )
+    return path
+
+
+def _outcome(
+    load: float,
+    *,
+    met: bool | None = None,
+    status: str = "completed",
+    errors: float = 0.0,
+    throughput: float = 1.0,
+) -> StepOutcome:
+    return StepOutcome("concurrency", load, throughput, errors, None, met, status)
+
+
+# --- the answer's definitions ---------------------------------------------------------------
+
+
+def _points(loads: list[float], throughput: list[float], p50: list[float]) -> list[SweepPoint]:
+    return [
+        SweepPoint(c, f"r{i}", t, p)
+        for i, (c, t, p) in enumerate(zip(loads, throughput, p50, strict=True))
+    ]
+
+
+def test_the_knee_is_the_last_load_before_latency_outgrows_throughput() -> None:
+    # A server of capacity 4 in a closed loop: throughput min(c, 4), latency max(1, c/4).
+    loads = [1.0, 2.0, 4.0, 8.0, 16.0]
+    knee = find_knee(_points(loads, [min(c, 4) for c in loads], [max(1.0, c / 4) for c in loads]))
+    assert knee is not None and knee.load == 4
+    # Linear all the way: no knee; noise below KNEE_NOISE in latency is not one either.
+    assert find_knee(_points(loads, loads, [1.0, 1.02, 1.0, 1.04, 1.03])) is None
+    # A step where everything failed (no throughput) after latency grew is the knee.
+    assert find_knee(_points([1, 2], [5.0, None], [1.0, 3.0])).load == 1  # type: ignore[list-item, union-attr]
+
+
+@given(capacity=st.integers(1, 64), ratio=st.sampled_from([1.25, 1.5, 2.0, 3.0]))
+def test_the_knee_of_a_capacity_limited_server_is_within_one_step(
+    capacity: int, ratio: float
+) -> None:
+    """Geometric loads over a server that stops at `capacity`: the knee is the last load ≤ the
+    capacity or the first above it (whatever the spacing), never further away."""
+    loads = [1.0]
+    while loads[-1] < capacity * 8:
+        loads.append(round(loads[-1] * ratio, 6))
+    knee = find_knee(
+        _points(loads, [min(c, capacity) for c in loads], [max(1.0, c / capacity) for c in loads])
+    )
+    assert knee is not None
+    below = max(c for c in loads if c <= capacity)
+    above = min(c for c in loads if c >= capacity)
+    assert knee.load in (below, above)
+
+
+def test_max_load_under_slo_is_the_prefix_that_met_it() -> None:
+    pts = [
+        SweepPoint(c, f"r{c}", 1.0, 1.0, a) for c, a in [(1, 1.0), (2, 0.96), (4, 0.9), (8, 0.99)]
+    ]
+    best = max_load_under_slo(pts, 0.95)
+    assert best is not None and best.load == 2  # 8 passing above a miss at 4 is noise
+    assert max_load_under_slo(pts, None) is None
+    assert max_load_under_slo(pts, 1.0) is not None and max_load_under_slo(pts, 1.0).load == 1  # type: ignore[union-attr]
+    assert max_load_under_slo(pts[2:], 0.95) is None
+
+
+# --- the series -----------------------------------------------------------------------------
+
+
+def _play(series: Any, met: Callable[[float], bool]) -> list[float]:
+    done: list[StepOutcome] = []
+    while (chosen := series.next_load(done)) is not None:
+        done.append(_outcome(chosen[1], met=met(chosen[1])))
+        assert len(done) < 100
+    return [s.load for s in done]
+
+
+@given(limit=st.integers(0, 100))
+@settings(max_examples=200)
+def test_bisection_finds_the_highest_concurrency_under_the_slo(limit: int) -> None:
+    loads = _play(BisectSeries(100, SweepOptions("chat", auto=True)), lambda c: c <= limit)
+    assert len(loads) == len(set(loads))  # each load runs once
+    assert len(loads) <= 15
+    met = [c for c in loads if c <= limit]
+    assert (max(met) if met else 0) == limit or (limit == 0 and loads == [1.0])
+    if 0 < limit < 100:
+        assert limit + 1 in loads  # the boundary was seen from both sides
+
+
+def test_a_list_series_stops_past_a_threshold() -> None:
+    series = ListSeries("concurrency", (1, 2, 4, 8), SweepOptions("chat", stop_at_errors=0.1))
+    done = [_outcome(1), _outcome(2, errors=0.5)]
+    assert series.next_load(done[:1]) == ("concurrency", 2)
+    assert series.next_load(done) is None
+    assert series.next_load([_outcome(1, status="interrupted")]) is None
+
+
+def test_auto_rate_spreads_rates_up_to_the_measured_saturation() -> None:
+    series = SweepRateSeries(8, 4, SweepOptions("chat", axis="rate", auto=True))
+    assert series.next_load([]) == ("concurrency", 1.0)
+    done = [_outcome(1, throughput=10.0)]
+    assert series.next_load(done) == ("concurrency", 8.0)
+    done.append(_outcome(8, throughput=50.0))
+    rates = []
+    while (chosen := series.next_load(done)) is not None:
+        rates.append(chosen)
+        done.append(StepOutcome("rate", chosen[1], chosen[1], 0.0, None, None, "completed"))
+    assert rates == [("rate", 20.0), ("rate", 30.0), ("rate", 40.0), ("rate", 50.0)]
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--concurrency", ""], "--concurrency"),
+        (["--concurrency", "1,x"], "--concurrency"),
+        (["--concurrency", "4,2"], "--concurrency: the loads must increase, but 2 follows 4"),
+        (["--concurrency", "2,2"], "--concurrency: the loads must increase"),
+        (["--concurrency", "1,200"], "--concurrency: 200 is not a whole number in 1..100"),
+        (["--concurrency", "1.5"], "--concurrency: 1.5 is not a whole number"),
+        (["--concurrency", "0,1"], "--concurrency: 0 is not a positive number"),
+        (["--rate", "1,inf"], "--rate"),
+        (["--rate", "1,1e9"], "--rate: 1e+09 requests/s is beyond what this client can drive"),
+        (["--concurrency", "1", "--target", "nope"], "unknown target 'nope'"),
+        (["--concurrency", "1", "--rate", "1"], "exactly one of"),
+        ([], "exactly one of"),
+        (["--auto", "concurrency"], "--auto concurrency: bisects on the SLO, so it needs one"),
+        (["--concurrency", "1", "--slo", "ttft=0s"], "--slo.ttft"),
+        (["--concurrency", "1", "--slo", "nonsense"], "--slo: expected key=value pairs"),
+        (["--concurrency", "1", "--stop-at-attainment", "0.9"], "--stop-at-attainment: needs"),
+    ],
+)
+def test_bad_input_is_exit_2_naming_the_option(
+    cli: Cli, tmp_path: Path, args: list[str], named: str
+) -> None:
+    _config(tmp_path, "simulated_latency = 0")
+    data = tmp_path / "data"
+    result = cli("--data-dir", str(data), "sweep", "chat", *args)
+    assert result.code == 2, result
+    assert named in result.err, result.err
+    assert "Traceback" not in result.err
+    assert not (data / "events").exists()  # nothing was sent
+
+
+def test_a_rate_beyond_the_client_says_the_measured_figure(cli: Cli, tmp_path: Path) -> None:
+    _config(tmp_path, "simulated_latency = 0")
+    result = cli("sweep", "chat", "--rate", "10,100000")
+    assert result.code == 2
+    # 1 core (the in-process mock shares the client's process) at 450 + 1 × 55 µs a request.
+    assert "at most 1980 requests/s on 1 core" in result.err, result.err
+
+
+def test_a_closed_loop_sweep_of_an_open_loop_scenario_is_refused(cli: Cli, tmp_path: Path) -> None:
+    _config(tmp_path, "simulated_latency = 0", scenario="rate = 5.0")
+    result = cli("sweep", "chat", "--concurrency", "1,2")
+    assert result.code == 2
+    assert "--concurrency: --concurrency run a closed loop" in result.err
+
+
+# --- against the mock -----------------------------------------------------------------------
+
+
+def _sweep_json(cli: Cli, *args: str) -> dict[str, Any]:
+    result = cli("sweep", "chat", "--json", "--seed", "1", *args)
+    assert result.code == 0, result
+    return dict(json.loads(result.out))
+
+
+def test_a_sweep_finds_the_knee_of_a_queueing_mock(cli: Cli, tmp_path: Path) -> None:
+    """A mock serving 4 at a time (the rest queue) with a fixed 20 ms service: throughput is
+    min(c, 4) / 20 ms and latency max(1, c/4) × 20 ms, so the knee is at exactly 4."""
+    _config(
+        tmp_path,
+        'simulated_latency = "10ms", token_generation_rate = 1000, response_variability = 0, '
+        "concurrency_limit = 4, output_tokens = 11",
+    )
+    out = _sweep_json(cli, "--concurrency", "1,2,4,8,16", "--requests", "32")
+    (answer,) = out["answers"]
+    assert answer["knee_load"] == 4
+    assert answer["axis"] == "concurrency" and answer["steps"] == 5
+    assert answer["max_load_under_slo"] is None and answer["slo"] is None
+    # Throughput at the knee: 4 per 20 ms = 200 req/s, within 25% (the client's own time).
+    assert 150 <= answer["knee_throughput_rps"] <= 205
+    # Every step is an ordinary run, tagged.
+    runs = EventLog(tmp_path / "data").replay("runs").collect()
+    tagged = runs.filter(pl.col("kind") == "started").sort("sweep_step")
+    assert tagged.get_column("sweep_id").unique().to_list() == [out["sweep_id"]]
+    assert tagged.get_column("sweep_load").to_list() == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert tagged.get_column("concurrency").to_list() == [1, 2, 4, 8, 16]
+    # The answer is re-derived by aggregate, byte for byte.
+    sweeps = tmp_path / "data" / "results" / "sweeps.parquet"
+    before = sweeps.read_bytes()
+    assert cli("aggregate", "--full").code == 0
+    assert sweeps.read_bytes() == before
+    assert pl.read_parquet(sweeps).get_column("knee_load").to_list() == [4.0]
+
+
+def test_a_sweep_finds_the_knee_of_the_saturating_mock(cli: Cli, tmp_path: Path) -> None:
+    """`batch_capacity` N = 4: up to 4 in flight each request takes t + (n−1)·g = 5 + 10·2 =
+    25 ms; past it the gaps stretch by c/N (docs/mock.md), so latency grows as fast as c and
+    throughput stays at N / ((n−1)·g) = 200 req/s: the knee is at N = 4."""
+    _config(
+        tmp_path,
+        'simulated_latency = "5ms", token_generation_rate = 500, response_variability = 0, '
+        "batch_capacity = 4, concurrency_limit = 64, output_tokens = 11",
+    )
+    out = _sweep_json(cli, "--concurrency", "1,2,4,8,16", "--requests", "32")
+    (answer,) = out["answers"]
+    assert answer["knee_load"] == 4
+    # c = 16: gaps × 4, latency 5 + 10 × 8 = 85 ms: p50 within 20%.
+    last = out["steps"][-1]
+    assert 85 <= last["latency_p50_ms"] <= 102
+
+
+def test_ctrl_c_leaves_the_finished_steps(tmp_path: Path) -> None:
+    """SIGINT during a step: exit 130, the finished steps' results and answer stay, the cut
+    step is recorded as interrupted and left out of the answer."""
+    _config(
+        tmp_path,
+        'simulated_latency = "20ms", token_generation_rate = 1000, response_variability = 0, '
+        "output_tokens = 2",
+    )
+    data = tmp_path / "data"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "--data-dir",
+            str(data),
+            "sweep",
+            "chat",
+            "--concurrency",
+            "1,2,4",
+            "--requests",
+            "100000",
+            "--duration",
+            "0.6s",
+            "--seed",
+            "3",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sweeps = data / "results" / "sweeps.parquet"
+    deadline = time.monotonic() + 60
+    while not (sweeps.exists() and pl.read_parquet(sweeps).get_column("steps").to_list() == [2]):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    time.sleep(0.3)  # into step 2's 0.6 s of requests
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    runs = EventLog(data).replay("runs").collect().filter(pl.col("kind") == "finished")
+    statuses = dict(zip(runs["sweep_step"].to_list(), runs["status"].to_list(), strict=True))
+    assert statuses[0] == statuses[1] == "completed"
+    assert statuses.get(2, "interrupted") == "interrupted"
+    subprocess.run(
+        [sys.executable, "-m", "pipeline", "--data-dir", str(data), "aggregate"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    (answer,) = pl.read_parquet(sweeps).to_dicts()
+    assert answer["loads"] == [1.0, 2.0]
+    assert answer["steps_excluded"] == (1 if 2 in statuses else 0)
