@@ -11,7 +11,7 @@ The definitions (README, "Sweeps"):
   axis of its last step: `--auto rate` probes the concurrency axis before its rate steps).
   Steps are ordered by load; at a load swept twice the later step stands.
 - **max load under SLO**: the highest load such that it and every lower counted load met the
-  SLO (`slo_attainment` ≥ the SLO's `attainment`). The prefix, not the best single step: a
+  SLO (`slo_attainment` ≥ the SLO's `attainment`, `slo_attainment_target`). The prefix, not the best single step: a
   load that passes above one that failed is noise, not capacity. Null without an SLO, or when
   the lowest load already missed it.
 - **knee**: the last load before the first step (to the next load) over which p50 latency grew
@@ -24,7 +24,6 @@ The definitions (README, "Sweeps"):
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ __all__ = [
     "SWEEP_KEYS",
     "SWEEP_SCHEMA",
     "SweepPoint",
+    "counted_steps",
     "find_knee",
     "max_load_under_slo",
     "sweep_points",
@@ -127,48 +127,42 @@ def max_load_under_slo(points: Sequence[SweepPoint], target: float | None) -> Sw
     return best
 
 
-def _slo_target(slo: str | None) -> float | None:
-    """The `attainment` an SLO (as results' `slo` JSON) asks for; None without an SLO."""
-    if not slo:
-        return None
-    try:
-        value = json.loads(slo).get("attainment", 0.95)
-    except (ValueError, AttributeError):
-        return None
-    return float(value) if isinstance(value, int | float) else None
+def counted_steps(group: pl.DataFrame) -> pl.DataFrame:
+    """The result rows of one sweep × target that count (see the module docstring), one per
+    load (the later step at a load swept twice), ordered by load."""
+    ordered = group.sort(["sweep_step", "run_id"])
+    axis = ordered.get_column("sweep_axis")[-1]
+    return (
+        ordered.filter(
+            (pl.col("sweep_axis") == axis) & pl.col("run_status").is_in(list(COUNTED_STATUSES))
+        )
+        .unique("sweep_load", keep="last", maintain_order=True)
+        .sort("sweep_load")
+    )
 
 
-def _value(row: dict[str, Any], name: str) -> Any:
-    return row.get(name)
-
-
-def sweep_points(steps: Sequence[dict[str, Any]]) -> list[SweepPoint]:
-    """The counted steps (result rows of one sweep × target on its axis) as points by load;
-    at a load swept twice the later step stands."""
-    by_load: dict[float, dict[str, Any]] = {}
-    for row in sorted(steps, key=lambda r: (r["sweep_step"], r["run_id"])):
-        by_load[float(row["sweep_load"])] = row
+def sweep_points(steps: pl.DataFrame) -> list[SweepPoint]:
+    """`counted_steps` as the points the answer is computed from."""
     return [
         SweepPoint(
-            load=load,
+            load=float(row["sweep_load"]),
             run_id=row["run_id"],
-            throughput_rps=_value(row, "throughput_rps"),
-            latency_p50_ms=_value(row, "latency_p50_ms"),
-            attainment=_value(row, "slo_attainment"),
-            goodput_rps=_value(row, "goodput_rps"),
+            throughput_rps=row.get("throughput_rps"),
+            latency_p50_ms=row.get("latency_p50_ms"),
+            attainment=row.get("slo_attainment"),
+            goodput_rps=row.get("goodput_rps"),
         )
-        for load, row in sorted(by_load.items())
+        for row in steps.iter_rows(named=True)
     ]
 
 
 def _answer(group: pl.DataFrame) -> dict[str, Any]:
-    ordered = group.sort(["sweep_step", "run_id"])
-    rows = ordered.to_dicts()
-    axis = rows[-1]["sweep_axis"]
-    counted = [r for r in rows if r["sweep_axis"] == axis and r["run_status"] in COUNTED_STATUSES]
-    points = sweep_points(counted)
+    rows = group.sort(["sweep_step", "run_id"]).to_dicts()
+    steps = counted_steps(group)
+    points = sweep_points(steps)
+    counted = steps.to_dicts()
     slo = next((r.get("slo") for r in reversed(counted) if r.get("slo")), None)
-    target = _slo_target(slo)
+    target = next((r.get("slo_attainment_target") for r in reversed(counted) if r.get("slo")), None)
     best = max_load_under_slo(points, target)
     knee = find_knee(points)
     goodputs = [p.goodput_rps for p in points if p.goodput_rps is not None]
@@ -180,10 +174,10 @@ def _answer(group: pl.DataFrame) -> dict[str, Any]:
         "target": first["target"],
         "provider": last["provider"],
         "model": last["model"],
-        "axis": axis,
+        "axis": last["sweep_axis"],
         "timestamp": first["timestamp"],
-        "steps": len(counted),
-        "steps_excluded": len(rows) - len(counted),
+        "steps": len(points),
+        "steps_excluded": len(rows) - len(points),
         "first_run_id": first["run_id"],
         "last_run_id": last["run_id"],
         "loads": [p.load for p in points],
