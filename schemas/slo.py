@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from schemas._base import Frozen
 from schemas._types import Duration, field_error, shown
@@ -77,12 +78,13 @@ def parse_slo(text: str) -> Slo:
         key, sep, value = part.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
-            raise field_error(
-                "Slo",
-                "slo",
-                f"expected key=value pairs separated by commas (ttft=500ms,tpot=50ms,"
-                f"latency=10s,attainment=0.95), got {shown(part.strip())}",
-                text,
+            message = (
+                "expected key=value pairs separated by commas (ttft=500ms,tpot=50ms,"
+                f"latency=10s,attainment=0.95), got {shown(part.strip())}"
+            )
+            error = PydanticCustomError("value_error", message)
+            raise ValidationError.from_exception_data(
+                "Slo", [InitErrorDetails(type=error, loc=(), input=text)]
             )
         if key in raw:
             raise field_error("Slo", key, "given twice", value)

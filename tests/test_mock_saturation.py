@@ -68,7 +68,7 @@ async def test_batch_shrinking_speeds_the_rest_up(autojump_clock: trio.abc.Clock
     """Two short and one long request, capacity 1: the long one's gaps are 3x while all three
     decode, then 1x once it is alone."""
     gate = ConcurrencyGate(100)
-    short, long = _plan(3), _plan(8)
+    short, long = _plan(3, latency="45ms"), _plan(8)
     out: dict[str, list[float]] = {}
 
     async def run(name: str, plan: Any) -> None:
@@ -80,8 +80,8 @@ async def test_batch_shrinking_speeds_the_rest_up(autojump_clock: trio.abc.Clock
         nursery.start_soon(run, "b", short)
         nursery.start_soon(run, "long", long)
     gaps = [b - a for a, b in zip(out["long"], out["long"][1:], strict=False)]
-    # Both shorts finish at 50 + 30 + 30 ms; the long one's third gap starts at 110 ms, alone.
-    assert out["a"][-1] - start == pytest.approx(0.110)
+    # Both shorts finish at 45 + 30 + 30 ms; the long one's third gap starts at 110 ms, alone.
+    assert out["a"][-1] - start == pytest.approx(0.105)
     assert gaps == pytest.approx([0.030, 0.030] + [0.010] * 5)
 
 

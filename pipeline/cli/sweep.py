@@ -13,13 +13,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
 from pipeline.cli.context import DURATION, SEED, Context, json_option, pass_ctx
+from pipeline.cli.slo import slo_option, slo_policy
 from pipeline.cli.ui import ProgressReporter, echo_json, print_table, progress
-from pipeline.config import format_validation_error
-from pipeline.errors import ConfigError
-from schemas import Slo, parse_slo
+from schemas import Slo
 
 __all__ = ["COMMANDS"]
 
@@ -92,18 +90,6 @@ def _answer_row(answer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _parse_slo(text: str | None) -> Slo | None:
-    """`--slo` as an `Slo`; a bad one is exit 2 naming the threshold at fault."""
-    if text is None:
-        return None
-    try:
-        return parse_slo(text)
-    except ValidationError as exc:
-        message = format_validation_error("command line", exc, ["--slo"])
-        # parse_slo locates text that is not key=value pairs at `slo`: that is the option itself.
-        raise ConfigError(message.replace("--slo.slo:", "--slo:")) from None
-
-
 @click.command()
 @click.argument("scenario")
 @click.option(
@@ -159,14 +145,7 @@ def _parse_slo(text: str | None) -> Slo | None:
     default=None,
     help="End a target's series after a step whose SLO attainment is below this (0..1).",
 )
-@click.option(
-    "--slo",
-    "slo_text",
-    metavar="SLO",
-    default=None,
-    help="Judge every step by this SLO instead of the scenario's: ttft=500ms,tpot=50ms,"
-    "latency=10s,attainment=0.95 (any subset of the thresholds).",
-)
+@slo_option
 @click.option(
     "--no-preflight", is_flag=True, help="Skip the pre-flight request before each target's series."
 )
@@ -185,7 +164,7 @@ def sweep(
     seed: int | None,
     stop_at_errors: float | None,
     stop_at_attainment: float | None,
-    slo_text: str | None,
+    slo: Slo | None,
     no_preflight: bool,
     as_json: bool,
 ) -> int:
@@ -223,7 +202,7 @@ def sweep(
         stop_at_errors=stop_at_errors,
         stop_at_attainment=stop_at_attainment,
         preflight=not no_preflight,
-        slo=_parse_slo(slo_text),
+        slo=slo,
     )
     enabled = ctx.show_progress and not as_json
 
@@ -244,6 +223,7 @@ def sweep(
         progress=bar,
         on_step=said,
         lock=ctx.lock("sweep"),
+        slo_policy=slo_policy(ctx, slo),
     )
     answers = result.answers.to_dicts() if result.answers.height else []
     if as_json:

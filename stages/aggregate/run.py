@@ -22,6 +22,7 @@ from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
 from pipeline.store.outputs import output_present, parquet_writer, replace_outputs
 from schemas import TABLES
 from stages.aggregate.scan import COLUMNS
+from stages.aggregate.slo import SloLookup, SloPolicy
 from stages.aggregate.sweeps import SWEEP_KEYS, sweeps
 from stages.aggregate.transform import (
     FINAL_RUN_STATUSES,
@@ -82,6 +83,19 @@ def _event_run_ids(log: EventLog) -> set[str]:
     return ids
 
 
+def _stale_slo_runs(existing: pl.DataFrame, lookup: SloLookup) -> set[str]:
+    """Runs whose rows were judged by another SLO than the one that applies now (edited in the
+    config, or given with --slo): rebuilt, as a full build would judge them."""
+    stale = set()
+    pairs = existing.select("run_id", "scenario", "slo", "slo_attainment_target").unique()
+    for run_id, scenario, label, target in pairs.iter_rows():
+        slo = lookup(run_id, scenario)
+        now = (None, None) if slo is None else (slo.label(), slo.attainment)
+        if now != (label, target):
+            stale.add(run_id)
+    return stale
+
+
 def _reusable_runs(existing: pl.DataFrame, runs: pl.DataFrame, price_of: PriceLookup) -> set[str]:
     """Runs whose previous rows are final: finished, every (scenario, target) present, same price."""
     stale_models = set()
@@ -115,8 +129,12 @@ def run_aggregate(
     incremental: bool = False,
     skip_corrupt: bool = False,
     lock: LockOptions = DEFAULT_LOCK,
+    slo: SloPolicy | None = None,
 ) -> AggregateReport:
-    """Rebuild results/ from the event log (all runs, or only those not yet final) under the lock."""
+    """Rebuild results/ from the event log (all runs, or only those not yet final) under the lock.
+
+    `slo`: which SLO judges each result (`stages.aggregate.slo`); None: none does."""
+    slo = slo if slo is not None else SloPolicy()
     log = EventLog(data_dir)
     results_path, timeseries_path = output_paths(data_dir)
     sweeps_path = Layout(data_dir).sweeps
@@ -130,7 +148,7 @@ def run_aggregate(
         while True:
             try:
                 old_results, old_series, keep, built, replays = _build(
-                    log, price_of, incremental=incremental, skip_corrupt=skip_corrupt
+                    log, price_of, slo, incremental=incremental, skip_corrupt=skip_corrupt
                 )
                 break
             except CorruptEventFileError as exc:
@@ -179,7 +197,7 @@ def _files_at(log: EventLog, paths: list[Path]) -> list[EventFile]:
 
 
 def _build(
-    log: EventLog, price_of: PriceLookup, *, incremental: bool, skip_corrupt: bool
+    log: EventLog, price_of: PriceLookup, slo: SloPolicy, *, incremental: bool, skip_corrupt: bool
 ) -> tuple[
     pl.DataFrame | None,
     pl.DataFrame | None,
@@ -204,13 +222,14 @@ def _build(
     if old_results is not None:
         present = _event_run_ids(log)  # a run archived since is dropped, as a rebuild would
         keep = _reusable_runs(old_results, runs.collect(), price_of) & present
+        keep -= _stale_slo_runs(old_results, slo.lookup(runs.frame))
     todo = None if old_results is None else sorted(present - keep)
     requests = log.replay("requests", run_ids=todo, skip_corrupt=skip_corrupt)
     samples = log.replay("samples", run_ids=todo, skip_corrupt=skip_corrupt)
     runs_todo = runs.frame if todo is None else runs.frame.filter(pl.col("run_id").is_in(todo))
     try:
         sources = requests.batch_sources(COLUMNS)
-        built = aggregate(sources, runs_todo, samples.frame, price_of)
+        built = aggregate(sources, runs_todo, samples.frame, price_of, slo)
     except (pl.exceptions.PolarsError, pa.ArrowException, OSError):
         for item in (*runs.files, *requests.files, *samples.files):
             read_file_table(item.path)  # a file corrupt past its footer: name it

@@ -24,6 +24,7 @@ from pipeline.config import LoadedConfig
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions
 from schemas import BenchmarkScenario, Slo, TargetConfig
 from stages.aggregate.run import run_aggregate
+from stages.aggregate.slo import SloPolicy
 from stages.aggregate.transform import PriceLookup
 from stages.execute.load.plan import ExecuteOptions, new_run_id
 from stages.execute.session import ProgressFactory, ProgressHandle, execute
@@ -108,13 +109,6 @@ def _labelled(progress: ProgressFactory | None, prefix: str) -> ProgressFactory 
     return bar
 
 
-def _met(row: dict[str, Any], target_attainment: float | None) -> bool | None:
-    attainment = row.get("slo_attainment")
-    if target_attainment is None or attainment is None:
-        return None
-    return bool(attainment >= target_attainment)
-
-
 def run_sweep(
     config: LoadedConfig,
     data_dir: Path,
@@ -124,13 +118,15 @@ def run_sweep(
     progress: ProgressFactory | None = None,
     on_step: Callable[[StepReport], None] | None = None,
     lock: LockOptions = DEFAULT_LOCK,
+    slo_policy: SloPolicy | None = None,
 ) -> SweepResult:
-    """Run every target's series, one step (one run) at a time; see the module docstring."""
+    """Run every target's series, one step (one run) at a time; see the module docstring.
+
+    `slo_policy`: which SLO the aggregate after each step judges results by (as `aggregate`
+    and its `--slo` do: `options.slo` is its override); None: none."""
     scenario, targets = check_sweep(config, options, has_slo=_slo_of(config, options) is not None)
     seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
     sweep_id = f"sweep-{new_run_id()}"
-    goal = _slo_of(config, options)
-    target_attainment = goal.attainment if goal is not None else None
     steps: list[StepReport] = []
     answers = None
     sweeps_path = data_dir / "results" / "sweeps.parquet"
@@ -153,7 +149,7 @@ def run_sweep(
                     "sweep_load": load,
                 },
             )
-            report = run_aggregate(data_dir, price_of, incremental=True, lock=lock)
+            report = run_aggregate(data_dir, price_of, incremental=True, lock=lock, slo=slo_policy)
             answers, sweeps_path = report.sweeps, report.sweeps_path
             found = report.rebuilt.filter(pl.col("run_id") == result.run_id).to_dicts()
             row = found[0] if found else {}
@@ -164,7 +160,7 @@ def run_sweep(
                 throughput_rps=row.get("throughput_rps"),
                 error_rate=row.get("error_rate"),
                 attainment=row.get("slo_attainment"),
-                met_slo=_met(row, target_attainment),
+                met_slo=row.get("slo_met"),
                 status=pair_status,
             )
             done.append(outcome)
