@@ -364,3 +364,68 @@ def test_auto_concurrency_finds_the_highest_load_under_the_slo(cli: Cli, tmp_pat
     # for 16.5 ms: 12 is the highest load swept under it, 16 misses it at 20 ms).
     assert cli("aggregate", "--full", "--slo", "tpot=16.5ms").code == 0
     assert pl.read_parquet(sweeps)["max_load_under_slo"].to_list() == [12.0]
+
+
+# --- profile: the answer trended across sweeps, and the gate ----------------------------------
+
+
+def _history(capacities: list[int]) -> list[dict[str, Any]]:
+    """Ten steady daily runs, and one weekly sweep per capacity (loads 1..16 doubling; a step
+    meets the TPOT SLO when its load is at most the capacity)."""
+    from datetime import timedelta
+
+    from tests.results_factory import BASE_TIME, result_row
+
+    rows = [result_row(i) for i in range(10)]
+    for week, capacity in enumerate(capacities):
+        for step, load in enumerate([1, 2, 4, 6, 8, 10, 12, 14, 16]):
+            met = load <= capacity
+            rows.append(
+                result_row(
+                    100 + week * 10 + step,
+                    run_id=f"sweep{week}-step{step}",
+                    timestamp=BASE_TIME + timedelta(days=7 * week, hours=1, minutes=step),
+                    concurrency=load,
+                    throughput_rps=10.0 * min(load, capacity),
+                    latency_mean_ms=400.0 * max(1.0, load / capacity),
+                    sweep_id=f"sweep-{week}",
+                    sweep_step=step,
+                    sweep_axis="concurrency",
+                    sweep_load=float(load),
+                    slo="tpot≤50ms",
+                    slo_attainment_target=0.95,
+                    slo_attainment=1.0 if met else 0.5,
+                    goodput_rps=10.0 * min(load, capacity) * (1.0 if met else 0.5),
+                    slo_met=met,
+                )
+            )
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("capacities", "code"), [([16, 14, 12, 10, 8, 6], 3), ([10, 10, 12, 10, 10, 12], 0)]
+)
+def test_profile_trends_the_capacity_under_slo_and_gates_on_it(
+    cli: Cli, tmp_path: Path, capacities: list[int], code: int
+) -> None:
+    from tests.results_factory import write_results
+
+    data = tmp_path / "data"
+    write_results(data, _history(capacities))
+    result = cli("--data-dir", str(data), "profile", "--fail-on-regression", "--json")
+    assert result.code == code, result
+    (row,) = json.loads(result.out)["profiles"]
+    assert row["sweeps"] == 6 and row["latest_capacity"] == capacities[-1]
+    assert row["capacity_slo"] == "tpot≤50ms" and row["capacity_axis"] == "concurrency"
+    # The sweeps' steps stay out of the daily runs' trends (60 steps at other concurrencies).
+    assert row["data_points"] == 10 and row["latency_trend"] == "stable"
+    if code:
+        assert row["capacity_trend"] == "degrading"
+        assert "capacity under SLO degrading -" in row["regression_reasons"]
+        assert "over 6 sweeps" in row["regression_reasons"]
+        table = cli("--data-dir", str(data), "profile", "--fail-on-regression")
+        assert table.code == 3
+        assert "REGRESSION chat @ alpha: capacity under SLO degrading" in table.err
+        assert "capacity_trend" in table.out.replace("\n", " ") or "degrading" in table.out
+    else:
+        assert row["capacity_trend"] == "stable" and not row["regression"]

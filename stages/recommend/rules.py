@@ -16,6 +16,7 @@ import polars as pl
 from schemas import RecommendSettings
 from stages.aggregate.sweeps import sweeps
 from stages.profile.display import confidence_shown, trend_text
+from stages.profile.transform import TRENDED
 from stages.recommend.evidence import share_evidence
 from stages.recommend.recommendation import SUBJECT_KEYS, Recommendation
 
@@ -61,7 +62,7 @@ def rule_degrading_trend(
                 "change_point_run_id": row[f"{m}_change_point_run_id"],
                 "change_point_relative_change": _r(row[f"{m}_change_point_relative_change"], 4),
             }
-            for m in ("latency", "throughput", "error_rate", "cost_efficiency")
+            for m in (metric.name for metric in TRENDED)
             if row[f"{m}_trend"] == "degrading" or row[f"{m}_change_point_direction"] == "degrading"
         }
         runs = tuple(
