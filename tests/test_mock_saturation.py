@@ -159,7 +159,7 @@ async def test_server_decode_slows_with_the_batch(stream: bool) -> None:
     decode_alone = alone[0][1] - 0.010
     decode_loaded = sum(end for _, end in loaded) / len(loaded) - 0.010
     assert 0.13 < decode_alone < 0.25
-    assert 3.2 < decode_loaded / decode_alone < 4.6
+    assert 2.8 < decode_loaded / decode_alone < 5.0
 
 
 async def test_server_without_capacity_does_not_slow() -> None:

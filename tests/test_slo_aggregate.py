@@ -228,7 +228,7 @@ mock = {{ simulated_latency = "5ms", token_generation_rate = 2000, output_tokens
 name = "slow"
 provider = "mock"
 model = "mock-small"
-mock = {{ simulated_latency = "40ms", token_generation_rate = 2000, output_tokens = 8 }}
+mock = {{ simulated_latency = "100ms", token_generation_rate = 2000, output_tokens = 8 }}
 
 [[scenarios]]
 name = "chat"
@@ -252,21 +252,21 @@ def _results(tmp_path: Path) -> pl.DataFrame:
 
 def test_slo_from_config_then_edited_then_overridden(cli: Any, tmp_path: Path) -> None:
     """One run; three SLOs judged from the same events, no request sent after the first."""
-    config = _config(tmp_path, 'slo = { ttft = "25ms" }')
+    config = _config(tmp_path, 'slo = { ttft = "50ms" }')
     result: CliResult = cli("--config", str(config), "run", "--no-preflight")
     assert result.code == 0, result.err
     first = _results(tmp_path)
-    assert first.get_column("slo").to_list() == ["ttft≤25ms", "ttft≤25ms"]
+    assert first.get_column("slo").to_list() == ["ttft≤50ms", "ttft≤50ms"]
     assert first.get_column("slo_ttft_attainment").to_list() == [1.0, 0.0]
     assert first.get_column("slo_met").to_list() == [True, False]
     events = sorted(p.name for p in (tmp_path / "data/events/requests").rglob("*.arrow"))
 
-    _config(tmp_path, 'slo = { ttft = "100ms", latency = "1ms", attainment = 0.5 }')
+    _config(tmp_path, 'slo = { ttft = "1s", latency = "1ms", attainment = 0.5 }')
     result = cli("--config", str(config), "aggregate", "--incremental")
     assert result.code == 0, result.err
     assert "attainment" in result.out and "goodput" in result.out
     edited = _results(tmp_path)
-    assert edited.get_column("slo").to_list() == ["ttft≤100ms latency≤1ms"] * 2
+    assert edited.get_column("slo").to_list() == ["ttft≤1s latency≤1ms"] * 2
     assert edited.get_column("slo_attainment").to_list() == [0.0, 0.0]
     assert edited.get_column("slo_ttft_attainment").to_list() == [1.0, 1.0]
     assert edited.get_column("slo_attainment_target").to_list() == [0.5, 0.5]
@@ -292,7 +292,7 @@ def test_slo_from_config_then_edited_then_overridden(cli: Any, tmp_path: Path) -
     )
     result = cli("--config", str(tmp_path / "other.toml"), "aggregate")
     assert result.code == 0, result.err
-    assert _results(tmp_path).get_column("slo").to_list() == ["ttft≤25ms"] * 2
+    assert _results(tmp_path).get_column("slo").to_list() == ["ttft≤50ms"] * 2
 
 
 @pytest.mark.parametrize(
@@ -368,12 +368,12 @@ def test_bad_slo_flag_exits_2_naming_the_field(
 
 
 def test_saturating_mock_misses_the_slo_under_load(cli: Any, tmp_path: Path) -> None:
-    """The in-process mock at capacity 1: alone every TPOT is 1 ms, four at once ~4 ms."""
+    """The in-process mock at capacity 1: alone every TPOT is 5 ms, four at once ~20 ms."""
     config = tmp_path / "pipeline.toml"
     config.write_text(
-        CONFIG.format(slo='slo = { tpot = "2ms" }')
-        .replace("token_generation_rate = 2000", "token_generation_rate = 1000, batch_capacity = 1")
-        .replace("output_tokens = 8", "output_tokens = 11")
+        CONFIG.format(slo='slo = { tpot = "10ms" }')
+        .replace("token_generation_rate = 2000", "token_generation_rate = 200, batch_capacity = 1")
+        .replace("output_tokens = 8", "output_tokens = 6")
     )
     for concurrency in ("1", "4"):
         args = ["--target", "fast", "--requests", "8", "--concurrency", concurrency]
@@ -384,4 +384,4 @@ def test_saturating_mock_misses_the_slo_under_load(cli: Any, tmp_path: Path) -> 
     assert results.get_column("concurrency").to_list() == [1, 4]
     assert results.get_column("slo_tpot_attainment").to_list() == [1.0, 0.0]
     tpot = results.get_column("tpot_mean_ms").to_list()
-    assert 0.9 < tpot[0] < 1.5 and 3.0 < tpot[1] < 5.0
+    assert 4.5 < tpot[0] < 7.5 and 15.0 < tpot[1] < 25.0

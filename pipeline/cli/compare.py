@@ -56,6 +56,7 @@ def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
                     "min_requests": c.min_requests,
                     "mixed_settings": c.mixed_settings,
                     "passed_over": [p.as_dict() for p in c.passed_over],
+                    "slo": c.slo_sentence,
                     "targets": c.table.to_dicts(),
                 }
                 for c in comparisons
@@ -66,6 +67,7 @@ def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
         table = c.table.with_columns(pl.col("success_rate").round(4), pl.col("score").round(1))
         rows = table.to_dicts()
         estimated = mark_estimated(rows, ["usd_per_million_output_tokens"])
+        slo_columns = ["slo_attainment", "goodput_rps"] if c.slo_sentence else []
         print_table(
             f"compare: {c.scenario}",
             rows,
@@ -81,11 +83,14 @@ def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
                 "success_rate",
                 "usd_per_million_output_tokens",
                 "score",
+                *slo_columns,
             ],
         )
         click.echo(
             f"fastest: {c.fastest}   most cost-effective: {c.most_cost_effective}   most reliable: {c.most_reliable}"
         )
+        if c.slo_sentence:
+            click.echo(c.slo_sentence)
         for passed in c.passed_over:
             click.echo(passed.sentence())
         if c.mixed_settings:

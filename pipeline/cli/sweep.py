@@ -18,6 +18,7 @@ from pipeline.cli.context import DURATION, SEED, Context, json_option, pass_ctx
 from pipeline.cli.slo import slo_option, slo_policy
 from pipeline.cli.ui import ProgressReporter, echo_json, print_table, progress
 from schemas import Slo
+from stages.aggregate.slo import attainment_text
 
 __all__ = ["COMMANDS"]
 
@@ -68,7 +69,7 @@ def _step_line(step: Any) -> str:
     ]
     if row.get("slo_attainment") is not None:
         verdict = {True: "met", False: "missed", None: ""}[step.met_slo]
-        parts.append(f"SLO {100 * row['slo_attainment']:.1f}% {verdict}".rstrip())
+        parts.append(f"SLO {attainment_text(row['slo_attainment'])} {verdict}".rstrip())
     return ", ".join(parts)
 
 

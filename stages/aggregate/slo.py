@@ -20,6 +20,7 @@ An attempt is good when it meets every threshold that is set.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -30,7 +31,14 @@ from pydantic import ValidationError
 
 from schemas import INT64_MAX, SLO_THRESHOLDS, Slo
 
-__all__ = ["SLO_COUNTS", "SloLookup", "SloPolicy", "good_masks", "recorded_slo"]
+__all__ = [
+    "SLO_COUNTS",
+    "SloLookup",
+    "SloPolicy",
+    "attainment_text",
+    "good_masks",
+    "recorded_slo",
+]
 
 SLO_COUNTS = {"all": "slo_good", **{name: f"slo_{name}_good" for name in SLO_THRESHOLDS}}
 """`good_masks`' names -> the per-result count of good attempts: every threshold, each alone."""
@@ -132,3 +140,11 @@ def good_masks(
         every &= mask
     out["all"] = every
     return out
+
+
+def attainment_text(share: float | None) -> str:
+    """A share as a percentage rounded down to 0.1 (99.96% is shown as 99.9%, never as 100%: a
+    shown attainment never looks like it reached a target it did not); "-" for none."""
+    if share is None or not math.isfinite(share):
+        return "-"
+    return f"{math.floor(share * 1000) / 10:.1f}%"

@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from schemas import RecommendSettings
+from stages.aggregate.slo import attainment_text
 from stages.aggregate.sweeps import sweeps
 from stages.profile.display import confidence_shown, trend_text
 from stages.profile.transform import TRENDED
@@ -30,6 +31,7 @@ __all__ = [
     "rule_prompt_caching",
     "rule_rate_limited",
     "rule_saturation_knee",
+    "rule_slo_missed",
     "rule_streaming",
     "rule_sweep_capacity",
     "rule_tail_latency",
@@ -349,7 +351,7 @@ def rule_sweep_capacity(
                 ),
                 description=(
                     f"Sweep {row['sweep_id']}: no load met {row['slo']} for "
-                    f"{row['slo_target_attainment']:.0%} of attempts. {knee}"
+                    f"{attainment_text(row['slo_target_attainment'])} of attempts. {knee}"
                 ),
                 evidence=evidence,
                 run_ids=run_ids,
@@ -370,8 +372,8 @@ def rule_sweep_capacity(
                 title=f"{row['target']} holds its SLO on {row['scenario']} up to {best:g} {unit}",
                 description=(
                     f"Sweep {row['sweep_id']}: at {best:g} {unit} "
-                    f"{row['attainment_at_max']:.1%} of attempts met {row['slo']} "
-                    f"(≥ {row['slo_target_attainment']:.0%} needed), a goodput of "
+                    f"{attainment_text(row['attainment_at_max'])} of attempts met {row['slo']} "
+                    f"({attainment_text(row['slo_target_attainment'])} needed), a goodput of "
                     f"{row['goodput_at_max_rps']:.2f} req/s; {tail}. {knee}"
                 ),
                 evidence=evidence,
@@ -448,6 +450,101 @@ def rule_cheaper_target(
                 expected_impact=f"{saving:.0%} lower cost per request at similar latency and reliability.",
                 subject=_subject(current),
             )
+
+
+def _latest_per_target(latest: pl.DataFrame) -> pl.DataFrame:
+    """The latest result of each (scenario, target), whatever its concurrency."""
+    return (
+        latest.sort(["timestamp", "run_id"])
+        .group_by(["scenario", "target"], maintain_order=True)
+        .last()
+        .sort(["scenario", "target"])
+    )
+
+
+def rule_slo_missed(
+    results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
+) -> Iterator[Recommendation]:
+    """A target's latest run misses its SLO: at least `min_events` misses, and their share
+    significantly above what the SLO allows (1 − attainment). Names the threshold that broke
+    first (the lowest attainment alone) and a target that meets the same SLO, if one does."""
+    # A sweep's steps past its capacity miss the SLO by design: sweep-capacity speaks for them.
+    judged = _latest_per_target(latest.filter(pl.col("sweep_id").is_null())).filter(
+        pl.col("slo").is_not_null() & (pl.col("operations") > 0)
+    )
+    rows = judged.to_dicts()
+    for row in rows:
+        misses = row["operations"] - row["slo_good"]
+        allowed = 1.0 - row["slo_attainment_target"]
+        found = share_evidence(misses, row["operations"], allowed, limits)
+        if row["slo_met"] or not found.enough:
+            continue
+        alone = {
+            name: row[f"slo_{name}_attainment"]
+            for name in ("ttft", "tpot", "latency")
+            if row[f"slo_{name}_attainment"] is not None
+        }
+        worst = min(alone, key=lambda name: (alone[name], name))
+        better = sorted(
+            (
+                other
+                for other in rows
+                if other["scenario"] == row["scenario"]
+                and other["target"] != row["target"]
+                and other["slo_met"]
+                and (other["slo"], other["slo_attainment_target"])
+                == (row["slo"], row["slo_attainment_target"])
+            ),
+            key=lambda o: (-o["slo_attainment"], -(o["goodput_rps"] or 0.0), o["target"]),
+        )
+        attained, needed = (
+            attainment_text(row["slo_attainment"]),
+            attainment_text(row["slo_attainment_target"]),
+        )
+        description = (
+            f"{misses} of {row['operations']} attempts missed {row['slo']} ({attained} within "
+            f"it, {needed} needed): the share missed is {found.sentence()}. The threshold "
+            f"that breaks first is {worst} ({attainment_text(alone[worst])} of attempts within "
+            f"it alone)."
+        )
+        if better:
+            best = better[0]
+            description += (
+                f" {best['target']} meets the SLO at {attainment_text(best['slo_attainment'])}"
+                f" attainment, {row['target']} at {attained}."
+            )
+            impact = f"{best['target']}: {attainment_text(best['slo_attainment'])} within the SLO."
+        else:
+            description += " Lower the load (concurrency or rate), or relax the SLO."
+            impact = f"Up to {needed} of attempts within the SLO."
+        yield Recommendation(
+            priority="high",
+            rule_id="slo-missed",
+            category="slo",
+            title=f"{row['target']} misses the SLO on {row['scenario']}: {attained} within "
+            f"{row['slo']}, {needed} needed",
+            description=description,
+            evidence={
+                "slo": row["slo"],
+                "attainment": _r(row["slo_attainment"], 4),
+                "attainment_target": row["slo_attainment_target"],
+                "per_threshold": {k: _r(v, 4) for k, v in alone.items()},
+                "goodput_rps": _r(row["goodput_rps"], 4),
+                "misses": misses,
+                "attempts": row["operations"],
+                "alternative": None
+                if not better
+                else {
+                    "target": better[0]["target"],
+                    "attainment": _r(better[0]["slo_attainment"], 4),
+                    "goodput_rps": _r(better[0]["goodput_rps"], 4),
+                },
+                "test": found.test(),
+            },
+            run_ids=(row["run_id"], *((better[0]["run_id"],) if better else ())),
+            expected_impact=impact,
+            subject=_subject(row),
+        )
 
 
 def _per_request_at_least(column: str, minimum: float) -> pl.Expr:
@@ -562,6 +659,7 @@ def rule_client_memory(
 
 RULES: tuple[Rule, ...] = (
     rule_degrading_trend,
+    rule_slo_missed,
     rule_rate_limited,
     rule_error_rate,
     rule_tail_latency,
