@@ -388,11 +388,13 @@ def _history(capacities: list[int]) -> list[dict[str, Any]]:
                     concurrency=load,
                     throughput_rps=10.0 * min(load, capacity),
                     latency_mean_ms=400.0 * max(1.0, load / capacity),
+                    latency_p50_ms=400.0 * max(1.0, load / capacity),
+                    slo_latency_ms=600.0,
                     sweep_id=f"sweep-{week}",
                     sweep_step=step,
                     sweep_axis="concurrency",
                     sweep_load=float(load),
-                    slo="tpot≤50ms",
+                    slo="latency≤600ms",
                     slo_attainment_target=0.95,
                     slo_attainment=1.0 if met else 0.5,
                     goodput_rps=10.0 * min(load, capacity) * (1.0 if met else 0.5),
@@ -416,7 +418,7 @@ def test_profile_trends_the_capacity_under_slo_and_gates_on_it(
     assert result.code == code, result
     (row,) = json.loads(result.out)["profiles"]
     assert row["sweeps"] == 6 and row["latest_capacity"] == capacities[-1]
-    assert row["capacity_slo"] == "tpot≤50ms" and row["capacity_axis"] == "concurrency"
+    assert row["capacity_slo"] == "latency≤600ms" and row["capacity_axis"] == "concurrency"
     # The sweeps' steps stay out of the daily runs' trends (60 steps at other concurrencies).
     assert row["data_points"] == 10 and row["latency_trend"] == "stable"
     if code:
@@ -429,3 +431,106 @@ def test_profile_trends_the_capacity_under_slo_and_gates_on_it(
         assert "capacity_trend" in table.out.replace("\n", " ") or "degrading" in table.out
     else:
         assert row["capacity_trend"] == "stable" and not row["regression"]
+
+
+def test_recommend_and_report_give_the_latest_sweeps_answer(cli: Cli, tmp_path: Path) -> None:
+    from tests.results_factory import write_results
+
+    data = tmp_path / "data"
+    write_results(data, _history([16, 14, 12, 10, 8, 6]))
+    assert cli("--data-dir", str(data), "profile").code == 0
+    assert cli("--data-dir", str(data), "recommend").code == 0
+    recs = pl.read_parquet(data / "recommendations" / "recommendations.parquet").to_dicts()
+    (rec,) = [r for r in recs if r["rule_id"] == "sweep-capacity"]
+    assert rec["title"] == "alpha holds its SLO on chat up to 6 in flight"
+    assert "100.0% of attempts met latency≤600ms (95.0% needed)" in rec["description"]
+    assert "the next load swept missed it" in rec["description"]
+    assert "knee of its throughput-latency curve is at 6 in flight" in rec["description"]
+    assert json.loads(rec["evidence"])["sweep_id"] == "sweep-5"
+    # The shrinking capacity is a regression too, named in trend-degrading.
+    assert any(r["rule_id"] == "trend-degrading" and "capacity" in r["title"] for r in recs)
+    # No slo-missed for the steps past the capacity: they miss it by design.
+    assert not [r for r in recs if r["rule_id"] == "slo-missed"]
+    out = tmp_path / "report.html"
+    assert cli("--data-dir", str(data), "report", "--out", str(out)).code == 0
+    page = out.read_text()
+    assert 'id="sweeps"' in page
+    curve = page[page.index('aria-label="sweep-curve-chat"') :]
+    curve = curve[: curve.index("</svg>")]
+    assert "SLO latency ≤ 600 ms" in curve  # the SLO line is drawn and labelled
+    assert "alpha p99 latency" in curve and "alpha p50 TTFT" in curve
+    goodput = page[page.index('aria-label="sweep-goodput-chat"') :]
+    goodput = goodput[: goodput.index("</svg>")]
+    assert "alpha max under SLO (6)" in goodput and "alpha knee (6)" in goodput
+
+
+def test_a_series_stops_past_the_error_threshold(cli: Cli, tmp_path: Path) -> None:
+    """A mock that turns away (429) what is past 2 in flight: at 4 in flight about half of the
+    attempts fail, past --stop-at-errors 0.1, so 8 and 16 never run."""
+    _config(
+        tmp_path,
+        'simulated_latency = "10ms", token_generation_rate = 1000, response_variability = 0, '
+        'concurrency_limit = 2, overload = "reject", output_tokens = 2',
+    )
+    out = _sweep_json(
+        cli, "--concurrency", "1,2,4,8,16", "--requests", "16", "--stop-at-errors", "0.1"
+    )
+    assert [s["load"] for s in out["steps"]] == [1, 2, 4]
+    assert out["steps"][-1]["error_rate"] > 0.1
+    (answer,) = out["answers"]
+    assert answer["loads"] == [1.0, 2.0, 4.0]
+
+
+def test_auto_rate_spreads_rates_below_the_measured_saturation(cli: Cli, tmp_path: Path) -> None:
+    """As guidellm's sweep: concurrency 1, then the scenario's 8 (the saturating mock with N = 4
+    and M = 64: 1 / 25 ms = 40 req/s, then about N / ((n−1)·g) = 200 req/s less t's share),
+    then 3 rates spread evenly above the first up to the second; the answer is on the rates."""
+    _config(
+        tmp_path,
+        'simulated_latency = "5ms", token_generation_rate = 500, response_variability = 0, '
+        "batch_capacity = 4, concurrency_limit = 64, output_tokens = 11",
+    )
+    out = _sweep_json(
+        cli, "--auto", "rate", "--steps", "3", "--requests", "100000", "--duration", "0.3s"
+    )
+    steps = out["steps"]
+    assert [(s["axis"], s["load"]) for s in steps[:2]] == [
+        ("concurrency", 1.0),
+        ("concurrency", 8.0),
+    ]
+    low, high = steps[0]["throughput_rps"], steps[1]["throughput_rps"]
+    assert 30 <= low <= 41 and 120 <= high <= 180
+    rates = [s["load"] for s in steps[2:]]
+    expected = [low + (high - low) * i / 3 for i in (1, 2, 3)]
+    assert rates == pytest.approx(expected)
+    (answer,) = out["answers"]
+    assert answer["axis"] == "rate" and answer["steps"] == 3 and answer["steps_excluded"] == 2
+    runs = EventLog(tmp_path / "data").replay("runs").collect().filter(pl.col("kind") == "started")
+    modes = runs.sort("sweep_step").select("mode", "rate").rows()
+    assert modes[:2] == [("closed", None), ("closed", None)]
+    assert [m for m, _ in modes[2:]] == ["open"] * 3
+    assert [r for _, r in modes[2:]] == pytest.approx(expected)
+
+
+def test_old_run_events_without_sweep_fields_read_as_ordinary_runs(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Run events written before sweeps lack the sweep_* columns: they read as null, so the
+    run is an ordinary one and sweeps.parquet is empty."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    _config(tmp_path, "simulated_latency = 0")
+    data = tmp_path / "data"
+    assert cli("--data-dir", str(data), "execute", "--requests", "3", "--seed", "1").code == 0
+    for path in (data / "events" / "runs").rglob("*.arrow"):
+        with ipc.open_file(path) as reader:
+            table = reader.read_all()
+        old = table.drop_columns([c for c in table.column_names if c.startswith("sweep_")])
+        path.unlink()
+        with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, old.schema) as writer:
+            writer.write_table(old)
+    assert cli("--data-dir", str(data), "aggregate").code == 0
+    results = pl.read_parquet(data / "results" / "benchmark_results.parquet")
+    assert results["sweep_id"].to_list() == [None]
+    assert pl.read_parquet(data / "results" / "sweeps.parquet").height == 0
