@@ -187,6 +187,9 @@ def test_auto_rate_spreads_rates_up_to_the_measured_saturation() -> None:
         (["--concurrency", "1", "--slo", "ttft=0s"], "--slo.ttft"),
         (["--concurrency", "1", "--slo", "nonsense"], "expected key=value pairs"),
         (["--concurrency", "1", "--stop-at-attainment", "0.9"], "--stop-at-attainment: needs"),
+        (["--rate", "10,100", "--duration", "7d"], "command line: chat.duration: rate × duration"),
+        (["--concurrency", "1", "--requests", "20000000"], "chat.expected_operations"),
+        (["--auto", "rate", "--steps", "0"], "--steps"),
     ],
 )
 def test_bad_input_is_exit_2_naming_the_option(
@@ -207,6 +210,24 @@ def test_a_rate_beyond_the_client_says_the_measured_figure(cli: Cli, tmp_path: P
     assert result.code == 2
     # 1 core (the in-process mock shares the client's process) at 450 + 1 × 55 µs a request.
     assert "at most 1980 requests/s on 1 core" in result.err, result.err
+
+
+def test_an_unknown_scenario_is_exit_2(cli: Cli, tmp_path: Path) -> None:
+    _config(tmp_path, "simulated_latency = 0")
+    result = cli("sweep", "nope", "--concurrency", "1")
+    assert result.code == 2 and "unknown scenario 'nope'" in result.err, result
+
+
+def test_a_concurrency_beyond_the_client_says_the_expected_cpu(cli: Cli, tmp_path: Path) -> None:
+    # 100 streams of 100,000 tokens at 100 chunks/s: 0.1 req/s × 5.5 s of CPU each = 0.55 cores
+    # is fine; of 20 tokens, 500 req/s × 1.66 ms = 0.83; of 1 token, 10,000 req/s × 615 µs = 6.2.
+    _config(tmp_path, "simulated_latency = 0", scenario="streaming_required = true")
+    path = tmp_path / "pipeline.toml"
+    path.write_text(path.read_text().replace("max_tokens = 64", "max_tokens = 1"))
+    result = cli("sweep", "chat", "--concurrency", "1,100")
+    assert result.code == 2
+    assert "--concurrency: 100 in flight is beyond what this client can drive" in result.err
+    assert "expects 6.2 cores" in result.err and "can use 1" in result.err
 
 
 def test_a_closed_loop_sweep_of_an_open_loop_scenario_is_refused(cli: Cli, tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from typing import Literal, Protocol
 from pipeline.config import LoadedConfig
 from pipeline.errors import ConfigError
 from schemas import BenchmarkScenario, Slo, TargetConfig
-from stages.execute.record.capacity import client_capacity_rps
+from stages.execute.load.plan import ExecuteOptions, override_scenario
+from stages.execute.record.capacity import ASSUMED_CHUNK_RATE, client_capacity_rps, expected_cpu
 
 __all__ = [
     "AUTO_RATE_STEPS",
@@ -33,6 +34,7 @@ __all__ = [
     "check_sweep",
     "client_cores",
     "make_series",
+    "step_options",
 ]
 
 Axis = Literal["concurrency", "rate"]
@@ -207,8 +209,40 @@ def _check_loads(
                 raise ConfigError(
                     f"command line: {flag}: {value:g} is not a whole number in 1..{MAX_CONCURRENCY}"
                 )
+        _check_concurrency(int(loads[-1]), scenario, targets, flag)
     else:
         _check_rate(loads[-1], scenario, targets, flag)
+    for value in loads:  # every step's overrides, before the first one runs
+        override_scenario(scenario, step_options(options, options.axis, value))
+
+
+def step_options(options: SweepOptions, axis: Axis, load: float) -> ExecuteOptions:
+    """The execute overrides of one step at `load` (the scenario and target are chosen apart)."""
+    return ExecuteOptions(
+        requests=options.requests,
+        concurrency=int(load) if axis == "concurrency" else None,
+        rate=load if axis == "rate" else None,
+        duration_s=options.duration_s,
+        seed=options.seed,
+        slo=options.slo,
+    )
+
+
+def _check_concurrency(
+    concurrency: int, scenario: BenchmarkScenario, targets: Sequence[TargetConfig], flag: str
+) -> None:
+    """Refuse a concurrency whose expected client CPU (capacity.py's model) exceeds the cores
+    the client can use: its timings would be the client's own queue."""
+    need = expected_cpu(concurrency, scenario.max_tokens, scenario.streaming_required)
+    for target in targets:
+        cores = client_cores(target)
+        if need > cores:
+            raise ConfigError(
+                f"command line: {flag}: {concurrency} in flight is beyond what this client can "
+                f"drive against {target.name}: it expects {need:.1f} cores of CPU (at "
+                f"{ASSUMED_CHUNK_RATE:g} chunks/s a stream and its measured cost per request "
+                f"and chunk, stages/execute/record/capacity.py) and can use {cores}"
+            )
 
 
 def _check_rate(

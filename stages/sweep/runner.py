@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,20 @@ import polars as pl
 
 from pipeline.config import LoadedConfig
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions
-from schemas import BenchmarkScenario, Slo, TargetConfig
+from schemas import Slo
 from stages.aggregate.run import run_aggregate
 from stages.aggregate.slo import SloPolicy
 from stages.aggregate.transform import PriceLookup
-from stages.execute.load.plan import ExecuteOptions, new_run_id
+from stages.execute.load.plan import new_run_id
 from stages.execute.session import ProgressFactory, ProgressHandle, execute
-from stages.sweep.plan import Axis, StepOutcome, SweepOptions, check_sweep, make_series
+from stages.sweep.plan import (
+    Axis,
+    StepOutcome,
+    SweepOptions,
+    check_sweep,
+    make_series,
+    step_options,
+)
 
 __all__ = ["StepReport", "SweepResult", "run_sweep"]
 
@@ -140,7 +147,13 @@ def run_sweep(
             result = execute(
                 config,
                 data_dir,
-                _step_options(options, scenario, target, axis, load, seed, first=not done),
+                replace(
+                    step_options(options, axis, load),
+                    scenarios=(scenario.name,),
+                    targets=(target.name,),
+                    seed=seed,
+                    preflight=options.preflight and not done,
+                ),
                 progress=_labelled(progress, f"step {step} ({axis} {load:g})"),
                 tags={
                     "sweep_id": sweep_id,
@@ -181,28 +194,3 @@ def _slo_of(config: LoadedConfig, options: SweepOptions) -> Slo | None:
     if options.slo is not None:
         return options.slo
     return config.select_scenarios([options.scenario])[0].slo
-
-
-def _step_options(
-    options: SweepOptions,
-    scenario: BenchmarkScenario,
-    target: TargetConfig,
-    axis: Axis,
-    load: float,
-    seed: int,
-    *,
-    first: bool,
-) -> ExecuteOptions:
-    """One step as `execute`'s options: the load on its axis, the sweep's other overrides, one
-    pre-flight request per target (before its first step only)."""
-    return ExecuteOptions(
-        scenarios=(scenario.name,),
-        targets=(target.name,),
-        requests=options.requests,
-        concurrency=int(load) if axis == "concurrency" else None,
-        rate=load if axis == "rate" else None,
-        duration_s=options.duration_s,
-        seed=seed,
-        preflight=options.preflight and first,
-        slo=options.slo,
-    )

@@ -36,6 +36,7 @@ __all__ = [
     "PreparedRun",
     "arrival_offsets",
     "new_run_id",
+    "override_scenario",
     "plan_load",
     "prepare",
     "schedule_share",
@@ -101,7 +102,8 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
-def _override(scenario: BenchmarkScenario, options: ExecuteOptions) -> BenchmarkScenario:
+def override_scenario(scenario: BenchmarkScenario, options: ExecuteOptions) -> BenchmarkScenario:
+    """`scenario` with the command line's overrides, validated (ConfigError naming the field)."""
     updates: dict[str, Any] = {}
     if options.requests is not None:
         updates["expected_operations"] = options.requests
@@ -151,7 +153,7 @@ def prepare(
 ) -> tuple[list[PreparedRun], int]:
     """Check and plan every pair before anything is sent; raise ConfigError (exit 2) if unfit."""
     env = os.environ if environ is None else environ
-    scenarios = [_override(s, options) for s in config.select_scenarios(options.scenarios)]
+    scenarios = [override_scenario(s, options) for s in config.select_scenarios(options.scenarios)]
     targets = config.select_targets(options.targets)
     seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
     keys: dict[str, str | None] = {}
