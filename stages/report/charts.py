@@ -702,6 +702,7 @@ def sweep_charts(results: pl.DataFrame, colors: dict[str, str]) -> list[Chart]:
                         ax.plot(
                             [answer[key]], [answer[value_key]], marker=marker, ms=11 if marker == "*" else 7,
                             color=colors[target], mec="#222222", ls="none",
+                            zorder=4 if marker == "*" else 3,  # the star stays visible on the knee
                             label=f"{target} {what} ({answer[key]:g})",
                         )  # fmt: skip
             ax.set_title(f"Goodput against load: {scenario}")
