@@ -259,8 +259,8 @@ def test_a_sweep_finds_the_knee_of_a_queueing_mock(cli: Cli, tmp_path: Path) -> 
     assert answer["knee_load"] == 4
     assert answer["axis"] == "concurrency" and answer["steps"] == 5
     assert answer["max_load_under_slo"] is None and answer["slo"] is None
-    # Throughput at the knee: 4 per 20 ms = 200 req/s, within 25% (the client's own time).
-    assert 150 <= answer["knee_throughput_rps"] <= 205
+    # Throughput at the knee: 4 per 20 ms = 200 req/s, less the client's own time (40% spare).
+    assert 120 <= answer["knee_throughput_rps"] <= 205
     # Every step is an ordinary run, tagged.
     runs = EventLog(tmp_path / "data").replay("runs").collect()
     tagged = runs.filter(pl.col("kind") == "started").sort("sweep_step")
@@ -287,9 +287,9 @@ def test_a_sweep_finds_the_knee_of_the_saturating_mock(cli: Cli, tmp_path: Path)
     out = _sweep_json(cli, "--concurrency", "1,2,4,8,16", "--requests", "32")
     (answer,) = out["answers"]
     assert answer["knee_load"] == 4
-    # c = 16: gaps × 4, latency 5 + 10 × 8 = 85 ms: p50 within 20%.
+    # c = 16: gaps × 4, latency 5 + 10 × 8 = 85 ms: p50 within 30% above (a late loop).
     last = out["steps"][-1]
-    assert 85 <= last["latency_p50_ms"] <= 102
+    assert 85 <= last["latency_p50_ms"] <= 110
 
 
 def test_ctrl_c_leaves_the_finished_steps(tmp_path: Path) -> None:
