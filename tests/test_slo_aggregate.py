@@ -271,6 +271,11 @@ def test_slo_from_config_then_edited_then_overridden(cli: Any, tmp_path: Path) -
     assert edited.get_column("slo_ttft_attainment").to_list() == [1.0, 1.0]
     assert edited.get_column("slo_attainment_target").to_list() == [0.5, 0.5]
     assert edited.get_column("goodput_rps").to_list() == [0.0, 0.0]
+    # The incremental build re-judged the runs: the same bytes as a full rebuild.
+    results_file = tmp_path / "data/results/benchmark_results.parquet"
+    incremental = results_file.read_bytes()
+    assert cli("--config", str(config), "-q", "aggregate", "--full").code == 0
+    assert results_file.read_bytes() == incremental
 
     result = cli("--config", str(config), "aggregate", "--slo", "latency=10s", "--json")
     assert result.code == 0, result.err
