@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.config import LoadedConfig
+from pipeline.store.layout import Layout
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions
 from schemas import Slo
 from stages.aggregate.run import run_aggregate
@@ -136,7 +137,7 @@ def run_sweep(
     sweep_id = f"sweep-{new_run_id()}"
     steps: list[StepReport] = []
     answers = None
-    sweeps_path = data_dir / "results" / "sweeps.parquet"
+    sweeps_path = Layout(data_dir).sweeps
     status = "completed"
     for target in targets:
         series = make_series(options, scenario)
