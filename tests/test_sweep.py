@@ -555,3 +555,47 @@ def test_old_run_events_without_sweep_fields_read_as_ordinary_runs(
     results = pl.read_parquet(data / "results" / "benchmark_results.parquet")
     assert results["sweep_id"].to_list() == [None]
     assert pl.read_parquet(data / "results" / "sweeps.parquet").height == 0
+
+
+def test_compare_stands_on_the_everyday_run_not_the_sweeps_last_step(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """The sweep's last step (past the capacity, by design) is not the target's settings:
+    compare keeps the latest ordinary run and says which sweep steps it passed over."""
+    _config(tmp_path, "simulated_latency = 0, output_tokens = 2")
+    path = tmp_path / "pipeline.toml"
+    path.write_text(path.read_text() + "\n[compare]\nmin_requests = 1\n")
+    assert cli("execute", "--requests", "4", "--concurrency", "2").code == 0
+    everyday = EventLog(tmp_path / "data").replay("runs").collect()["run_id"].unique().to_list()
+    assert _sweep_json(cli, "--concurrency", "1,4", "--requests", "4")["steps"]
+    assert cli("aggregate").code == 0
+    result = cli("compare", "--json")
+    assert result.code == 0, result
+    (out,) = json.loads(result.out)
+    (chosen,) = out["targets"]
+    assert chosen["run_id"] == everyday[0] and chosen["concurrency"] == 2
+    reasons = " ".join(r for p in out["passed_over"] for r in p["reasons"])
+    assert "is step 1 of sweep-" in reasons and "is step 0 of sweep-" in reasons
+
+
+@pytest.mark.parametrize(
+    "command", [["profile"], ["recommend"], ["compare"], ["report", "--out", "r.html"]]
+)
+def test_results_from_before_sweeps_ask_for_a_rebuild(
+    cli: Cli, tmp_path: Path, command: list[str]
+) -> None:
+    """A results file an older aggregate wrote lacks the sweep (and SLO) columns: the stages
+    that read it say to rebuild it, never a traceback."""
+    from tests.results_factory import results_frame
+
+    data = tmp_path / "data"
+    (data / "results").mkdir(parents=True)
+    old = results_frame(_history([4])).drop("sweep_id", "sweep_step", "sweep_axis", "sweep_load")
+    old.write_parquet(data / "results" / "benchmark_results.parquet")
+    result = cli("--data-dir", str(data), *command)
+    assert result.code == 1, result
+    assert (
+        "was written by an older version of aggregate (it has no sweep_id, sweep_step" in result.err
+    )
+    assert "run `pipeline aggregate` to rebuild it" in result.err
+    assert "Traceback" not in result.err

@@ -15,11 +15,11 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from pipeline.errors import CorruptEventFileError, InputError
+from pipeline.errors import CorruptEventFileError, InputError, StageInputMissingError
 from pipeline.store.eventlog import EventFile, EventLog, Replay, read_file_table
 from pipeline.store.layout import Layout
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
-from pipeline.store.outputs import output_present, parquet_writer, replace_outputs
+from pipeline.store.outputs import output_present, parquet_writer, read_output, replace_outputs
 from schemas import TABLES
 from stages.aggregate.scan import COLUMNS
 from stages.aggregate.slo import SloLookup, SloPolicy
@@ -35,7 +35,7 @@ from stages.aggregate.transform import (
     aggregate,
 )
 
-__all__ = ["AggregateReport", "output_paths", "run_aggregate"]
+__all__ = ["AggregateReport", "output_paths", "read_results", "run_aggregate"]
 _PRICE_COLUMNS = (
     "price_input_per_mtok",
     "price_output_per_mtok",
@@ -66,6 +66,24 @@ class AggregateReport:
 def output_paths(data_dir: Path) -> tuple[Path, Path]:
     layout = Layout(data_dir)
     return layout.results, layout.timeseries
+
+
+def read_results(data_dir: Path) -> pl.DataFrame:
+    """results/benchmark_results.parquet for a later stage, refused (with what to run) when it
+    was written by an older version of this stage: a column it lacks (the SLO's, a sweep's)
+    would otherwise stop that stage with a traceback."""
+    path = Layout(data_dir).results
+    results = read_output(path, "aggregate")
+    missing = [name for name in RESULT_SCHEMA if name not in results.columns]
+    if missing:
+        shown = ", ".join(missing[:4]) + (
+            f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        )
+        raise StageInputMissingError(
+            f"{path} was written by an older version of aggregate (it has no {shown}): run "
+            "`pipeline aggregate` to rebuild it from the events"
+        )
+    return results
 
 
 def _event_run_ids(log: EventLog) -> set[str]:
