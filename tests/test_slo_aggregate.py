@@ -372,14 +372,18 @@ def test_bad_slo_flag_exits_2_naming_the_field(
     assert not (tmp_path / "data").exists()
 
 
-def test_saturating_mock_misses_the_slo_under_load(cli: Any, tmp_path: Path) -> None:
-    """The in-process mock at capacity 1: alone every TPOT is 5 ms, four at once ~20 ms."""
+@pytest.mark.parametrize("stream", [True, False])
+def test_saturating_mock_misses_the_slo_under_load(cli: Any, tmp_path: Path, stream: bool) -> None:
+    """The in-process mock at capacity 1: alone every TPOT is 10 ms, four at once ~40 ms (a
+    whole answer: 55 ms alone, ~205 ms at four)."""
     config = tmp_path / "pipeline.toml"
-    config.write_text(
-        CONFIG.format(slo='slo = { tpot = "10ms" }')
-        .replace("token_generation_rate = 2000", "token_generation_rate = 200, batch_capacity = 1")
+    slo = 'slo = { tpot = "20ms" }' if stream else 'slo = { latency = "120ms" }'
+    text = (
+        CONFIG.format(slo=slo)
+        .replace("token_generation_rate = 2000", "token_generation_rate = 100, batch_capacity = 1")
         .replace("output_tokens = 8", "output_tokens = 6")
     )
+    config.write_text(text if stream else text.replace("streaming_required = true", ""))
     for concurrency in ("1", "4"):
         args = ["--target", "fast", "--requests", "8", "--concurrency", concurrency]
         result: CliResult = cli("--config", str(config), "execute", "--no-preflight", *args)
@@ -387,6 +391,14 @@ def test_saturating_mock_misses_the_slo_under_load(cli: Any, tmp_path: Path) -> 
     assert cli("--config", str(config), "aggregate").code == 0
     results = _results(tmp_path).sort("concurrency")
     assert results.get_column("concurrency").to_list() == [1, 4]
-    assert results.get_column("slo_tpot_attainment").to_list() == [1.0, 0.0]
-    tpot = results.get_column("tpot_mean_ms").to_list()
-    assert 4.5 < tpot[0] < 7.5 and 15.0 < tpot[1] < 25.0
+    # Alone, every attempt meets it with a 2x margin (one may not, on a machine busy enough to
+    # stall the client's loop for 50 ms); four at once, none can: the mock is never faster than
+    # its schedule, and that schedule is 4x past the threshold's 2x.
+    alone, loaded = results.get_column("slo_attainment").to_list()
+    assert alone >= 0.875 and loaded == 0.0
+    if stream:
+        tpot = results.get_column("tpot_mean_ms").to_list()
+        assert 9.0 < tpot[0] < 20.0 and tpot[1] > 30.0
+    else:
+        latency = results.get_column("latency_p50_ms").to_list()
+        assert 50.0 < latency[0] < 110.0 and latency[1] > 170.0
