@@ -599,3 +599,57 @@ def test_results_from_before_sweeps_ask_for_a_rebuild(
     )
     assert "run `pipeline aggregate` to rebuild it" in result.err
     assert "Traceback" not in result.err
+
+
+_STEP = st.tuples(
+    st.sampled_from([1.0, 2.0, 4.0, 8.0, 16.0]),
+    st.sampled_from(["completed", "timed_out", "interrupted", "failed"]),
+    st.floats(0.0, 1.0),
+    st.sampled_from(["concurrency", "rate"]),
+)
+
+
+@given(steps=st.lists(_STEP, min_size=1, max_size=12))
+@settings(max_examples=150)
+def test_the_answer_agrees_with_a_brute_force_reading_of_the_steps(
+    steps: list[tuple[float, str, float, str]],
+) -> None:
+    """Whatever the order, repeats, statuses and axes of the steps: the counted steps are those
+    on the last step's axis that completed (or timed out), the later one at a repeated load;
+    the max load under the SLO is the top of the passing prefix, by load."""
+    from stages.aggregate.sweeps import sweeps
+    from tests.results_factory import result_row, results_frame
+
+    rows = [
+        result_row(
+            i,
+            run_id=f"r{i:02d}",
+            run_status=status,
+            sweep_id="sweep-x",
+            sweep_step=i,
+            sweep_axis=axis,
+            sweep_load=load,
+            slo="latency≤1s",
+            slo_attainment_target=0.9,
+            slo_attainment=attainment,
+            goodput_rps=attainment * 10,
+            slo_met=attainment >= 0.9,
+        )
+        for i, (load, status, attainment, axis) in enumerate(steps)
+    ]
+    (answer,) = sweeps(results_frame(rows)).to_dicts()
+    axis = steps[-1][3]
+    latest: dict[float, float] = {}
+    for load, status, attainment, step_axis in steps:
+        if step_axis == axis and status in ("completed", "timed_out"):
+            latest[load] = attainment
+    assert answer["loads"] == sorted(latest)
+    assert answer["steps"] == len(latest) and answer["steps_excluded"] == len(steps) - len(latest)
+    best = None
+    for load in sorted(latest):
+        if latest[load] < 0.9:
+            break
+        best = load
+    assert answer["max_load_under_slo"] == best
+    if best is not None:
+        assert answer["goodput_at_max_rps"] == latest[best] * 10
