@@ -36,8 +36,8 @@ def _parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Slo
         raise ConfigError(format_validation_error("command line", exc, ["--slo"])) from None
 
 
-def slo_option(func: F) -> F:
-    return click.option("--slo", "slo", metavar="SLO", callback=_parse, help=SLO_HELP)(func)
+def slo_option(func: F, help_text: str = SLO_HELP) -> F:
+    return click.option("--slo", "slo", metavar="SLO", callback=_parse, help=help_text)(func)
 
 
 def slo_policy(ctx: Context, override: Slo | None) -> SloPolicy:

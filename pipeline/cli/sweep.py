@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import click
@@ -146,7 +147,12 @@ def _answer_row(answer: dict[str, Any]) -> dict[str, Any]:
     default=None,
     help="End a target's series after a step whose SLO attainment is below this (0..1).",
 )
-@slo_option
+@partial(
+    slo_option,
+    help_text="Judge every step by this SLO instead of the scenario's `slo`, e.g. "
+    '"ttft=500ms,tpot=50ms,latency=10s,attainment=0.95" (any of the thresholds; attainment '
+    "defaults to 0.95); as aggregate's --slo, and recorded with each step's scenario.",
+)
 @click.option(
     "--no-preflight", is_flag=True, help="Skip the pre-flight request before each target's series."
 )
