@@ -42,6 +42,7 @@ __all__ = [
     "FINAL_RUN_STATUSES",
     "KEYS",
     "RESULT_SCHEMA",
+    "SWEEP_TAGS",
     "TIMESERIES_KEYS",
     "TIMESERIES_SCHEMA",
     "Aggregates",
@@ -58,6 +59,9 @@ _US = 1_000_000
 _F, _I, _S = pl.Float64(), pl.Int64(), pl.String()
 _PER_THRESHOLD = [(part, name) for part, name in SLO_COUNTS.items() if part != "all"]
 _TS = pl.Datetime("us", "UTC")
+
+SWEEP_TAGS = {"sweep_id": _S, "sweep_step": _I, "sweep_axis": _S, "sweep_load": _F}
+"""The `runs` fields that make a run a step of `pipeline sweep` (null on an ordinary run)."""
 
 RESULT_SCHEMA = pl.Schema(
     [
@@ -120,6 +124,7 @@ RESULT_SCHEMA = pl.Schema(
         *((f"slo_{name}_attainment", _F) for name in SLO_THRESHOLDS),
         ("goodput_rps", _F),
         ("slo_met", pl.Boolean()),
+        *SWEEP_TAGS.items(),
     ]
 )
 """The columns of results/benchmark_results.parquet, in order (docs/aggregate.md defines each)."""
@@ -189,7 +194,7 @@ def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
         .sort([*KEYS, "at", "event_id"])
         .group_by(KEYS, maintain_order=True)
         .first()
-        .select(*KEYS, "mode", "concurrency", "planned_requests", "config_hash")
+        .select(*KEYS, "mode", "concurrency", "planned_requests", "config_hash", *SWEEP_TAGS)
     )
     finished = (
         runs.filter(pl.col("kind") == "finished")
@@ -214,6 +219,7 @@ def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
             "concurrency",
             "planned_requests",
             "config_hash",
+            *SWEEP_TAGS,
             pl.coalesce("final_status", pl.lit("running")).alias("run_status"),
             "client_cpu_saturation",
             "client_saturated",
@@ -432,6 +438,7 @@ def aggregate(
         "client_cpu_saturation",
         "client_saturated",
         "client_loop_lag_p95_ms",
+        *SWEEP_TAGS,
     )
     lookup = slo.lookup(runs) if slo is not None else None
     # The small run and sample tables are read by polars (without the GIL) while the scan runs.
