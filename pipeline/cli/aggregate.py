@@ -32,7 +32,7 @@ def aggregate(ctx: Context, full: bool, skip_corrupt: bool, as_json: bool) -> in
     from stages.aggregate import run_aggregate
 
     report = run_aggregate(
-        ctx.data_dir,
+        ctx.store,
         ctx.config.price,
         incremental=not full,
         skip_corrupt=skip_corrupt,

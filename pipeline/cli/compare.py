@@ -8,7 +8,7 @@ import polars as pl
 from pipeline.cli.context import EXIT_OK, Context, json_option, pass_ctx
 from pipeline.cli.ui import ESTIMATED_NOTE, echo_json, mark_estimated, print_table
 from pipeline.errors import InputError
-from pipeline.store.layout import Layout
+from pipeline.store.layout import RESULTS
 from pipeline.store.outputs import read_output
 from stages.compare.transform import compare as compare_targets
 
@@ -32,7 +32,7 @@ def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
     it passed over and why. The score's weights come from the config's [compare_weights]
     (latency 0.4, cost 0.3, reliability 0.3 by default).
     """
-    results = read_output(Layout(ctx.data_dir).results, "aggregate")
+    results = read_output(ctx.store, RESULTS, "aggregate")
     known = sorted(results["scenario"].unique().to_list())
     for name in scenarios:
         if name not in known:

@@ -75,8 +75,9 @@ class Store(ABC):
         """A handle for reading the whole IPC file's batches."""
 
     @abstractmethod
-    def scan_ipc(self, keys: Sequence[str]) -> pl.LazyFrame:
-        """polars' lazy scan of these IPC files, in this order."""
+    def scan_ipc(self, keys: Sequence[str], schema: pa.Schema) -> pl.LazyFrame:
+        """polars' lazy scan of these IPC files, in this order (all of this one `schema`, as
+        their footers say)."""
 
     @abstractmethod
     def create(self, write: Writer, keys: Iterable[str]) -> str | None:

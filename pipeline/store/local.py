@@ -80,7 +80,7 @@ class LocalStore(Store):
         except FileNotFoundError:
             raise VanishedFileError(self.where(key)) from None
 
-    def scan_ipc(self, keys: Sequence[str]) -> pl.LazyFrame:
+    def scan_ipc(self, keys: Sequence[str], schema: pa.Schema) -> pl.LazyFrame:
         return pl.scan_ipc([self.where(k) for k in keys], glob=False)
 
     def create(self, write: Writer, keys: Iterable[str]) -> str | None:

@@ -16,13 +16,19 @@ from pathlib import Path
 from pipeline.errors import InputError
 from pipeline.store.backend import Store
 from pipeline.store.local import LocalStore
+from pipeline.store.objstore import ObjectStore
 
-__all__ = ["OBJECT_SCHEMES", "Location", "open_store"]
+__all__ = ["OBJECT_SCHEMES", "Location", "is_url", "open_store"]
 
 Location = str | os.PathLike[str] | Store
 OBJECT_SCHEMES = ("s3", "gs", "az")
 _URL_LIKE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):/")
 """A scheme of two letters or more, a colon and a slash: a URL, whole or with a slash lost."""
+
+
+def is_url(text: str) -> bool:
+    """Whether a `--data-dir` looks like a URL (whole, or with a slash lost), not a folder."""
+    return _URL_LIKE.match(text) is not None
 
 
 def open_store(where: Location) -> Store:
@@ -42,11 +48,4 @@ def open_store(where: Location) -> Store:
             "serves (s3://bucket/prefix, gs://bucket/prefix or az://container/prefix); for a "
             "local folder with such a name, write ./ before it"
         )
-    try:
-        from pipeline.store.objstore import ObjectStore
-    except ImportError as exc:
-        raise InputError(
-            f"--data-dir {text}: object stores need the optional extra: "
-            "pip install 'llm-bench-pipeline[s3]' (it brings obstore)"
-        ) from exc
     return ObjectStore.from_url(text)

@@ -22,10 +22,12 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import StageInputMissingError
 from pipeline.store.backend import Store, Writer
+from pipeline.store.lock import DEFAULT_LOCK, LockOptions
 
 __all__ = [
     "ROW_GROUP_SIZE",
     "find_output",
+    "write_output",
     "parquet_writer",
     "plain_arrow",
     "read_output",
@@ -88,3 +90,19 @@ def read_output(store: Store, key: str, producer: str) -> pl.DataFrame:
             f"{store.where(key)} does not exist yet: run `pipeline {producer}` first"
         )
     return frame
+
+
+def write_output(
+    store: Store,
+    frame: pl.DataFrame,
+    key: str,
+    sort_by: Sequence[str],
+    lock: LockOptions = DEFAULT_LOCK,
+) -> str:
+    """Make `frame` the one output at `key` (the other files of its folder stay); return where."""
+
+    def build() -> tuple[None, list[tuple[str, Writer]]]:
+        return None, [(key, parquet_writer(frame, sort_by))]
+
+    store.write_outputs(key.rsplit("/", 1)[0], build, lock)
+    return store.where(key)

@@ -89,6 +89,8 @@ def decode(folder: str, raw: bytes) -> dict[str, Entry]:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError(f"{name}: not a size")
         if key != version_key(folder, name, digest):
-            raise ValueError(f"{name}: names an object outside {folder}/versions/ or not by its digest")
+            raise ValueError(
+                f"{name}: names an object outside {folder}/versions/ or not by its digest"
+            )
         out[name] = Entry(key, Fingerprint(size, digest))
     return out

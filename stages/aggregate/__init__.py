@@ -6,7 +6,7 @@ maps a row onto the seed's `BenchmarkResult`.
 """
 
 from stages.aggregate.result import to_benchmark_result
-from stages.aggregate.run import AggregateReport, output_paths, run_aggregate
+from stages.aggregate.run import AggregateReport, run_aggregate
 from stages.aggregate.transform import RESULT_SCHEMA, TIMESERIES_SCHEMA, Aggregates, aggregate
 
 __all__ = [
@@ -15,7 +15,6 @@ __all__ = [
     "AggregateReport",
     "Aggregates",
     "aggregate",
-    "output_paths",
     "run_aggregate",
     "to_benchmark_result",
 ]

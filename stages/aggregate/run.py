@@ -5,21 +5,26 @@ and every value in a result row depends only on that run's events and its model'
 rows of finished runs whose price has not changed are copied from the previous output, the other
 runs are replayed, and the union written with the same writer gives the same bytes as a full
 rebuild. Runs still in progress (no `finished` record) are always re-aggregated.
+
+The whole build runs inside the store's `write_outputs`: locally under the data directory's
+lock; on an object store again from the start whenever another aggregate made its outputs
+current meanwhile (the compare-and-swap of `pipeline.store.objstore`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 
-from pipeline.errors import CorruptEventFileError, InputError
+from pipeline.errors import CorruptEventFileError, InputError, VanishedFileError
+from pipeline.store.backend import Writer
 from pipeline.store.eventlog import EventFile, EventLog, Replay, read_file_table
-from pipeline.store.layout import Layout
-from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
-from pipeline.store.outputs import output_present, parquet_writer, replace_outputs
+from pipeline.store.layout import RESULTS, TIMESERIES
+from pipeline.store.location import Location
+from pipeline.store.lock import DEFAULT_LOCK, LockOptions
+from pipeline.store.outputs import find_output, parquet_writer
 from schemas import TABLES
 from stages.aggregate.scan import COLUMNS
 from stages.aggregate.transform import (
@@ -33,7 +38,10 @@ from stages.aggregate.transform import (
     aggregate,
 )
 
-__all__ = ["AggregateReport", "output_paths", "run_aggregate"]
+__all__ = ["AggregateReport", "run_aggregate"]
+_VANISHED_RETRIES = 3
+"""How often a build starts over when a file it listed is gone (a concurrent compact on an
+object store, where no lock keeps it away: its events are in the merged file)."""
 _PRICE_COLUMNS = (
     "price_input_per_mtok",
     "price_output_per_mtok",
@@ -52,15 +60,20 @@ class AggregateReport:
     """The result rows computed by this call (in incremental mode, only the new or changed runs)."""
     total_rows: int
     timeseries_rows: int
-    results_path: Path
-    timeseries_path: Path
+    results_path: str
+    timeseries_path: str
+    """Where the outputs went: paths, or object-store URLs."""
     unpriced_models: tuple[str, ...]
-    quarantined: tuple[Path, ...]
+    quarantined: tuple[str, ...]
 
 
-def output_paths(data_dir: Path) -> tuple[Path, Path]:
-    layout = Layout(data_dir)
-    return layout.results, layout.timeseries
+@dataclass(frozen=True)
+class _Built:
+    results: pl.DataFrame
+    series: pl.DataFrame
+    rebuilt: Aggregates
+    incremental: bool
+    quarantined: tuple[str, ...]
 
 
 def _event_run_ids(log: EventLog) -> set[str]:
@@ -69,12 +82,13 @@ def _event_run_ids(log: EventLog) -> set[str]:
     compacted = []
     for item in log.files("requests"):
         if item.run_id is None:
-            compacted.append(str(item.path))
+            compacted.append(item)
         else:
             ids.add(item.run_id)
-    if compacted:
-        found = pl.scan_ipc(compacted, glob=False).select(pl.col("run_id").unique()).collect()
-        ids |= set(found.get_column("run_id").to_list())
+    good, _ = log.check(compacted)  # a corrupt one fails later, in the replay, naming it
+    for item, schema in good:  # only their run_id column is read (locally)
+        found = log.store.scan_ipc([item.key], schema).select(pl.col("run_id").unique())
+        ids |= set(found.collect().get_column("run_id").to_list())
     return ids
 
 
@@ -105,66 +119,79 @@ def _reusable_runs(existing: pl.DataFrame, runs: pl.DataFrame, price_of: PriceLo
 
 
 def run_aggregate(
-    data_dir: Path,
+    data_dir: Location,
     price_of: PriceLookup,
     *,
     incremental: bool = False,
     skip_corrupt: bool = False,
     lock: LockOptions = DEFAULT_LOCK,
 ) -> AggregateReport:
-    """Rebuild results/ from the event log (all runs, or only those not yet final) under the lock."""
+    """Rebuild results/ from the event log (all runs, or only those not yet final)."""
     log = EventLog(data_dir)
-    results_path, timeseries_path = output_paths(data_dir)
-    with exclusive_lock(data_dir, lock):
-        if not log.files("requests") and not log.files("runs"):
-            raise InputError(
-                f"no events under {log.events_dir}: nothing to aggregate "
-                "(run `pipeline execute` first, or check --data-dir)"
-            )
-        moved: list[Path] = []
-        while True:
-            try:
-                old_results, old_series, keep, built, replays = _build(
-                    log, price_of, incremental=incremental, skip_corrupt=skip_corrupt
-                )
-                break
-            except CorruptEventFileError as exc:
-                # A file readable up to its footer but not past it shows only while reading:
-                # with --skip-corrupt it is moved aside too, and the build starts over.
-                found = _files_at(log, exc.paths) if skip_corrupt else []
-                if not found:  # not asked to skip, or nothing left to move: report it
-                    raise
-                moved += log.quarantine(found)
-        results, series = built.results, built.timeseries
-        if old_results is not None and old_series is not None:
-            kept = pl.col("run_id").is_in(sorted(keep))
-            results = pl.concat([old_results.filter(kept).cast(dict(RESULT_SCHEMA)), results])  # type: ignore[arg-type]
-            series = pl.concat([old_series.filter(kept).cast(dict(TIMESERIES_SCHEMA)), series])  # type: ignore[arg-type]
-        replace_outputs(  # both staged at once, then both replaced: never one without the other
-            data_dir,
-            [
-                (results_path, parquet_writer(results, KEYS)),
-                (timeseries_path, parquet_writer(series, TIMESERIES_KEYS)),
-            ],
-        )
-    unpriced = results.filter(pl.col("price_input_per_mtok").is_null()).get_column("model")
-    quarantined = (*(path for replay in replays for path in replay.quarantined), *moved)
+    store = log.store
+
+    def build() -> tuple[_Built, list[tuple[str, Writer]]]:
+        done = _build_retrying(log, price_of, incremental=incremental, skip_corrupt=skip_corrupt)
+        # Both files are made current together: never one without the other.
+        return done, [
+            (RESULTS, parquet_writer(done.results, KEYS)),
+            (TIMESERIES, parquet_writer(done.series, TIMESERIES_KEYS)),
+        ]
+
+    done = store.write_outputs("results", build, lock)
+    unpriced = done.results.filter(pl.col("price_input_per_mtok").is_null()).get_column("model")
     return AggregateReport(
-        mode="full" if old_results is None else "incremental",
-        rebuilt=built.results,
-        total_rows=results.height,
-        timeseries_rows=series.height,
-        results_path=results_path,
-        timeseries_path=timeseries_path,
-        unpriced_models=tuple(sorted(set(unpriced.to_list()) | set(built.unpriced_models))),
-        quarantined=tuple(quarantined),
+        mode="incremental" if done.incremental else "full",
+        rebuilt=done.rebuilt.results,
+        total_rows=done.results.height,
+        timeseries_rows=done.series.height,
+        results_path=store.where(RESULTS),
+        timeseries_path=store.where(TIMESERIES),
+        unpriced_models=tuple(sorted(set(unpriced.to_list()) | set(done.rebuilt.unpriced_models))),
+        quarantined=done.quarantined,
     )
 
 
-def _files_at(log: EventLog, paths: list[Path]) -> list[EventFile]:
-    """The published event files at `paths` (of any table)."""
-    wanted = {Path(p).resolve() for p in paths}
-    return [item for table in TABLES for item in log.files(table) if item.path.resolve() in wanted]
+def _build_retrying(
+    log: EventLog, price_of: PriceLookup, *, incremental: bool, skip_corrupt: bool
+) -> _Built:
+    """`_build`, started over when a file turns out corrupt past its footer (with
+    --skip-corrupt it is moved aside too) or gone since it was listed."""
+    if not log.files("requests") and not log.files("runs"):
+        raise InputError(
+            f"no events under {log.events_dir}: nothing to aggregate "
+            "(run `pipeline execute` first, or check --data-dir)"
+        )
+    moved: list[str] = []
+    vanished = 0
+    while True:
+        try:
+            old_results, old_series, keep, built, replays = _build(
+                log, price_of, incremental=incremental, skip_corrupt=skip_corrupt
+            )
+            break
+        except VanishedFileError:
+            vanished += 1
+            if vanished > _VANISHED_RETRIES:
+                raise
+        except CorruptEventFileError as exc:
+            found = _files_at(log, exc.paths) if skip_corrupt else []
+            if not found:  # not asked to skip, or nothing left to move: report it
+                raise
+            moved += log.quarantine(found)
+    results, series = built.results, built.timeseries
+    if old_results is not None and old_series is not None:
+        kept = pl.col("run_id").is_in(sorted(keep))
+        results = pl.concat([old_results.filter(kept).cast(dict(RESULT_SCHEMA)), results])  # type: ignore[arg-type]
+        series = pl.concat([old_series.filter(kept).cast(dict(TIMESERIES_SCHEMA)), series])  # type: ignore[arg-type]
+    quarantined = (*(where for replay in replays for where in replay.quarantined), *moved)
+    return _Built(results, series, built, old_results is not None, tuple(quarantined))
+
+
+def _files_at(log: EventLog, wheres: list[str]) -> list[EventFile]:
+    """The published event files at `wheres` (of any table), as messages name them."""
+    wanted = set(wheres)
+    return [item for table in TABLES for item in log.files(table) if item.where in wanted]
 
 
 def _build(
@@ -178,14 +205,16 @@ def _build(
 ]:
     """Replay what must be rebuilt and aggregate it: (previous results and series if reused,
     the runs kept from them, what was built, the three replays)."""
-    results_path, timeseries_path = output_paths(log.data_dir)
     # Runs first: a run's `finished` record is written after its last request event.
     runs = log.replay("runs", skip_corrupt=skip_corrupt)
     keep: set[str] = set()
     old_results = old_series = None
-    if incremental and output_present(results_path) and output_present(timeseries_path):
-        old_results = pl.read_parquet(results_path)
-        old_series = pl.read_parquet(timeseries_path)
+    if incremental:
+        old_results = find_output(log.store, RESULTS)
+        old_series = find_output(log.store, TIMESERIES)
+    if old_results is None or old_series is None:
+        old_results = old_series = None
+    else:
         if old_results.columns != list(RESULT_SCHEMA) or old_series.columns != list(
             TIMESERIES_SCHEMA
         ):  # written by another version of this stage: rebuild everything
@@ -202,6 +231,6 @@ def _build(
         built = aggregate(sources, runs_todo, samples.frame, price_of)
     except (pl.exceptions.PolarsError, pa.ArrowException, OSError):
         for item in (*runs.files, *requests.files, *samples.files):
-            read_file_table(item.path)  # a file corrupt past its footer: name it
+            read_file_table(log.store, item)  # a file corrupt past its footer: name it
         raise
     return old_results, old_series, keep, built, (runs, requests, samples)
