@@ -65,8 +65,9 @@ def parse_url(url: str) -> tuple[str, str, str]:
     parts = urlsplit(url)
     scheme, bucket = parts.scheme.lower(), parts.netloc
     if parts.query or parts.fragment or "@" in bucket or ":" in bucket:
+        shown = f"{scheme}://***@{bucket.rsplit('@', 1)[1]}" if "@" in bucket else url
         raise InputError(
-            f"--data-dir {_scrub(url)!r}: write it as {scheme}://bucket/prefix, with no "
+            f"--data-dir {_scrub(shown)!r}: write it as {scheme}://bucket/prefix, with no "
             "credentials, port, query or fragment (credentials come from the environment)"
         )
     if not _BUCKET.match(bucket):
@@ -207,6 +208,15 @@ class ObjectStore(Store):
         except (BaseError, OSError) as exc:
             raise StoreError(f"{self.where(key)}: {_first_line(exc)}") from None
 
+    def write(self, key: str, op: Callable[[], _R]) -> _R:
+        """`call` for a write: a "not found" there means the bucket is missing."""
+        try:
+            return self.call(key, op)
+        except FileNotFoundError as exc:
+            raise StoreError(
+                f"{self.where(key)}: {_first_line(exc)} (does the bucket exist?)"
+            ) from None
+
     def require(self) -> None:
         if not self.entries(""):
             raise InputError(
@@ -276,7 +286,7 @@ class ObjectStore(Store):
         """One create-only PUT; False if the name is taken (see the module docstring on 409)."""
         for attempt in range(_CONFLICT_RETRIES):
             try:
-                self.call(key, lambda: obstore.put(self.client, key, data, mode="create"))
+                self.write(key, lambda: obstore.put(self.client, key, data, mode="create"))
                 self.sizes[key] = len(data)
                 return True
             except AlreadyExistsError:
@@ -368,12 +378,12 @@ class ObjectStore(Store):
                 entry = pointer.entry_for(folder, name, data)
                 # Overwrite: the key is the content's digest, so rewriting it changes nothing
                 # and repairs a planted object there.
-                self.call(entry.key, lambda e=entry, d=data: obstore.put(self.client, e.key, d))  # type: ignore[misc]
+                self.write(entry.key, lambda e=entry, d=data: obstore.put(self.client, e.key, d))  # type: ignore[misc]
                 files[name] = entry
             body = pointer.encode(files)
             mode: Any = "create" if current is None else {"e_tag": current[1]}
             try:
-                self.call(key, lambda b=body, m=mode: obstore.put(self.client, key, b, mode=m))  # type: ignore[misc]
+                self.write(key, lambda b=body, m=mode: obstore.put(self.client, key, b, mode=m))  # type: ignore[misc]
                 return value
             except (AlreadyExistsError, PreconditionError):
                 continue  # another writer made its outputs current meanwhile: build again
