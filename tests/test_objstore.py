@@ -16,11 +16,14 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from pipeline.errors import OutputConflictError, StoreError
-from pipeline.store import objstore
+from pipeline.errors import InputError, OutputConflictError, StoreError
+from pipeline.store import objstore, pointer
 from pipeline.store.eventlog import EventLog
 from pipeline.store.layout import RESULTS, TIMESERIES
+from pipeline.store.local import LocalStore
 from pipeline.store.location import open_store
 from pipeline.store.objstore import ObjectStore
 from pipeline.store.outputs import find_output
@@ -67,6 +70,42 @@ def test_a_url_the_store_cannot_serve_exits_2_and_makes_no_folder(
         assert says in result.err and "--data-dir" in result.err
         assert "Traceback" not in result.err and "secret" not in result.err
     assert list(tmp_path.iterdir()) == []  # nothing made into a folder named like the URL
+
+
+@given(st.sampled_from(["s3", "gs", "az", "S3", "foo", "s3a", "file"]), st.text(max_size=40))
+def test_any_url_opens_an_object_store_or_is_refused_never_a_folder(scheme: str, rest: str) -> None:
+    text = f"{scheme}://{rest}"
+    refused: InputError | None = None
+    try:
+        store = open_store(text)
+    except InputError as exc:
+        refused = exc
+    if refused is not None:  # one line that names the option
+        assert str(refused).startswith("--data-dir ") and "\n" not in str(refused)
+        return
+    assert isinstance(store, ObjectStore) and not isinstance(store, LocalStore)
+    assert scheme.lower() in ("s3", "gs", "az")
+    assert ".." not in store.location.split("/") and "@" not in store.location
+
+
+@given(
+    st.recursive(
+        st.none() | st.integers() | st.text(max_size=8),
+        lambda c: st.lists(c) | st.dictionaries(st.text(max_size=30), c),
+        max_leaves=12,
+    )
+)
+def test_a_pointer_is_either_read_or_refused(document: object) -> None:
+    raw = json.dumps({"pipeline_outputs": 1, "files": document}).encode()
+    try:
+        entries = pointer.decode("results", raw)
+    except ValueError:
+        return
+    for name, entry in entries.items():
+        assert (
+            entry.key
+            == f"results/versions/{name.rsplit('.', 1)[0]}-{entry.fingerprint.blake2b}.{name.rsplit('.', 1)[1]}"
+        )
 
 
 def test_plain_http_only_to_a_loopback_endpoint(
@@ -271,7 +310,7 @@ def test_execute_then_aggregate_on_s3_gives_what_the_same_events_give_locally(
     url = str(s3_dir.location)
     done = run_batch(
         [
-            ["--data-dir", url, "execute", "--json", "--seed", "7"],
+            ["--data-dir", url, "execute", "--json", "--seed", "7", "--workers", "2"],
             ["--data-dir", url, "aggregate", "--json"],
             ["--data-dir", url, "profile", "--json"],
             ["--data-dir", url, "recommend", "--json"],

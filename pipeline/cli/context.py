@@ -154,7 +154,8 @@ _GLOBALS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         {
             "type": DATA_DIR,
             "callback": _set_data_dir,
-            "help": "Data directory (a global option, also accepted after the command).",
+            "help": "Data directory, a folder or s3://bucket/prefix (a global option, also "
+            "accepted after the command).",
         },
     ),
     (

@@ -62,7 +62,10 @@ _R = TypeVar("_R")
 def parse_url(url: str) -> tuple[str, str, str]:
     """(scheme, bucket, prefix) of `scheme://bucket/prefix`; InputError naming what is wrong.
     Only plain names: no credentials, query or fragment in the URL, no `..` or empty segment."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unbalanced "[" (an IPv6 host)
+        raise InputError(f"--data-dir {_scrub(url)!r}: not a URL ({exc})") from None
     scheme, bucket = parts.scheme.lower(), parts.netloc
     if parts.query or parts.fragment or "@" in bucket or ":" in bucket:
         shown = f"{scheme}://***@{bucket.rsplit('@', 1)[1]}" if "@" in bucket else url
@@ -97,19 +100,23 @@ def _loopback(host: str | None) -> bool:
 def _s3_client_options() -> dict[str, Any]:
     """http only for a loopback AWS_ENDPOINT_URL (a local S3); anything else must be https."""
     options: dict[str, Any] = {"connect_timeout": timedelta(seconds=5)}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    variable = (
+        "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
+    )
+    endpoint = os.environ.get(variable)
     if endpoint:
-        parts = urlsplit(endpoint)
-        variable = (
-            "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
-        )
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(endpoint)
+            scheme, host = parts.scheme, parts.hostname
+        except ValueError:  # an unbalanced "[" (an IPv6 host)
+            scheme, host = "", None
+        if scheme not in ("http", "https") or not host:
             raise InputError(f"{variable}: {endpoint!r} is not an http(s) URL")
-        if parts.scheme == "http":
-            if not _loopback(parts.hostname):
+        if scheme == "http":
+            if not _loopback(host):
                 raise InputError(
                     f"{variable}: plain http is allowed only to a loopback endpoint "
-                    f"(127.0.0.1, ::1, localhost), not {parts.hostname!r}; use https"
+                    f"(127.0.0.1, ::1, localhost), not {host!r}; use https"
                 )
             options["allow_http"] = True
     return options
