@@ -45,6 +45,9 @@ class Store(ABC):
 
     location: str
     """The data directory as the user named it (a path or a URL); child processes reopen it."""
+    read_threads: int = 1
+    """How many small reads (footers) are worth running at once: one on a local disk, where
+    each is a page-cache hit; many on an object store, where each is a network round trip."""
 
     @abstractmethod
     def where(self, key: str) -> str:

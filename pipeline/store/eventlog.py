@@ -29,6 +29,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from functools import partial
@@ -382,12 +383,21 @@ class EventLog:
         self, files: Sequence[EventFile]
     ) -> tuple[list[tuple[EventFile, pa.Schema]], list[EventFile]]:
         """Open every footer: (readable files with their schemas, corrupt files)."""
-        good, bad = [], []
-        for item in files:
+
+        def footer(item: EventFile) -> pa.Schema | None:
             try:
-                good.append((item, _footer_schema(self.store, item)))
+                return _footer_schema(self.store, item)
             except CorruptEventFileError:
-                bad.append(item)
+                return None
+
+        threads = self.store.read_threads
+        if threads > 1 and len(files) > 1:  # each footer a round trip: overlap them
+            with ThreadPoolExecutor(min(threads, len(files))) as pool:
+                schemas = list(pool.map(footer, files))
+        else:
+            schemas = [footer(item) for item in files]
+        good = [(item, schema) for item, schema in zip(files, schemas, strict=True) if schema]
+        bad = [item for item, schema in zip(files, schemas, strict=True) if schema is None]
         return good, bad
 
     def quarantine(self, files: Iterable[EventFile]) -> list[str]:

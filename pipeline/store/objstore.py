@@ -30,6 +30,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -136,12 +137,29 @@ def _first_line(exc: BaseException) -> str:
     return _scrub(lines[0] if lines else type(exc).__name__)[:300]
 
 
+_TAIL = 64 * 1024
+"""How much of an event file's end one footer read fetches: its footer (the schema and the
+batches' offsets) is a few KiB, so one ranged GET serves the whole footer read."""
+
+
 class _Ranged(io.RawIOBase):
-    """A read-only, seekable view of one object that fetches only the byte ranges read (how
-    pyarrow opens an IPC file's footer without downloading the file)."""
+    """A read-only, seekable view of one object that fetches only the bytes read: its last
+    `_TAIL` bytes at once (how pyarrow opens an IPC file's footer: one request, not the file),
+    any other range when it is read."""
 
     def __init__(self, store: ObjectStore, key: str, size: int) -> None:
         self.store, self.key, self.size, self.pos = store, key, size, 0
+        self.tail_at = max(0, size - _TAIL)
+        self.tail = memoryview(self._get(self.tail_at, size)).cast("B") if size else None
+
+    def _get(self, start: int, end: int) -> Any:
+        try:
+            return self.store.call(
+                self.key,
+                lambda: obstore.get_range(self.store.client, self.key, start=start, end=end),
+            )
+        except FileNotFoundError:
+            raise VanishedFileError(self.store.where(self.key)) from None
 
     def readable(self) -> bool:
         return True
@@ -162,11 +180,10 @@ class _Ranged(io.RawIOBase):
         end = min(self.size, self.pos + len(view))
         if end <= self.pos:
             return 0
-        data = self.store.call(
-            self.key,
-            lambda: obstore.get_range(self.store.client, self.key, start=self.pos, end=end),
-        )
-        got = memoryview(data).cast("B")
+        if self.tail is not None and self.pos >= self.tail_at:
+            got = self.tail[self.pos - self.tail_at : end - self.tail_at]
+        else:
+            got = memoryview(self._get(self.pos, end)).cast("B")
         view[: len(got)] = got
         self.pos += len(got)
         return len(got)
@@ -174,6 +191,8 @@ class _Ranged(io.RawIOBase):
 
 class ObjectStore(Store):
     """A data directory under an object-store prefix."""
+
+    read_threads = 16
 
     def __init__(self, location: str, client: Client) -> None:
         self.location = location.rstrip("/")
@@ -262,8 +281,7 @@ class ObjectStore(Store):
         return self.sizes[key]
 
     def open_footer(self, key: str) -> pa.NativeFile:
-        raw = _Ranged(self, key, self._size(key))
-        return pa.PythonFile(io.BufferedReader(raw, 64 * 1024), mode="r")
+        return pa.PythonFile(_Ranged(self, key, self._size(key)), mode="r")
 
     def open_whole(self, key: str) -> pa.NativeFile:
         return pa.BufferReader(self.read(key))
@@ -273,7 +291,8 @@ class ObjectStore(Store):
         target = pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
 
         def load() -> pl.DataFrame:
-            frames = [pl.read_ipc(io.BytesIO(self.read(k))) for k in keys]
+            with ThreadPoolExecutor(min(self.read_threads, max(1, len(keys)))) as pool:
+                frames = [pl.read_ipc(io.BytesIO(data)) for data in pool.map(self.read, keys)]
             return (
                 pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema=target)
             )
