@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from pipeline.store.eventlog import EventLog
 from pipeline.store.layout import RESULTS, TIMESERIES
 from pipeline.store.local import LocalStore
 from pipeline.store.location import open_store
+from pipeline.store.maintenance import compact
 from pipeline.store.objstore import ObjectStore
 from pipeline.store.outputs import find_output
 from stages.aggregate.run import run_aggregate
@@ -254,6 +256,33 @@ def test_a_writer_that_keeps_losing_stops_with_exit_1(
     with pytest.raises(OutputConflictError, match="other writers replaced these outputs 3 times"):
         run_aggregate(store, PRICES)
     assert OutputConflictError("x").exit_code == 1
+
+
+def test_a_compaction_during_an_aggregate_makes_it_start_over_not_fail(
+    s3_dir: StoreDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No lock keeps `compact` away on an object store: it merges and deletes the files an
+    aggregate has listed; the aggregate finds one gone, builds again, and counts every event
+    once."""
+    _events(s3_dir, runs=3)
+    store = open_store(s3_dir.location)
+    assert isinstance(store, ObjectStore)
+    real = store.open_whole
+    opened = []
+
+    def compact_first(key: str) -> Any:
+        opened.append(key)
+        if len(opened) == 1:  # the files are listed and checked; now they are merged away
+            assert compact(EventLog(s3_dir.location), before=date(2027, 1, 1))
+        return real(key)
+
+    monkeypatch.setattr(store, "open_whole", compact_first)
+    report = run_aggregate(store, PRICES)
+    assert "_compacted-" not in opened[0] and "_compacted-" in opened[-1]
+    results = find_output(store, RESULTS)
+    assert results is not None and report.total_rows == 3
+    assert sorted(results["run_id"]) == ["r0", "r1", "r2"]
+    assert set((results["successful"] + results["failed"]).to_list()) == {30}
 
 
 def test_concurrent_aggregates_all_finish_with_the_right_results(s3_dir: StoreDir) -> None:
