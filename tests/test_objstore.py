@@ -140,33 +140,37 @@ def test_a_data_dir_that_holds_nothing_or_cannot_be_reached(
 _RACE = """
 import sys, time
 from pipeline.store.location import open_store
-url, key, me, start = sys.argv[1:5]
+url, me, start, rounds = sys.argv[1:5]
 store = open_store(url)
-while time.time() < float(start):
-    pass
-won = store.create(lambda h: h.write(me.encode() * 1000), [key])
-print("won" if won == key else "lost", flush=True)
+for n in range(int(rounds)):
+    key = f"events/requests/date=2026-01-02/r-w0.abcd-{n:06d}.arrow"
+    while time.time() < float(start) + n * 0.2:  # both processes go at the same instant
+        pass
+    won = store.create(lambda h: h.write(me.encode() * 1000), [key])
+    print("won" if won == key else "lost", flush=True)
 """
 
 
 def test_two_processes_publishing_one_name_exactly_one_wins(s3_dir: StoreDir) -> None:
     import time
 
-    for round_ in range(5):
-        key = f"events/requests/date=2026-01-02/r-w0.abcd-{round_:06d}.arrow"
-        start = str(time.time() + 1.5)  # both are past their imports by then
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", _RACE, str(s3_dir.location), key, me, start],
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for me in ("a", "b")
-        ]
-        said = [proc.communicate(timeout=60)[0].strip() for proc in procs]
-        assert sorted(said) == ["lost", "won"], said
-        winner = "ab"[said.index("won")]
+    rounds = 10
+    start = str(time.time() + 2.0)  # both are past their imports by then
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACE, str(s3_dir.location), me, start, str(rounds)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for me in ("a", "b")
+    ]
+    said = [proc.communicate(timeout=60)[0].split() for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    for n, pair in enumerate(zip(*said, strict=True)):
+        assert sorted(pair) == ["lost", "won"], (n, pair)
+        winner = "ab"[pair.index("won")]
+        key = f"events/requests/date=2026-01-02/r-w0.abcd-{n:06d}.arrow"
         assert s3_dir.read(key) == winner.encode() * 1000  # the loser replaced nothing
 
 
