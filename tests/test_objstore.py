@@ -10,7 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,25 @@ def test_outputs_are_content_addressed_and_named_by_one_pointer(s3_dir: StoreDir
         assert entry["key"] in keys and len(s3_dir.read(entry["key"])) == entry["size"]
     again = run_aggregate(s3_dir.location, PRICES)  # the same events: the same objects
     assert s3_dir.keys("results/") == keys and again.total_rows == 2
+
+
+def test_versions_nobody_points_at_are_dropped_after_the_grace(
+    s3_dir: StoreDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _events(s3_dir, runs=1)
+    run_aggregate(s3_dir.location, PRICES)
+    first = set(s3_dir.keys("results/versions/"))
+    _events(s3_dir, runs=2)  # another run: other outputs
+    run_aggregate(s3_dir.location, PRICES)
+    assert first < set(s3_dir.keys("results/versions/"))  # kept within the grace
+    monkeypatch.setattr(objstore, "VERSION_GRACE", timedelta(0))
+    EventLog(s3_dir.location).writer("r7", "w0").append("requests", batch("r7", "w0", 7, 3))
+    run_aggregate(s3_dir.location, PRICES)
+    pointer = json.loads(s3_dir.read("results/current.json"))
+    named = sorted(entry["key"] for entry in pointer["files"].values())
+    assert s3_dir.keys("results/versions/") == named  # only what is current is left
+    results = find_output(open_store(s3_dir.location), RESULTS)
+    assert results is not None and sorted(results["run_id"]) == ["r0", "r1", "r7"]
 
 
 def test_a_writer_that_loses_the_swap_builds_again(

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -54,6 +54,9 @@ __all__ = ["CAS_ATTEMPTS", "ObjectStore", "parse_url"]
 CAS_ATTEMPTS = 8
 """How many times a stage builds its outputs before giving up to writers that keep winning."""
 _CONFLICT_RETRIES = 5
+VERSION_GRACE = timedelta(hours=1)
+"""How long an output version nobody points at any more is kept: a reader that read the previous
+pointer may still be fetching the file it named."""
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
@@ -374,6 +377,23 @@ class ObjectStore(Store):
         except ValueError as exc:
             raise StoreError(f"{self.where(key)}: not an outputs pointer ({exc})") from None
 
+    def _drop_old_versions(self, folder: str, named: set[str]) -> None:
+        """Delete the versions the pointer just swapped in does not name, once older than
+        VERSION_GRACE (a cron job's hourly aggregate would otherwise keep every output it ever
+        wrote). A writer that swaps in after this one has just rewritten every version it names
+        (they are PUT on each build), so none of those is old."""
+        cutoff = datetime.now(UTC) - VERSION_GRACE
+        prefix = f"{folder}/versions/"
+        listed = self.call(prefix, lambda: obstore.list(self.client, prefix))
+        old = [
+            meta["path"]
+            for chunk in listed
+            for meta in chunk
+            if meta["path"] not in named and meta["last_modified"] < cutoff
+        ]
+        if old:
+            self.delete(old)
+
     def read_output(self, key: str) -> bytes | None:
         folder, name = key.rsplit("/", 1)
         found = self._pointer(folder)
@@ -410,9 +430,10 @@ class ObjectStore(Store):
             mode: Any = "create" if current is None else {"e_tag": current[1]}
             try:
                 self.write(key, lambda b=body, m=mode: obstore.put(self.client, key, b, mode=m))  # type: ignore[misc]
-                return value
             except (AlreadyExistsError, PreconditionError):
                 continue  # another writer made its outputs current meanwhile: build again
+            self._drop_old_versions(folder, {entry.key for entry in files.values()})
+            return value
         raise OutputConflictError(
             f"{self.where(key)}: other writers replaced these outputs {CAS_ATTEMPTS} times while "
             "this one was building them; run again"
