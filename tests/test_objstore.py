@@ -202,7 +202,11 @@ def test_outputs_are_content_addressed_and_named_by_one_pointer(s3_dir: StoreDir
     keys = s3_dir.keys("results/")
     assert "results/current.json" in keys
     pointer = json.loads(s3_dir.read("results/current.json"))
-    assert sorted(pointer["files"]) == ["benchmark_results.parquet", "timeseries.parquet"]
+    assert sorted(pointer["files"]) == [
+        "benchmark_results.parquet",
+        "sweeps.parquet",
+        "timeseries.parquet",
+    ]
     for entry in pointer["files"].values():
         assert entry["key"] in keys and len(s3_dir.read(entry["key"])) == entry["size"]
     again = run_aggregate(s3_dir.location, PRICES)  # the same events: the same objects
