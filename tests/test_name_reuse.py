@@ -44,7 +44,7 @@ def test_a_new_writer_after_a_compaction_publishes_visible_files(data_dir: Path)
     compact(log)
     assert visible(log) == 400
     names = [p.name for p in (data_dir / "events/requests/date=2026-01-02").iterdir()]
-    assert len(names) == 1 and names[0].startswith("_compacted-")
+    assert len(names) == 1 and names[0].startswith("compacted-")
 
 
 def test_one_shot_appends_after_a_compaction_stay_visible(data_dir: Path) -> None:

@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 
 from pipeline.errors import CorruptEventFileError
 from pipeline.store.eventlog import (
-    COMPACTED_PREFIX,
     EventFile,
     EventLog,
     Fingerprint,
+    compacted_name,
     read_event_file,
     replaces_metadata,
     write_ipc,
@@ -119,7 +119,7 @@ def compact_partition(
     key = "\n".join(f"{name} {f.size} {f.blake2b}" for name, f in replaced)
     digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
     metadata = replaces_metadata(replaced)
-    final = directory / f"{COMPACTED_PREFIX}-{digest}.arrow"
+    final = directory / compacted_name(digest)
     with staged_file(root, log.staging, lambda h: write_ipc(merged, h, metadata)) as tmp:
         publish_new(tmp, final)  # False: these very inputs were merged before a crash: the result
     for item, _ in used:
