@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import polars as pl
 import trio
 
 from pipeline.config import LoadedConfig, parse_config
 from pipeline.store.eventlog import EventLog
-from schemas import MockConfiguration, TargetConfig
+from schemas import MockConfiguration
 from stages.execute.load.plan import ExecuteOptions, new_run_id, prepare
 from stages.execute.session import ExecuteResult, run_prepared
 from stages.mock.http.server import serve
-
-Handler = Callable[[httpx.Request], Any]
 
 
 def scenario(**fields: Any) -> dict[str, Any]:
@@ -56,20 +53,12 @@ def config(
 
 
 async def run(
-    loaded: LoadedConfig,
-    data_dir: Path,
-    options: ExecuteOptions | None = None,
-    handler: Handler | None = None,
+    loaded: LoadedConfig, data_dir: Path, options: ExecuteOptions | None = None
 ) -> ExecuteResult:
-    """Run inside the current trio loop; `handler` answers every HTTP request (MockTransport)."""
+    """Run inside the current trio loop, as `pipeline execute` runs (real sockets, workers as
+    planned), but without taking over the process's signals."""
     runs, seed = prepare(loaded, options or ExecuteOptions())
-
-    def transport(_: TargetConfig) -> httpx.AsyncBaseTransport | None:
-        return httpx.MockTransport(handler) if handler is not None else None
-
-    return await run_prepared(
-        runs, data_dir, new_run_id(), seed, transport_factory=transport, handle_signals=False
-    )
+    return await run_prepared(runs, data_dir, new_run_id(), seed, handle_signals=False)
 
 
 def requests(data_dir: Path) -> pl.DataFrame:

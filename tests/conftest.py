@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,19 +72,39 @@ def run_pipeline(
 
 
 @contextmanager
+def mock_server_processes(*commands: Sequence[str]) -> Iterator[list[str]]:
+    """`pipeline mock-server --port 0 ARGS` for each ARGS, each in its own process, all started
+    before any is waited for (their start-ups overlap); yields their root URLs in order."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "mock-server", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for args in commands
+    ]
+    try:
+        roots = []
+        for proc in procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert "listening on" in line, line
+            roots.append(line.strip().rsplit(" ", 1)[-1])
+        yield roots
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.communicate(timeout=10)
+
+
+@contextmanager
 def mock_server_process(*knobs: str) -> Iterator[str]:
     """`pipeline mock-server` in its own process on a free port; yields its root URL."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "pipeline", "mock-server", "--port", "0", *knobs]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening on" in line, line
-        yield line.strip().rsplit(" ", 1)[-1]
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=10)
+    with mock_server_processes(knobs) as (root,):
+        yield root
 
 
 def utc(

@@ -7,6 +7,10 @@ Ollama). Requests are numbered per (mode, path): the odd ones (the 2nd, 4th, ...
 misbehaviour and the connection is closed after it, the even ones a well-formed answer, so a run
 of three requests shows that the requests around a bad reply are recorded as usual.
 
+A test that wants exact bytes scripts a path instead (`HostileServer.script`): each request to
+it gets the next reply of the script, a `Canned` answer (status, headers, body pieces, framing,
+a delay, a cut) or any mode above; `HostileServer.seen` keeps every request as it arrived.
+
 Hand-written on purpose (no HTTP library on the server side): a library would refuse to send
 half of these. Only the request side is parsed, and only as much as a client sends.
 """
@@ -15,10 +19,12 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 
 import trio
@@ -27,8 +33,10 @@ __all__ = [
     "ECHO_MODES",
     "PAYLOAD_MODES",
     "TRANSPORT_MODES",
+    "Canned",
     "HostileServer",
-    "gzip_bomb_body",
+    "Mode",
+    "Seen",
     "hostile_server",
 ]
 
@@ -430,20 +438,16 @@ async def invalid_json(send: Send, wire: Wire, streaming: bool, head: bytes) -> 
 
 
 async def gzip_bomb(send: Send, wire: Wire, streaming: bool, head: bytes) -> None:
-    bomb = gzip_bomb_body()
+    bomb = _bomb()
     fields = {"content-type": "application/json", "content-encoding": "gzip"}
     await send(_head(200, "OK", {**fields, "content-length": str(len(bomb))}) + bomb)
 
 
-_BOMB: list[bytes] = []
-
-
-def gzip_bomb_body() -> bytes:
-    """256 MB of zeros, gzipped to a quarter of a megabyte (made once: about a second, so a
-    test makes it before its client starts the clock)."""
-    if not _BOMB:
-        _BOMB.append(gzip.compress(b"\0" * (256 << 20), compresslevel=9, mtime=0))
-    return _BOMB[0]
+def _bomb() -> bytes:
+    """256 MB of zeros, gzipped to a quarter of a megabyte: 256 gzip members of 1 MiB each (one
+    valid gzip stream, RFC 1952). Compressing 256 MB at once took 0.8 s of CPU, inside the
+    request, and on a loaded machine past the client's timeout (a `timeout`, not the body)."""
+    return gzip.compress(b"\0" * (1 << 20), compresslevel=9, mtime=0) * 256
 
 
 async def endless_error(send: Send, wire: Wire, streaming: bool, head: bytes) -> None:
@@ -539,11 +543,97 @@ PAYLOAD_MODES = (
 )
 
 
+# -- exact answers, scripted per path --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Canned:
+    """One exact answer, usable wherever a mode is: a status line, headers and body pieces.
+
+    Chunked (the default, as providers stream), each piece goes out as one HTTP chunk, and so
+    reaches the client's body iterator as one read whatever the socket coalesced (h11 yields a
+    chunk's data as its own event); else the pieces go as one body with a content-length.
+    `delay_s` passes before the status line. `cut` leaves a chunked body unfinished (no final
+    chunk) and closes the connection, as a peer that goes away mid-stream; otherwise the
+    connection stays open for the client's next request, as a keep-alive server's does."""
+
+    status: int = 200
+    pieces: tuple[bytes, ...] = ()
+    headers: Mapping[str, str] | None = None
+    chunked: bool = True
+    delay_s: float = 0.0
+    cut: bool = False
+
+    @classmethod
+    def stream(
+        cls, body: bytes, *, split: bytes = b"\n\n", headers: Mapping[str, str] | None = None
+    ) -> Canned:
+        """A 200 event stream, one chunk per event (each piece ends with `split`)."""
+        parts = body.split(split)
+        pieces = tuple(p + split for p in parts[:-1]) + ((parts[-1],) if parts[-1] else ())
+        return cls(200, pieces, {"content-type": "text/event-stream", **(headers or {})})
+
+    @classmethod
+    def whole(cls, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> Canned:
+        """A whole JSON body (`obj` serialised; bytes as they are) with a content-length."""
+        body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+        head = {"content-type": "application/json", **(headers or {})}
+        return cls(status, (body,) if body else (), head, chunked=False)
+
+    @property
+    def keep_alive(self) -> bool:
+        return not self.cut
+
+    async def __call__(self, send: Send, wire: Wire, streaming: bool, head: bytes) -> None:
+        if self.delay_s:
+            await trio.sleep(self.delay_s)
+        try:
+            reason = HTTPStatus(self.status).phrase
+        except ValueError:
+            reason = "Unknown"
+        fields = dict(self.headers or {})
+        if self.chunked:
+            fields["transfer-encoding"] = "chunked"
+            await send(_head(self.status, reason, fields))
+            for piece in self.pieces:
+                if piece:  # an empty chunk would be the last chunk
+                    await send(_chunk(piece))
+            if not self.cut:
+                await send(b"0\r\n\r\n")
+            return
+        body = b"".join(self.pieces)
+        await send(_head(self.status, reason, {**fields, "content-length": str(len(body))}) + body)
+
+
+_EXHAUSTED = Canned.whole(
+    500, {"error": {"message": "hostile server: no reply left in the script"}}
+)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A request as it arrived, for a test to assert what the client sent."""
+
+    path: str
+    headers: dict[str, str]
+    """Names in lower case."""
+    body: bytes
+    at: float
+    """`trio.current_time()` when its last byte had been read."""
+
+
 class HostileServer:
-    """Serves every mode; `requests[(mode, path)]` counts what arrived."""
+    """Serves every mode; `requests[(mode, path)]` counts what arrived, `seen` lists it."""
 
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str]] = Counter()
+        self.seen: list[Seen] = []
+        self._scripts: dict[str, deque[Mode]] = {}
+
+    def script(self, path: str, *replies: Mode) -> None:
+        """Answer the next requests to exactly `path` with `replies`, one each, in order (a
+        scripted path is never read as a mode); past the last one, a 500 that says so."""
+        self._scripts.setdefault(path, deque()).extend(replies)
 
     async def handle(self, stream: trio.SocketStream) -> None:
         buffer = b""
@@ -553,6 +643,15 @@ class HostileServer:
                 if request is None:
                     return
                 path, body, head = request
+                self.seen.append(Seen(path, _fields(head), body, trio.current_time()))
+                script = self._scripts.get(path)
+                if script is not None:
+                    reply = script.popleft() if script else _EXHAUSTED
+                    streaming = bool(json.loads(body or b"{}").get("stream"))
+                    await reply(stream.send_all, _wire(path), streaming, head)
+                    if isinstance(reply, Canned) and reply.keep_alive:
+                        continue
+                    return  # as after a misbehaviour: the connection is spent
                 mode, _, rest = path.lstrip("/").partition("/")
                 number = self.requests[(mode, rest)]
                 self.requests[(mode, rest)] += 1
@@ -581,19 +680,23 @@ async def _read_request(
             return None, b""
         buffer += data
     head, buffer = buffer.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    path = lines[0].split(" ")[1]
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value.strip())
+    path = head.decode("latin-1").split("\r\n", 1)[0].split(" ")[1]
+    length = int(_fields(head).get("content-length", "0"))
     while len(buffer) < length:
         data = await stream.receive_some(65536)
         if not data:
             return None, b""
         buffer += data
     return (path, buffer[:length], head), buffer[length:]
+
+
+def _fields(head: bytes) -> dict[str, str]:
+    """The header fields of a request head, names in lower case."""
+    fields = {}
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return fields
 
 
 @asynccontextmanager

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from pipeline.store.layout import Layout
@@ -99,3 +100,34 @@ def write_results(data_dir: Path, rows: list[dict[str, Any]]) -> Path:
     layout = Layout(data_dir)
     write_output(results_frame(rows), layout.results, ["run_id", "scenario", "target"], data_dir)
     return layout.results
+
+
+def earlier_runs(
+    results: pl.DataFrame, count: int, every: timedelta = timedelta(hours=1), seed: int = 7
+) -> pl.DataFrame:
+    """`count` runs of each (scenario, target) of `results` before its first one, `every` apart.
+
+    For a long history without writing its events (a year of hourly runs would take longer to
+    write than to report): copies of the real rows in turn, with their own run ids (sortable by
+    start, like `execute`'s) and start times, latency 10% lower at the start of the history,
+    drifting up, with 5% noise per run (throughput the inverse)."""
+    rng = np.random.default_rng(seed)
+    latency = [
+        c for c in results.columns if c.startswith(("latency_", "ttft_")) and c.endswith("_ms")
+    ]
+    parts = []
+    groups = results.sort("timestamp").partition_by(["scenario", "target"], as_dict=True)
+    for (scenario, target), rows in sorted(groups.items()):
+        first = rows["timestamp"][0]
+        back = np.arange(count, 0, -1)
+        starts = [first - every * int(k) for k in back]
+        factor = 1.0 - 0.1 * back / count + rng.normal(0.0, 0.05, count)
+        parts.append(
+            rows[np.arange(count) % rows.height].with_columns(
+                pl.Series("run_id", [f"{at:%Y%m%dT%H%M%SZ}-{scenario}-{target}" for at in starts]),
+                pl.Series("timestamp", starts, dtype=results.schema["timestamp"]),
+                *(pl.col(c) * factor for c in latency),
+                pl.col("throughput_rps") / factor,
+            )
+        )
+    return pl.concat(parts)

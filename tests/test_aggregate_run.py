@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pipeline.config import load_config
 from pipeline.errors import InputError
 from pipeline.store.eventlog import EventLog
-from schemas import ModelPrice
+from schemas import TABLES, ModelPrice
 from stages.aggregate import RESULT_SCHEMA, output_paths, run_aggregate, to_benchmark_result
 from stages.aggregate.scan import COLUMNS
 from stages.aggregate.transform import aggregate
@@ -82,6 +82,56 @@ def _finished_only(spec: RunSpec) -> pa.Table:
 
     table = run_table(spec, request_table(spec))
     return table.filter(pa.compute.equal(table.column("kind"), "finished"))
+
+
+OLDER_COLUMNS = {
+    "requests": [
+        "worker",
+        "server_request_id",
+        "reconnects",
+        "input_token_rule",
+        "output_token_rule",
+    ],
+    "runs": ["workers", "client_cpu_saturation", "client_saturated", "client_loop_lag_p95_ms"],
+    "samples": ["worker", "loop_lag_us"],
+}
+"""Columns added to each table since the first event files (each with a default or null)."""
+ZSTD_FRAME, LZ4_FRAME = b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18"
+
+
+def test_older_zstd_event_files_replay_and_aggregate_as_current_ones(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """The same events as the current writer's lz4 files, rewritten as the first versions wrote
+    them: zstd-compressed, without the columns added since, named without a writer token. They
+    replay the same (a column the files lack as its default), and `pipeline aggregate` writes
+    the same bytes from them."""
+    current, older = EventLog(tmp_path / "current"), EventLog(tmp_path / "older")
+    write_runs(current, many("z", 4, requests=80))
+    zstd = pa.ipc.IpcWriteOptions(compression="zstd")
+    for table, dropped in OLDER_COLUMNS.items():
+        for seq, file in enumerate(current.files(table)):
+            path = file.path
+            with pa.memory_map(str(path)) as source:
+                events = pa.ipc.open_file(source).read_all().drop_columns(dropped)
+            partition = older.data_dir / path.parent.relative_to(current.data_dir)
+            partition.mkdir(parents=True, exist_ok=True)
+            name = partition / f"{file.run_id}-w0-{seq:06d}.arrow"
+            with pa.ipc.new_file(str(name), events.schema, options=zstd) as writer:
+                writer.write_table(events)
+            assert ZSTD_FRAME in name.read_bytes() and LZ4_FRAME in path.read_bytes()
+    for table, dropped in OLDER_COLUMNS.items():
+        mine, theirs = (log.replay(table).collect().sort("event_id") for log in (current, older))
+        assert theirs.height > 0 and theirs.columns == mine.columns
+        assert theirs.drop(dropped).equals(mine.drop(dropped)), table
+        for column in dropped:  # what an older file never held reads as the model's default
+            default = TABLES[table].model.model_fields[column].default
+            assert theirs[column].to_list() == [default] * theirs.height, (table, column)
+    for log in (current, older):
+        result = cli("--data-dir", str(log.data_dir), "aggregate", "--json")
+        assert result.code == 0, result.err
+        assert json.loads(result.out)["rows"] == 4
+    assert outputs(older.data_dir) == outputs(current.data_dir)
 
 
 def test_incremental_reprices_a_changed_model(log: EventLog, data_dir: Path) -> None:

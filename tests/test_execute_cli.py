@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pyarrow as pa
 import pytest
 
@@ -22,6 +25,7 @@ from stages.execute.client.providers.mock import MockProvider
 from stages.execute.load.plan import ExecuteOptions, arrival_offsets
 from tests._execute_support import config, mock_server, requests, run, runs, scenario, target
 from tests.conftest import ROOT, CliResult
+from tests.hostile_server import Canned, hostile_server
 
 FAKE_KEY = "sk-fake-NEVERWRITTEN-4f6a1c9e2b7d"
 
@@ -94,6 +98,60 @@ def test_table_on_a_pipe_and_the_same_seed_gives_the_same_prompts(
         assert frame.height == 14 and frame["warmup"].sum() == 2  # the scenario's 2 warmup requests
         picks.append(frame.sort("request_index")["prompt_index"].to_list())
     assert picks[0] == picks[1] and len(set(picks[0])) > 1
+
+
+def _read_to_the_end(master: int) -> bytes:
+    """What a pseudo-terminal's program wrote, until it closed its side (EIO on Linux)."""
+    out = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            return out
+        if not data:
+            return out
+        out += data
+
+
+def test_a_progress_bar_on_a_terminal_and_none_on_a_pipe_or_with_q(tmp_path: Path) -> None:
+    """`pipeline execute` three times at once, as real processes: on a pseudo-terminal (stdout
+    and stderr, 100 columns, as a person's), on pipes, and on a terminal with -q."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")},
+        "PYTHONPATH": str(ROOT),
+        "TERM": "xterm-256color",
+    }
+    args = ["execute", "--target", "mock-fast", "--requests", "4", "--seed", "1"]
+
+    def command(name: str, *flags: str) -> list[str]:
+        return [sys.executable, "-m", "pipeline", *flags, "--data-dir", str(tmp_path / name), *args]
+
+    terminals = []
+    for name, flags in (("tty", ()), ("quiet", ("-q",))):
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+        proc = subprocess.Popen(
+            command(name, *flags), env=env, stdin=slave, stdout=slave, stderr=slave
+        )
+        os.close(slave)
+        terminals.append((proc, master))
+    piped = subprocess.run(command("pipe"), env=env, capture_output=True, text=True, timeout=120)
+    seen: list[str] = []
+    for proc, master in terminals:
+        seen.append(_read_to_the_end(master).decode("utf-8", "replace"))
+        os.close(master)
+        assert proc.wait(timeout=120) == 0, seen[-1]
+    tty, tty_q = seen
+
+    assert piped.returncode == 0, piped.stderr
+    bar = ("━", "4/4", "\x1b[")  # the bar's line, its count, any terminal control at all
+    assert "quickstart × mock-fast" in tty and "\x1b[?25l" in tty  # a live display, drawn
+    assert all(part in tty for part in bar)
+    assert "events in" in piped.stderr  # what stderr says on a pipe, without the bar
+    assert not any(part in piped.stderr for part in bar)
+    # -q: no bar and no table (execute changes data: only warnings and errors, as --help says)
+    assert not any(part in tty_q for part in ("━", "4/4", "\x1b[?25l", "mock-fast", "completed"))
+    assert (tmp_path / "quiet").is_dir()  # and the run happened
 
 
 def _write(path: Path, text: str) -> Path:
@@ -172,11 +230,9 @@ async def test_no_api_key_anywhere_in_the_data_directory(
 ) -> None:
     monkeypatch.setenv("EXEC_TEST_KEY", FAKE_KEY)
 
-    def echo(request: httpx.Request) -> httpx.Response:  # a server that echoes the key back
-        said = f"Incorrect API key provided: {request.headers.get('authorization')}"
-        return httpx.Response(
-            401, json={"error": {"message": said}}, headers={"x-request-id": FAKE_KEY}
-        )
+    # A server that echoes the key back, in its error body and as its request id.
+    said = {"error": {"message": f"Incorrect API key provided: Bearer {FAKE_KEY}"}}
+    echo = Canned.whole(401, said, {"x-request-id": FAKE_KEY})
 
     data = tmp_path / "data"
     async with mock_server(error_injection_rate=0.3, seed=4) as base:
@@ -186,8 +242,15 @@ async def test_no_api_key_anywhere_in_the_data_directory(
         ]
         loaded = config(targets, [scenario(expected_operations=5, concurrency_level=2)], tmp_path)
         await run(loaded, data)
-    loaded = config([target(name="echo")], [scenario(expected_operations=2)], tmp_path)
-    await run(loaded, data, handler=echo)
+    async with hostile_server() as (root, server):
+        server.script("/v1/chat/completions", echo, echo)
+        loaded = config(
+            [target(name="echo", base_url=root + "/v1")],
+            [scenario(expected_operations=2)],
+            tmp_path,
+        )
+        await run(loaded, data)
+    assert [s.headers["authorization"] for s in server.seen] == [f"Bearer {FAKE_KEY}"] * 2
     needle = FAKE_KEY.encode()
     files = [p for p in data.rglob("*") if p.is_file()]
     assert len(files) >= 8

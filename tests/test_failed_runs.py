@@ -68,7 +68,7 @@ def test_without_preflight_every_failure_is_an_event_and_the_exit_code_says_so(
     dead_pair = next(p for p in summary["results"] if p["target"] == "dead")
     assert dead_pair["errors_by_type"] == {
         "connection": {
-            f"ConnectError: all attempts to connect to 127.0.0.1:{dead.split(':')[2][:-3]} failed": 3
+            f"ConnectError: all attempts to connect to 127.0.0.1:{dead.split(':')[2][:-3]} failed: Connection refused": 3
         }
     }
     assert "quickstart × dead: 3 of 3 measured attempts failed:" in done.stderr

@@ -23,20 +23,23 @@ HOLD = (
     "import sys, time; from pathlib import Path\n"
     "from pipeline.store.lock import LockOptions, exclusive_lock\n"
     "with exclusive_lock(Path(sys.argv[1]), LockOptions(command=sys.argv[2])):\n"
-    "    print('held', flush=True); time.sleep(float(sys.argv[3]))\n"
+    "    print('held', flush=True)\n"
+    "    time.sleep(float(sys.argv[3])) if sys.argv[3] != 'stdin' else sys.stdin.readline()\n"
 )
 
 
 @pytest.fixture
 def holder(data_dir: Path) -> Iterator[Any]:
-    """A real process holding the lock as `pipeline <command>` would, for `seconds`."""
+    """A real process holding the lock as `pipeline <command>` would, for `seconds` or (None)
+    until the test writes a line to its stdin."""
     procs: list[subprocess.Popen[str]] = []
 
-    def start(command: str, seconds: float) -> subprocess.Popen[str]:
+    def start(command: str, seconds: float | None = None) -> subprocess.Popen[str]:
         data_dir.mkdir(exist_ok=True)
         proc = subprocess.Popen(
-            [sys.executable, "-c", HOLD, str(data_dir), command, str(seconds)],
+            [sys.executable, "-c", HOLD, str(data_dir), command, str(seconds or "stdin")],
             cwd=ROOT,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -48,8 +51,41 @@ def holder(data_dir: Path) -> Iterator[Any]:
     for proc in procs:
         proc.kill()
         proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe:
+                pipe.close()
+
+
+def release(holder: subprocess.Popen[str]) -> None:
+    """Let a holder started without `seconds` go; its lock is free once it has exited."""
+    assert holder.stdin is not None
+    holder.stdin.write("done\n")
+    holder.stdin.flush()
+    assert holder.wait(timeout=30) == 0
+
+
+def waiter(data_dir: Path, cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """`pipeline --data-dir DATA ARGS` in a real process, its stderr readable as it comes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "--data-dir", str(data_dir), *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def polls_for_the_lock(pid: int, lock: Path) -> bool:
+    """Process `pid` has the lock file open and sleeps between two tries to take it (Linux
+    /proc: an open file descriptor on it, and a wait channel in nanosleep): it found it taken."""
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        opened = any(os.readlink(fd) == str(lock) for fd in fds.iterdir())
+        channel = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:  # the process is gone, or a descriptor closed while we looked
+        return False
+    return opened and ("nanosleep" in channel or channel == "0")  # "0": a kernel that hides it
 
 
 def config(tmp_path: Path, timeout: str) -> None:
@@ -85,21 +121,37 @@ def test_a_waiter_says_once_whom_it_waits_for_then_gives_up(
 def test_a_waiter_goes_on_once_the_holder_is_done(
     data_dir: Path, holder: Any, tmp_path: Path
 ) -> None:
-    proc = holder("compact", 1.5)
+    """The holder lets go only once the waiter has said whom it waits for: the waiter saw the
+    lock taken (however slowly it started), and went on when it was free."""
+    proc = holder("compact")
     config(tmp_path, "60s")
-    started = time.monotonic()
-    result = run_pipeline("--data-dir", str(data_dir), "compact", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started >= 0.5  # it did wait
-    waiting = f"waiting for the data directory lock held by pid {proc.pid} (pipeline compact) ..."
-    assert result.stderr.splitlines() == [waiting, "nothing to compact"]
+    waiting = waiter(data_dir, tmp_path, "compact")
+    assert waiting.stderr is not None
+    said = waiting.stderr.readline()
+    assert (
+        said
+        == f"waiting for the data directory lock held by pid {proc.pid} (pipeline compact) ...\n"
+    )
+    assert waiting.poll() is None  # still waiting
+    release(proc)
+    _, rest = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, rest
+    assert rest.splitlines() == ["nothing to compact"]
 
 
 def test_quiet_waits_in_silence(data_dir: Path, holder: Any, tmp_path: Path) -> None:
-    holder("aggregate", 1.5)
+    """The holder lets go only once the quiet waiter is seen polling for the lock."""
+    proc = holder("aggregate")
     config(tmp_path, "60s")
-    result = run_pipeline("--data-dir", str(data_dir), "-q", "compact", cwd=tmp_path)
-    assert result.returncode == 0 and result.stderr == ""
+    quiet = waiter(data_dir, tmp_path, "-q", "compact")
+    deadline = time.monotonic() + 60
+    while not polls_for_the_lock(quiet.pid, data_dir.resolve() / LOCK_NAME):
+        assert quiet.poll() is None, quiet.communicate()
+        assert time.monotonic() < deadline, "the waiter never tried to take the lock"
+        time.sleep(0.01)
+    release(proc)
+    _, err = quiet.communicate(timeout=60)
+    assert quiet.returncode == 0 and err == ""
 
 
 def test_a_holder_that_wrote_nothing_is_reported_as_unknown(data_dir: Path) -> None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anthropic
@@ -28,6 +29,7 @@ import trio
 from schemas import MockConfiguration
 from stages.mock.http.server import REQUEST_INDEX_HEADER, serve
 from stages.mock.sim import MockSimulator, estimate_input_tokens
+from tests.conftest import CliResult, mock_server_processes
 
 T = TypeVar("T")
 PROMPT = "What is the capital of France?"
@@ -386,7 +388,20 @@ async def test_malformed_requests_get_400_in_the_providers_shape() -> None:
     assert missing.status_code == 404 and wrong_method.status_code == 405
 
 
+def _complete(received: bytes) -> bool:
+    """Whether `received` holds a whole response with a content-length: a server that keeps the
+    connection open after it has nothing more to say to this request."""
+    head, blank, body = received.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:] if blank else ():
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
 async def _raw(port: int, payload: bytes, *, read: bool = True) -> bytes:
+    """Send `payload` on a new connection; what came back until the server closed it, a whole
+    response with a content-length arrived, or 2 s passed."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         await stream.send_all(payload)
@@ -394,7 +409,7 @@ async def _raw(port: int, payload: bytes, *, read: bool = True) -> bytes:
             return b""
         received = b""
         with trio.move_on_after(2):
-            while chunk := await stream.receive_some(65536):
+            while not _complete(received) and (chunk := await stream.receive_some(65536)):
                 received += chunk
         return received
 
@@ -614,3 +629,56 @@ def test_cli_server_prints_its_address_and_stops_cleanly(signum: int) -> None:
             proc.communicate()
     assert proc.returncode == 0, err
     assert "POST /v1/chat/completions 200" in err
+
+
+MOCK_TARGETS = """
+[[targets]]
+name = "real"
+provider = "openai"
+model = "gpt-4o-mini"
+
+[[targets]]
+name = "quick"
+provider = "mock"
+model = "m"
+mock = { simulated_latency = "1ms", token_generation_rate = 1000, output_tokens = 2 }
+
+[[targets]]
+name = "chosen"
+provider = "mock"
+model = "m"
+mock = { simulated_latency = "300ms", token_generation_rate = 1000, output_tokens = 5 }
+"""
+
+
+def _ask(root: str) -> tuple[int, float]:
+    """One non-streamed chat completion asking for 50 tokens: (tokens answered, seconds)."""
+    body = {"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    started = time.perf_counter()
+    response = httpx.post(f"{root}/v1/chat/completions", json=body, timeout=30)
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200, response.text
+    return response.json()["usage"]["completion_tokens"], elapsed
+
+
+def test_cli_server_takes_a_mock_targets_knobs_from_a_config(
+    tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    """`--config FILE` serves the first mock target's knobs, `--target NAME` that one's, and a
+    flag given as well wins over the file (each server in its own process, asked over HTTP)."""
+    path = tmp_path / "mocks.toml"
+    path.write_text(MOCK_TARGETS)
+    config = ["--config", str(path)]
+    with mock_server_processes(
+        config,
+        [*config, "--target", "chosen"],
+        [*config, "--target", "chosen", "--output-tokens", "3"],
+    ) as (first, chosen, overridden):
+        assert _ask(first)[0] == 2
+        tokens, seconds = _ask(chosen)
+        assert tokens == 5 and seconds >= 0.3
+        tokens, seconds = _ask(overridden)
+        assert tokens == 3 and seconds >= 0.3  # the flag's tokens, the file's latency
+    refused = cli("mock-server", *config, "--target", "real")
+    assert refused.code == 2
+    assert f"{path}: no mock target 'real'; mock targets: quick, chosen" in refused.err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from schemas import TrendSettings
 from stages.profile.run import run_profile
 from stages.profile.transform import profile, to_performance_profile
-from tests.conftest import CliResult
+from tests.conftest import CliResult, run_pipeline
 from tests.results_factory import result_row, results_frame, write_results
 
 Run = Callable[..., CliResult]
@@ -109,6 +110,35 @@ def test_the_stage_writes_identical_bytes_twice(data_dir: Path) -> None:
     run_profile(data_dir, TrendSettings())
     assert first.path.read_bytes() == before
     assert first.regressions.height == 1
+
+
+def test_another_process_writes_the_same_profile_file_from_the_same_results(
+    tmp_path: Path,
+) -> None:
+    """What a user relies on when a cron job on another machine rebuilds the profiles: the same
+    results give the same file, byte for byte, from a fresh `pipeline profile` process with
+    another hash seed (set and dict order, a clock or an unseeded draw anywhere in the trend
+    statistics or the row order would show here), and the file says what the histories say."""
+    rows = [
+        *history(noisy(8, drift=0.03)),
+        *history(noisy(10, seed=3, step_at=5), target="beta"),
+        *history(noisy(6, seed=5), target="gamma", scenario="tools"),
+    ]
+    here, there = tmp_path / "here", tmp_path / "there"
+    write_results(here, rows)
+    write_results(there, rows)
+    mine = run_profile(here, TrendSettings())
+    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    done = run_pipeline(
+        "--data-dir", str(there), "profile", cwd=tmp_path, env={"PYTHONHASHSEED": seed}
+    )
+    assert done.returncode == 0, done.stderr
+    theirs = there / "profiles/performance_profiles.parquet"
+    assert theirs.read_bytes() == mine.path.read_bytes()
+    by_target = {r["target"]: r for r in mine.profiles.to_dicts()}
+    assert by_target["alpha"]["latency_trend"] == "degrading"
+    assert by_target["beta"]["latency_change_point_run_id"] == "run-005"
+    assert by_target["gamma"]["latency_trend"] == "stable"
 
 
 def test_the_gate_exits_3_after_writing_and_0_when_healthy(cli: Run, tmp_path: Path) -> None:

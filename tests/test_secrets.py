@@ -12,8 +12,10 @@ printed are searched for every canary and the forms derived from them.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import trio
 
-from tests.conftest import ROOT
+from pipeline.store.eventlog import EventLog
+from tests.conftest import ROOT, CliResult
 from tests.hostile_server import hostile_server
 
 USER, PASSWORD = "bench", "canaryPASSWORD42"
@@ -168,3 +171,42 @@ def test_a_secret_echoed_json_escaped_or_with_its_spaces_squeezed_is_scrubbed() 
     escaped = '{"auth": "tok \\"with\\"  two  spaces/and\\\\slash"}'
     for message in (secret, f"header: {secret}", escaped, " ".join(secret.split())):
         assert "with" not in scrub(message, (secret,)), message
+
+
+def test_the_recorded_target_masks_every_auth_like_header_and_keeps_the_rest(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """docs/execute.md: a plain header whose name holds authorization, key, token, secret,
+    cookie, auth, password or session is recorded as ***; any other is recorded as it is."""
+    masked = {
+        "Authorization": "Basic dXNlcjpwYXNz",
+        "x-api-key": "k1",
+        "x-access-token": "t1",
+        "x-client-secret": "s1",
+        "cookie": "c=1",
+        "proxy-auth": "a1",
+        "x-password": "p1",
+        "x-session-id": "sess1",
+    }
+    plain = {"x-team": "bench", "accept-language": "en"}
+    headers = ", ".join(f'"{k}" = "{v}"' for k, v in {**masked, **plain}.items())
+    config = tmp_path / "headers.toml"
+    config.write_text(
+        f"""
+[[targets]]
+name = "m"
+provider = "mock"
+model = "mock-small"
+headers = {{ {headers} }}
+"""
+    )
+    data = tmp_path / "data"
+    args = ("-q", "--config", str(config), "--data-dir", str(data), "execute", "--requests", "1")
+    assert cli(*args).code == 0
+    (started, finished) = (
+        EventLog(data).replay("runs").collect().sort("kind", descending=True)["target_config"]
+    )
+    assert started == finished
+    assert json.loads(started)["headers"] == {**dict.fromkeys(masked, "***"), **plain}
+    for value in masked.values():
+        assert value not in started

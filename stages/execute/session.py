@@ -29,7 +29,6 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Protocol
 
-import httpx
 import psutil
 import trio
 
@@ -38,7 +37,6 @@ from pipeline.errors import InvalidNameError, PreflightError, WorkerFailedError
 from pipeline.store.eventlog import EventLog
 from schemas import (
     SCHEMA_VERSION,
-    TargetConfig,
     check_safe_name,
     event_id,
 )
@@ -63,7 +61,6 @@ __all__ = [
     "ExecuteResult",
     "ProgressFactory",
     "ProgressHandle",
-    "TransportFactory",
     "describe",
     "environment",
     "execute",
@@ -77,7 +74,6 @@ class ProgressHandle(Protocol):
 
 ProgressFactory = Callable[[str, int | None], AbstractContextManager[ProgressHandle]]
 """`factory(description, total)`: a context manager whose handle takes `completed=`, `status=`."""
-TransportFactory = Callable[[TargetConfig], httpx.AsyncBaseTransport | None]
 
 
 @dataclass(frozen=True)
@@ -170,14 +166,13 @@ async def _play_here(
     recorder: Recorder,
     stop: Stop,
     stats: PairStats,
-    transport: httpx.AsyncBaseTransport | None,
     outcome: LoadOutcome,
 ) -> None:
     """The whole load in this process's loop (one worker): the small-run path, no spawning."""
     plan = run.plan
     pair = PairLoad(
         run,
-        build_provider(run.settings(plan.concurrency, transport)),
+        build_provider(run.settings(plan.concurrency)),
         recorder,
         stop,
         stats=stats,
@@ -223,12 +218,10 @@ def _status(run: PreparedRun, stop: Stop, outcome: LoadOutcome) -> tuple[str, st
     return "completed", None
 
 
-async def _calibrated(
-    run: PreparedRun, stop: Stop, transport: httpx.AsyncBaseTransport | None
-) -> PreparedRun:
+async def _calibrated(run: PreparedRun, stop: Stop) -> PreparedRun:
     """`run` with the target's own input-token counts of its prompts (`calibrate_tokens`); a
     signal during calibration ends it like the load (`stop.scope`)."""
-    provider = build_provider(run.settings(CALIBRATION_SLOTS, transport))
+    provider = build_provider(run.settings(CALIBRATION_SLOTS))
     found: dict[int, int] = {}
     try:
         with trio.CancelScope() as scope:
@@ -252,16 +245,14 @@ async def _run_pair(
     stop: Stop,
     env_info: Mapping[str, Any],
     progress: ProgressFactory,
-    transport: httpx.AsyncBaseTransport | None,
 ) -> PairResult:
     scenario, target, plan = run.scenario, run.target, run.plan
     clock = recorder.clock
-    # An injected transport (tests) lives in this process only: such a run stays in-process.
-    workers = run.workers if transport is None else 1
+    workers = run.workers
     recorder.set_pair(scenario.name, target.name, target.provider, target.model)
     calibration = None
     if target.calibrate_tokens:
-        run = await _calibrated(run, stop, transport)
+        run = await _calibrated(run, stop)
         asked = min(CALIBRATION_PROMPTS, len(set(plan.prompt_indexes)))
         calibration = calibration_json(dict(run.calibration), asked)
     base: dict[str, Any] = {
@@ -303,7 +294,7 @@ async def _run_pair(
             async with trio.open_nursery() as ticker:
                 ticker.start_soon(_tick, handle, stats)
                 if workers == 1:
-                    await _play_here(run, recorder, stop, stats, transport, outcome)
+                    await _play_here(run, recorder, stop, stats, outcome)
                 else:
                     data_dir = Path(recorder.writer.log.data_dir)
                     timeout_s = scenario.timeout_duration.total_seconds()
@@ -365,7 +356,6 @@ async def run_prepared(
     seed: int,
     *,
     progress: ProgressFactory | None = None,
-    transport_factory: TransportFactory | None = None,
     handle_signals: bool = True,
     preflight: bool = False,
 ) -> ExecuteResult:
@@ -384,11 +374,8 @@ async def run_prepared(
         for run in runs:
             if stop.interrupted:
                 break
-            transport = transport_factory(run.target) if transport_factory else None
             results.append(
-                await _run_pair(
-                    run, run_id, recorder, stop, env_info, progress or _no_progress, transport
-                )
+                await _run_pair(run, run_id, recorder, stop, env_info, progress or _no_progress)
             )
         nursery.cancel_scope.cancel()
     if stop.interrupted:
@@ -441,7 +428,6 @@ def execute(
     options: ExecuteOptions,
     *,
     progress: ProgressFactory | None = None,
-    transport_factory: TransportFactory | None = None,
     run_id: str | None = None,
 ) -> ExecuteResult:
     """Check, then run every selected scenario × target; the whole of `pipeline execute`."""
@@ -460,7 +446,6 @@ def execute(
                 run_id,
                 seed,
                 progress=progress,
-                transport_factory=transport_factory,
                 preflight=options.preflight,
             )
         )

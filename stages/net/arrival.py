@@ -10,8 +10,9 @@ to wait with it: its first bytes were there by then (bytes that came in the mome
 read with them and share the stamp, as bytes of one read always do). A read that found data
 without waiting is stamped when it ran, as before: the bytes came some time earlier.
 
-The client's HTTP backend (`providers/backend.py`) stamps every response read this way, and the
-mock server starts a request's clock when its bytes arrived (`stages/mock/http/connection.py`).
+The client's HTTP backend (`stages/execute/client/transport/backend.py`) stamps every response
+read this way, and the mock server starts a request's clock when its bytes arrived
+(`stages/mock/http/connection.py`).
 """
 
 from __future__ import annotations

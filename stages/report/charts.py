@@ -9,6 +9,12 @@ Why matplotlib, and why this way:
   from a fixed `svg.hashsalt`, and the date/creator metadata is dropped. Every id is then prefixed
   with the chart's own id, so several SVGs inlined in one page never share an id.
 - One colour per target, the same in every chart (Okabe-Ito, readable with colour-blindness).
+- Scenarios in sorted order in every section, targets in sorted order in every chart.
+- A chart draws a bounded number of artists and points whatever the history's length: runs over
+  time are re-binned (~100-200 bins, 10 ms to days wide, chosen from the run's length) and a long
+  history's trend is one line per target of bin medians with a min-max band, not a marker per
+  run. Drawing markers was where the time went (a year of hourly runs: 105,000 SVG elements,
+  14 MB of page, seconds of matplotlib).
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import matplotlib
@@ -28,22 +34,26 @@ import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
+from matplotlib.transforms import ScaledTranslation
 from matplotlib.typing import RcKeyType
 
 from stages.report.data import ReportData, latest_per_target
+from stages.report.text import duration, legend_line, signed_percent, usd
 
 __all__ = [
     "PALETTE",
     "TREND_PANELS",
+    "TREND_POINTS",
     "Chart",
     "Charts",
+    "bin_width",
     "build_charts",
+    "by_scenario",
     "distribution_charts",
     "latency_charts",
     "target_colors",
     "timeseries_charts",
     "trend_charts",
-    "usd",
 ]
 
 PALETTE = (
@@ -69,6 +79,21 @@ TREND_PANELS = (
 """(profile metric, results column, panel title, scale). The cost panel shows cost per request and
 marks the change points that `profile` found in cost efficiency (output tokens per USD)."""
 
+TREND_POINTS = 150
+"""The most runs a trend line shows one by one; a longer history is binned to at most this many."""
+_MARKERS_UP_TO = 60
+"""Runs drawn with a marker each up to this many (beyond, markers only hide the line)."""
+_OVER_TIME_BINS = 200
+_OVER_TIME_PER_BIN = 4
+"""Over-time bins hold at least this many attempts on average, so that a rate is not 0 or 1."""
+_NICE_WIDTHS = (
+    *(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0),
+    *(m * 60.0 for m in (1, 2, 5, 10, 15, 30)),
+    *(h * 3600.0 for h in (1, 2, 3, 6, 12)),
+    *(d * 86400.0 for d in (1, 2, 7, 14, 30, 91, 365)),
+)
+"""Bin widths in seconds that read as round numbers (10 ms to a year)."""
+
 _RC: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",
     "svg.hashsalt": "llm-bench-report",
@@ -89,7 +114,6 @@ _RC: dict[RcKeyType, Any] = {
     "legend.fontsize": 9,
     "xtick.color": "#444444",
     "ytick.color": "#444444",
-    "date.converter": "concise",
     "timezone": "UTC",
     "date.epoch": "1970-01-01T00:00:00",
 }
@@ -102,6 +126,7 @@ _ECDF_POINTS = 201
 _FONT = "font-family: 'DejaVu Sans'"
 _FONT_STACK = "font-family: 'DejaVu Sans', Verdana, Arial, sans-serif"
 """Text is laid out with DejaVu Sans metrics; Verdana is the closest common fallback."""
+_MUTED = "#777777"
 
 
 @dataclass(frozen=True)
@@ -127,6 +152,23 @@ class Charts:
 def target_colors(targets: Sequence[str]) -> dict[str, str]:
     """A fixed colour per target, by sorted name, so a target looks the same in every chart."""
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(sorted(set(targets)))}
+
+
+def by_scenario(frame: pl.DataFrame) -> Iterator[tuple[str, pl.DataFrame]]:
+    """Each scenario's rows, scenarios in sorted order: one order in every section of the page
+    (grouping in the order rows came made it follow the run ids in some sections)."""
+    parts = frame.partition_by("scenario", as_dict=True, maintain_order=True)
+    for key in sorted(parts, key=lambda k: str(k[0])):
+        yield str(key[0]), parts[key]
+
+
+def bin_width(span_s: float, max_bins: float, minimum_s: float = 0.0) -> float:
+    """The narrowest round width (`_NICE_WIDTHS`, seconds) of at least `minimum_s` that cuts
+    `span_s` into at most `max_bins` bins: a 2 s run gets tenths of a second, a 6 h run minutes."""
+    for width in _NICE_WIDTHS:
+        if width >= minimum_s and span_s / width <= max_bins:
+            return width
+    return _NICE_WIDTHS[-1]
 
 
 def _style(index: int) -> str:
@@ -166,7 +208,7 @@ def _legend(fig: Figure, axes: Sequence[Axes]) -> None:
 
 
 def _empty(ax: Axes, message: str) -> None:
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#777777")
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color=_MUTED)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -177,7 +219,8 @@ def _empty(ax: Axes, message: str) -> None:
 def latency_charts(latest: pl.DataFrame, colors: dict[str, str]) -> list[Chart]:
     """Per scenario: p50/p90/p95/p99 as grouped bars, one bar per target (latest run each)."""
     charts = []
-    for (scenario,), group in latest.group_by(["scenario"], maintain_order=True):
+    for scenario, group in by_scenario(latest):
+        group = group.sort("target")
         targets = group["target"].to_list()
         width = 0.8 / max(1, len(targets))
         with _figure(9.6, 3.4) as (fig, (ax,)):
@@ -201,7 +244,7 @@ def latency_charts(latest: pl.DataFrame, colors: dict[str, str]) -> list[Chart]:
             ax.grid(axis="x", visible=False)
             ax.margins(y=0.15)
             _legend(fig, [ax])
-            chart_id = f"latency-{_slug(str(scenario))}"
+            chart_id = f"latency-{_slug(scenario)}"
             charts.append(Chart(chart_id, f"Scenario {scenario}", _svg(fig, chart_id)))
     return charts
 
@@ -220,13 +263,14 @@ def _ecdf(values: np.ndarray[Any, np.dtype[np.float64]]) -> tuple[list[float], l
 
 
 def distribution_charts(requests: pl.DataFrame, colors: dict[str, str]) -> list[Chart]:
-    """Per scenario: ECDFs of TTFT and of inter-token latency (pooled gaps), one line per target."""
-    frame = requests.with_columns(
+    """Per scenario: ECDFs of TTFT and of inter-token latency (pooled gaps), one line per target,
+    over the successful attempts."""
+    frame = requests.filter(pl.col("status") == "ok").with_columns(
         (pl.col("ttft_us") / 1000.0).alias("ttft_ms"),
         (pl.col("chunk_offsets_us").list.diff(null_behavior="drop") / 1000.0).alias("itl_ms"),
     )
     charts = []
-    for (scenario,), group in frame.group_by(["scenario"], maintain_order=True):
+    for scenario, group in by_scenario(frame):
         with _figure(9.6, 3.4, 1, 2) as (fig, axes):
             panels = (
                 (axes[0], "ttft_ms", "Time to first token", "TTFT (ms)"),
@@ -254,7 +298,7 @@ def distribution_charts(requests: pl.DataFrame, colors: dict[str, str]) -> list[
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel("Requests at or below" if column == "ttft_ms" else "Gaps at or below")
             _legend(fig, axes)
-            chart_id = f"dist-{_slug(str(scenario))}"
+            chart_id = f"dist-{_slug(scenario)}"
             charts.append(Chart(chart_id, f"Scenario {scenario}", _svg(fig, chart_id)))
     return charts
 
@@ -262,40 +306,85 @@ def distribution_charts(requests: pl.DataFrame, colors: dict[str, str]) -> list[
 # -- throughput and errors over time ------------------------------------------------------------
 
 
-def timeseries_charts(
-    timeseries: pl.DataFrame, latest: pl.DataFrame, colors: dict[str, str]
-) -> list[Chart]:
-    """Per scenario: completed and failed requests per second over each target's latest run."""
-    keys = ["run_id", "scenario", "target"]
-    frame = timeseries.join(latest.select(keys), on=keys, how="semi").sort([*keys, "second"])
+def _time_unit(span_s: float) -> tuple[float, str]:
+    """The unit an axis of `span_s` seconds reads best in: (seconds per unit, its name)."""
+    if span_s <= 180:
+        return 1.0, "s"
+    if span_s <= 3 * 3600:
+        return 60.0, "min"
+    return 3600.0, "h"
+
+
+def _rates(ends: np.ndarray[Any, np.dtype[np.float64]], span_s: float, width: float) -> Any:
+    """(per-second rates, bin edges) of events ending at `ends` over [0, span_s] in bins of
+    `width`; the last bin ends with the run (half a width to one and a half wide, or the whole
+    run when it is shorter), so its rate is not diluted by time after the run."""
+    bins = max(1, round(span_s / width))
+    edges = np.append(np.arange(bins) * width, span_s)
+    counts, _ = np.histogram(ends, edges)
+    return counts / np.diff(edges), edges
+
+
+def timeseries_charts(requests: pl.DataFrame, colors: dict[str, str]) -> list[Chart]:
+    """Per scenario: completed requests and failed attempts per second over each target's latest
+    run, from its request events (an attempt counts when it ended), in bins chosen from each
+    run's length and size (the legend says how wide), so a 2 s run is not three steps and a 6 h
+    run not 21,600."""
+    keys = ["scenario", "target"]
+    frame = requests.with_columns(
+        (
+            (
+                (
+                    pl.col("started_at") - pl.col("started_at").min().over(keys)
+                ).dt.total_microseconds()
+                + pl.col("latency_us").fill_null(0)
+            )
+            / 1e6
+        ).alias("end_s"),
+        (pl.col("status") != "ok").alias("failed"),
+    )
     charts = []
-    for (scenario,), group in frame.group_by(["scenario"], maintain_order=True):
+    for scenario, group in by_scenario(frame):
+        series = {
+            str(target): (part["end_s"].to_numpy(), part["failed"].to_numpy())
+            for (target,), part in sorted(group.partition_by("target", as_dict=True).items())
+        }
+        scale, unit = _time_unit(max(float(ends.max()) for ends, _ in series.values()))
         with _figure(9.6, 4.6, 2, 1) as (fig, axes):
             top, bottom = axes
-            for i, ((target,), series) in enumerate(
-                group.group_by(["target"], maintain_order=True)
-            ):
-                seconds = series["second"].to_numpy()
-                for ax, column in ((top, "completed"), (bottom, "errors")):
-                    ax.plot(
-                        seconds,
-                        series[column].to_numpy(),
-                        _style(i),
-                        color=colors[str(target)],
+            failures = 0
+            for i, (target, (ends, failed)) in enumerate(series.items()):
+                span = max(float(ends.max()), 0.001)
+                most = max(1.0, min(_OVER_TIME_BINS, len(ends) / _OVER_TIME_PER_BIN))
+                width = bin_width(span, most, 0.01)
+                failures += int(failed.sum())
+                for ax, picked in ((top, ends[~failed]), (bottom, ends[failed])):
+                    rates, edges = _rates(picked, span, width)
+                    ax.stairs(
+                        rates,
+                        edges / scale,
+                        color=colors[target],
+                        linestyle=_style(i),
                         lw=1.6,
-                        drawstyle="steps-mid",
-                        label=str(target),
+                        label=f"{target} ({duration(width)} bins)",
                     )
             top.set_title(f"Throughput over the latest run: {scenario}")
             top.set_ylabel("Completed (requests/s)")
             bottom.set_title("Errors over the latest run")
             bottom.set_ylabel("Failed attempts/s")
-            bottom.set_xlabel("Seconds since the run's first request")
+            bottom.set_xlabel(f"Time since the run's first request ({unit})")
             for ax in axes:
+                ax.set_xlim(left=0)
                 ax.set_ylim(bottom=0)
-                ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+                ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
+            if not failures:  # a fixed axis, not matplotlib's ±0.045 around nothing
+                bottom.set_ylim(0, 1)
+                bottom.text(
+                    0.5, 0.5, "no failed attempts", ha="center", va="center",
+                    transform=bottom.transAxes, color=_MUTED,
+                )  # fmt: skip
             _legend(fig, axes)
-            chart_id = f"timeseries-{_slug(str(scenario))}"
+            chart_id = f"timeseries-{_slug(scenario)}"
             charts.append(Chart(chart_id, f"Scenario {scenario}", _svg(fig, chart_id)))
     return charts
 
@@ -311,14 +400,48 @@ def _days(values: Sequence[datetime]) -> list[float]:
     return [(v - _UNIX_EPOCH).total_seconds() / 86400.0 for v in values]
 
 
-def usd(value: float, _pos: int | None = None) -> str:
-    """Dollars to three significant digits, never in e-notation ($0.0000282, $0.00084, $12.50)."""
-    if value == 0 or not math.isfinite(value):
-        return "$0" if value == 0 else f"${value}"
-    if abs(value) >= 1:
-        return f"${value:,.2f}"
-    digits = max(2, 2 - math.floor(math.log10(abs(value))))
-    return "$" + f"{value:.{digits}f}".rstrip("0").rstrip(".")
+def _date_ticks(start: datetime, end: datetime) -> tuple[list[datetime], str, str]:
+    """(tick instants, their one strftime format, what the label adds) for runs from `start` to
+    `end`: clock times within two days (with seconds within a few minutes), days within three
+    months, months beyond."""
+    span = (end - start).total_seconds()
+    # matplotlib's margins show 5% of the span on either side: ticks there are seen too.
+    start, end = start - timedelta(seconds=span / 20), end + timedelta(seconds=span / 20)
+    if span <= 2 * 86400:
+        steps = (10, 15, 30, *(m * 60 for m in (1, 2, 5, 10, 15, 30, 60, 120, 180, 240, 360)))
+        every = timedelta(seconds=next((s for s in steps if s * 6 >= span), 720 * 60))
+        first = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        fmt = "%H:%M:%S" if every < timedelta(minutes=1) else "%H:%M"
+        label = " to ".join(sorted({f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}"}))
+    elif span <= 92 * 86400:
+        every = timedelta(days=math.ceil(span / 86400 / 6))
+        first = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        fmt, label = "%b %d", "-".join(sorted({f"{start:%Y}", f"{end:%Y}"}))
+    else:
+        months = (end.year - start.year) * 12 + end.month - start.month
+        step = max(1, math.ceil(months / 6))
+        ticks, at = [], start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        while at <= end:
+            if at >= start:
+                ticks.append(at)
+            index = at.month - 1 + step
+            at = at.replace(year=at.year + index // 12, month=index % 12 + 1)
+        return ticks or [start], "%Y-%m", ""
+    ticks = []
+    at = first
+    while at <= end:
+        if at >= start:
+            ticks.append(at)
+        at += every
+    return ticks or [start], fmt, label
+
+
+def _date_axis(ax: Axes, start: datetime, end: datetime) -> None:
+    """Ticks in one format for the whole axis, from the span (never "50, 07:35, 10" as
+    matplotlib's concise dates wrote a mix of minutes and clock times); the date in the label."""
+    ticks, fmt, label = _date_ticks(start, end)
+    ax.set_xticks(_days(ticks), [f"{tick:{fmt}}" for tick in ticks])
+    ax.set_xlabel("Run start (UTC" + (f", {label})" if label else ")"))
 
 
 def _change_points(
@@ -345,41 +468,92 @@ def _change_points(
     return marks
 
 
+def _profile_rows(profiles: pl.DataFrame | None, scenario: str) -> dict[str, Mapping[str, Any]]:
+    """Per target, the profile that speaks for it in `scenario` (its newest row)."""
+    if profiles is None or profiles.is_empty():
+        return {}
+    rows = profiles.filter(pl.col("scenario") == scenario).sort(["target", "updated_at"])
+    return {str(row["target"]): row for row in rows.iter_rows(named=True)}
+
+
+def _binned(series: pl.DataFrame, column: str, origin: datetime, width_s: float) -> pl.DataFrame:
+    """The runs of one target in time bins of `width_s`: their median, lowest and highest value."""
+    index = (pl.col("timestamp") - origin).dt.total_microseconds() // round(width_s * 1e6)
+    return (
+        series.group_by(index.alias("bin"))
+        .agg(
+            pl.col(column).median().alias("mid"),
+            pl.col(column).min().alias("low"),
+            pl.col(column).max().alias("high"),
+        )
+        .sort("bin")
+    )
+
+
 def trend_charts(
     results: pl.DataFrame, profiles: pl.DataFrame | None, colors: dict[str, str]
 ) -> list[Chart]:
-    """Per scenario: each metric per run against the run's start time, change points marked."""
+    """Per scenario: each metric per run against the run's start time, change points marked, and
+    under each panel each target's direction with its change point beside it, in the words of
+    `pipeline profile`'s table. Up to `TREND_POINTS` runs a target is drawn run by run;
+    beyond, every target of the chart is binned by time to at most that many points."""
     frame = results.sort(["scenario", "target", "timestamp", "run_id"])
     charts = []
-    for (scenario,), group in frame.group_by(["scenario"], maintain_order=True):
-        with _figure(9.6, 5.6, 2, 2) as (fig, axes):
-            targets = sorted(set(group["target"].to_list()))
+    for scenario, group in by_scenario(frame):
+        targets = sorted(set(group["target"].to_list()))
+        start, end = group["timestamp"].min(), group["timestamp"].max()
+        assert isinstance(start, datetime) and isinstance(end, datetime)
+        most = group.group_by("target").len()["len"].max()
+        span = (end - start).total_seconds()
+        many = isinstance(most, int) and most > TREND_POINTS
+        width = bin_width(span, TREND_POINTS, 3600.0) if many else None
+        said = _profile_rows(profiles, scenario)
+        with _figure(9.6, 5.0 + 0.36 * len(targets), 2, 2) as (fig, axes):
             for ax, (metric, column, title, scale) in zip(axes, TREND_PANELS, strict=True):
                 drawn = 0
                 for i, target in enumerate(targets):
                     series = group.filter(pl.col("target") == target).drop_nulls(column)
                     if series.is_empty():
                         continue
-                    ax.plot(
-                        _days(series["timestamp"].to_list()),
-                        (series[column] * scale).to_list(),
-                        _style(i),
-                        marker="o",
-                        ms=4,
-                        lw=1.6,
-                        color=colors[target],
-                        label=target,
-                    )
+                    label = legend_line(said[target], metric) if target in said else target
+                    color = colors[target]
+                    if width is None:
+                        ax.plot(
+                            _days(series["timestamp"].to_list()),
+                            (series[column] * scale).to_list(),
+                            _style(i),
+                            marker="o" if series.height <= _MARKERS_UP_TO else None,
+                            ms=4,
+                            lw=1.6,
+                            color=color,
+                            label=label,
+                        )
+                    else:
+                        bins = _binned(series, column, start, width)
+                        x = (bins["bin"].to_numpy() + 0.5) * width / 86400.0 + _days([start])[0]
+                        ax.fill_between(
+                            x,
+                            bins["low"].to_numpy() * scale,
+                            bins["high"].to_numpy() * scale,
+                            color=color,
+                            alpha=0.18,
+                            lw=0,
+                        )
+                        mid = bins["mid"].to_numpy() * scale
+                        ax.plot(x, mid, _style(i), lw=1.6, color=color, label=label)
                     drawn += 1
-                for target, at, step in _change_points(profiles, str(scenario), metric, group):
+                marks = _change_points(profiles, scenario, metric, group)
+                for k, (target, at, step) in enumerate(marks):
                     when = _days([at])[0]
                     ax.axvline(when, color=colors[target], ls="--", lw=1.2, alpha=0.8)
-                    label = "change point" + (f" {step:+.0%}" if step is not None else "")
+                    label = "change point" + (
+                        f" {signed_percent(step)}" if step is not None else ""
+                    )
                     ax.annotate(
                         label,
                         xy=(when, 1.0),
                         xycoords=("data", "axes fraction"),
-                        xytext=(4, -4),
+                        xytext=(4, -4 - 11 * k),  # one under the other: steps close in time
                         textcoords="offset points",
                         va="top",
                         fontsize=7.5,
@@ -396,13 +570,24 @@ def trend_charts(
                     _empty(ax, "no values (unpriced model?)" if "cost" in column else "no values")
                     continue
                 ax.set_ylim(0, ax.get_ylim()[1] * 1.12)  # headroom for the change-point labels
-                ax.set_xlabel("Run start (UTC)")
                 if "cost" in column:
                     ax.yaxis.set_major_formatter(FuncFormatter(usd))
-                ax.xaxis_date("UTC")
-            _legend(fig, axes)
-            fig.suptitle(f"Trends across runs: {scenario}", x=0.01, ha="left", weight="bold")
-            chart_id = f"trends-{_slug(str(scenario))}"
+                _date_axis(ax, start, end)
+                # Under the axis (a fixed distance below it, whatever the panel's height).
+                below = ax.transAxes + ScaledTranslation(0, -0.5, fig.dpi_scale_trans)
+                ax.legend(
+                    loc="upper left",
+                    bbox_to_anchor=(0, 0),
+                    bbox_transform=below,
+                    borderaxespad=0,
+                    fontsize=7.5,
+                    handlelength=1.8,
+                )
+            binned = f", {duration(width)} medians and their range" if width else ""
+            fig.suptitle(
+                f"Trends across runs: {scenario}{binned}", x=0.01, ha="left", weight="bold"
+            )
+            chart_id = f"trends-{_slug(scenario)}"
             charts.append(Chart(chart_id, f"Scenario {scenario}", _svg(fig, chart_id)))
     return charts
 
@@ -411,16 +596,11 @@ def build_charts(data: ReportData) -> Charts:
     """Every chart of the page from the loaded frames (empty where an input is missing)."""
     colors = target_colors(data.results["target"].to_list())
     latest = latest_per_target(data.results)
+    requests = data.requests
     return Charts(
         colors=colors,
         latency=tuple(latency_charts(latest, colors)),
-        distributions=tuple(
-            distribution_charts(data.requests, colors) if data.requests is not None else ()
-        ),
-        timeseries=tuple(
-            timeseries_charts(data.timeseries, latest, colors)
-            if data.timeseries is not None
-            else ()
-        ),
+        distributions=tuple(distribution_charts(requests, colors) if requests is not None else ()),
+        timeseries=tuple(timeseries_charts(requests, colors) if requests is not None else ()),
         trends=tuple(trend_charts(data.results, data.profiles, colors)),
     )

@@ -20,6 +20,7 @@ from pipeline.store.layout import Layout
 from pipeline.store.outputs import read_output
 
 __all__ = [
+    "INPUTS",
     "Missing",
     "ReportData",
     "latest_per_target",
@@ -31,23 +32,28 @@ _KEYS = ["run_id", "scenario", "target"]
 
 @dataclass(frozen=True)
 class Missing:
-    """An input that was not there: which report section lacks it and which command builds it."""
+    """An input that was not there: which one (`INPUTS`), which command builds it, and why."""
 
-    section: str
+    input: str
     command: str
     message: str
+
+
+INPUTS = ("requests", "profiles", "recommendations")
+"""The optional inputs, by the name `Missing.input` gives them."""
 
 
 @dataclass(frozen=True)
 class ReportData:
     """The frames the report is drawn from, already narrowed to the chosen scenarios.
 
-    `requests` holds the successful, non-warmup attempts of each target's latest run per scenario
-    (ttft_us and chunk_offsets_us), for the TTFT and ITL distributions.
+    `requests` holds the non-warmup attempts of each target's latest run per scenario (status,
+    start, latency, ttft_us and chunk_offsets_us): the TTFT and ITL distributions (successful
+    ones) and the over-time charts, binned at any width (results/timeseries.parquet is per second
+    only, so a run of a few seconds would be a few steps).
     """
 
     results: pl.DataFrame
-    timeseries: pl.DataFrame | None = None
     profiles: pl.DataFrame | None = None
     recommendations: pl.DataFrame | None = None
     requests: pl.DataFrame | None = None
@@ -71,12 +77,12 @@ def _only(frame: pl.DataFrame, scenarios: Sequence[str] | None) -> pl.DataFrame:
 
 
 def _optional(
-    path: Path, producer: str, section: str, scenarios: Sequence[str] | None
+    path: Path, producer: str, name: str, scenarios: Sequence[str] | None
 ) -> tuple[pl.DataFrame | None, Missing | None]:
     try:
         return _only(read_output(path, producer), scenarios), None
     except StageInputMissingError as exc:
-        return None, Missing(section, f"pipeline {producer}", str(exc))
+        return None, Missing(name, f"pipeline {producer}", str(exc))
 
 
 def _latest_requests(data_dir: Path, latest: pl.DataFrame) -> pl.DataFrame:
@@ -84,8 +90,8 @@ def _latest_requests(data_dir: Path, latest: pl.DataFrame) -> pl.DataFrame:
     frame = (
         EventLog(data_dir)
         .replay("requests", run_ids=sorted(set(keys["run_id"].to_list())))
-        .frame.filter(~pl.col("warmup") & (pl.col("status") == "ok"))
-        .select(*_KEYS, "ttft_us", "chunk_offsets_us")
+        .frame.filter(~pl.col("warmup"))
+        .select(*_KEYS, "status", "started_at", "latency_us", "ttft_us", "chunk_offsets_us")
         .join(keys.lazy(), on=_KEYS, how="semi")
     )
     return frame.collect().sort(_KEYS, maintain_order=True)
@@ -111,18 +117,17 @@ def load_report_data(data_dir: Path, scenarios: Sequence[str] | None = None) -> 
             raise InputError(f"no results for scenario(s) {', '.join(unknown)}; known: {known}")
     results = _only(results, scenarios)
     missing: list[Missing] = []
-    timeseries, gap = _optional(layout.timeseries, "aggregate", "timeseries", scenarios)
-    profiles, gap2 = _optional(layout.profiles, "profile", "trends", scenarios)
-    recs, gap3 = _optional(layout.recommendations, "recommend", "recommendations", scenarios)
-    missing += [g for g in (gap, gap2, gap3) if g is not None]
+    profiles, gap = _optional(layout.profiles, "profile", "profiles", scenarios)
+    recs, gap2 = _optional(layout.recommendations, "recommend", "recommendations", scenarios)
+    missing += [g for g in (gap, gap2) if g is not None]
     requests: pl.DataFrame | None = _latest_requests(data_dir, latest_per_target(results))
     if requests is not None and requests.is_empty():
         requests = None
         missing.append(
             Missing(
-                "distributions",
+                "requests",
                 "pipeline execute",
                 f"no request events for the latest runs under {data_dir / 'events'}",
             )
         )
-    return ReportData(results, timeseries, profiles, recs, requests, tuple(missing))
+    return ReportData(results, profiles, recs, requests, tuple(missing))

@@ -16,9 +16,10 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -29,9 +30,18 @@ from jinja2.nodes import EvalContext
 from markupsafe import Markup
 
 from schemas import TrendSettings
+from stages.profile.display import confidence_text
 from stages.profile.trends import DEFAULT_TRENDS, min_runs_for_direction
-from stages.report.charts import TREND_PANELS, Chart, Charts, usd
-from stages.report.data import Missing, ReportData, latest_per_target
+from stages.report.charts import TREND_PANELS, Chart, Charts
+from stages.report.data import INPUTS, Missing, ReportData, latest_per_target
+from stages.report.text import (
+    DASH,
+    ms,
+    number,
+    percent,
+    trend_words,
+    usd,
+)
 
 __all__ = ["SECTIONS", "Page", "render_page"]
 
@@ -46,14 +56,20 @@ SECTIONS = (
 """(anchor id, heading) of every section, in page order."""
 
 _WHAT_BUILDS = {
-    "timeseries": "results/timeseries.parquet (throughput and errors per second)",
-    "trends": "profiles/performance_profiles.parquet (trend directions and change points)",
+    "requests": "request events for the latest runs",
+    "profiles": "profiles/performance_profiles.parquet (trend directions and change points)",
     "recommendations": "recommendations/recommendations.parquet",
-    "distributions": "request events for the latest runs",
 }
+_NEEDS = {
+    "distributions": "requests",
+    "timeseries": "requests",
+    "trends": "profiles",
+    "recommendations": "recommendations",
+}
+"""The optional input (`data.INPUTS`) each section is drawn from."""
+assert set(_WHAT_BUILDS) == set(_NEEDS.values()) == set(INPUTS)
 _NO_COLOR = "#999999"
 
-_ARROWS = {"improving": "▲ improving", "degrading": "▼ degrading", "stable": "● stable"}
 _TREND_HEADERS = {
     "latency": "Mean latency",
     "throughput": "Throughput",
@@ -149,6 +165,10 @@ class _Charted:
     figures: tuple[_Figure, ...]
 
 
+Pieces = tuple[tuple[str, bool], ...]
+"""A text cut so that each run id in it is a piece of its own (True): kept on one line."""
+
+
 @dataclass(frozen=True)
 class _SummaryRow:
     scenario: object
@@ -171,12 +191,14 @@ class _SummaryRow:
 
 @dataclass(frozen=True)
 class _TrendCell:
+    """A metric's direction and, beside it, its change point (None: none was found)."""
+
     tag: str
     label: str
     change: str | None
     step: str | None
-    """The change point's step (" +12%", or "" when its size is unknown); None: no change point."""
-    step_run_id: object
+    step_tag: str
+    step_run_id: str | None
 
 
 @dataclass(frozen=True)
@@ -187,7 +209,7 @@ class _TrendRow:
     runs: object
     cells: tuple[_TrendCell, ...]
     regression: bool
-    regression_reasons: object
+    regression_reasons: Pieces
 
 
 @dataclass(frozen=True)
@@ -199,37 +221,47 @@ class _Recommendation:
     category: object
     rule_id: object
     about: tuple[tuple[str, object], ...]
-    description: object
+    description: Pieces
     expected_impact: object
     evidence: tuple[tuple[str, str], ...]
-    runs: str | None
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:,.0f} ms" if value >= 100 else f"{value:.1f} ms"
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
+    runs: tuple[str, ...]
 
 
 def _usd(value: float | None) -> str:
-    return "–" if value is None else usd(value)
+    return DASH if value is None else usd(value)
 
 
 def _num(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
+    return DASH if value is None else f"{value:,.{digits}f}"
 
 
 def _when(value: datetime | None) -> str:
-    return "–" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+    return DASH if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _note(missing: Missing) -> _Note:
     # No absolute path in the page: the same data elsewhere must give the same bytes.
-    return _Note(missing.command, _WHAT_BUILDS.get(missing.section, missing.section))
+    return _Note(missing.command, _WHAT_BUILDS[missing.input])
+
+
+def _pieces(text: object, run_ids: Iterable[object]) -> Pieces:
+    """`text` with each of `run_ids` in it cut out as a piece of its own (longest first)."""
+    if text is None:
+        return ()
+    value = str(text)
+    ids = sorted({str(r) for r in run_ids if r}, key=lambda r: (-len(r), r))
+    if not ids:
+        return ((value, False),)
+    pieces: list[tuple[str, bool]] = []
+    at = 0
+    for found in re.finditer("|".join(map(re.escape, ids)), value):
+        if found.start() > at:
+            pieces.append((value[at : found.start()], False))
+        pieces.append((found.group(), True))
+        at = found.end()
+    if at < len(value):
+        pieces.append((value[at:], False))
+    return tuple(pieces)
 
 
 def _figure(chart: Chart) -> _Figure:
@@ -243,7 +275,7 @@ def _charted(
     section: str, charts: Sequence[Chart], missing: dict[str, Missing], more: bool = False
 ) -> _Charted:
     """A section of charts (`more`: it also shows something else, the trend table)."""
-    note = missing.get(section)
+    note = missing.get(_NEEDS.get(section, ""))
     figures = tuple(_figure(chart) for chart in charts)
     return _Charted(_note(note) if note else None, bool(figures) or more, figures)
 
@@ -263,83 +295,138 @@ def _summary(latest: pl.DataFrame, colors: dict[str, str]) -> list[_SummaryRow]:
                 status=None if status in (None, "completed") else status,
                 started=_when(r["timestamp"]),
                 requests=_num(r["operations"], 0),
-                p50=_ms(r["latency_p50_ms"]),
-                p95=_ms(r["latency_p95_ms"]),
-                ttft_p50=_ms(r["ttft_p50_ms"]),
+                p50=ms(r["latency_p50_ms"]),
+                p95=ms(r["latency_p95_ms"]),
+                ttft_p50=ms(r["ttft_p50_ms"]),
                 throughput=_num(r["throughput_rps"]),
-                error_rate=_pct(r["error_rate"]),
+                error_rate=percent(r["error_rate"]),
                 cost=("~" if r.get("tokens_estimated") else "") + _usd(r["cost_per_request_usd"]),
             )
         )
     return rows
 
 
-def _trend_cell(row: dict[str, Any], metric: str) -> _TrendCell:
-    direction = row.get(f"{metric}_trend") or "insufficient_data"
-    change = row.get(f"{metric}_relative_change")
-    confidence = row.get(f"{metric}_confidence")
-    shown_change = None
-    if direction != "insufficient_data" and change is not None:
-        shown_change = f"{change * 100:+.1f}%, confidence {confidence or 0:.2f}"
-    step = step_run_id = None
-    if row.get(f"{metric}_change_point_run_id"):
-        size = row.get(f"{metric}_change_point_relative_change")
-        step = f" {size * 100:+.0f}%" if size is not None else ""
-        step_run_id = row[f"{metric}_change_point_run_id"]
+def _trend_cell(row: dict[str, Any], metric: str, threshold: float) -> _TrendCell:
+    said = trend_words(row, metric, threshold)
     return _TrendCell(
-        _TREND_TAG.get(direction, "neutral"),
-        _ARROWS.get(direction, "too few runs"),
-        shown_change,
-        step,
-        step_run_id,
+        _TREND_TAG.get(said.direction, "neutral"),
+        said.label,
+        said.change,
+        said.step,
+        _TREND_TAG.get(said.step_direction or "", "neutral"),
+        said.step_run_id,
     )
 
 
-def _trends(profiles: pl.DataFrame, colors: dict[str, str]) -> list[_TrendRow]:
+def _trends(profiles: pl.DataFrame, colors: dict[str, str], threshold: float) -> list[_TrendRow]:
+    rows = profiles.sort(["scenario", "target", "provider", "model"])
     return [
         _TrendRow(
             scenario=r["scenario"],
             target=r["target"],
             color=colors.get(r["target"], _NO_COLOR),
             runs=r["data_points"],
-            cells=tuple(_trend_cell(r, metric) for metric, _, _, _ in TREND_PANELS),
+            cells=tuple(_trend_cell(r, metric, threshold) for metric, _, _, _ in TREND_PANELS),
             regression=bool(r.get("regression")),
-            regression_reasons=r.get("regression_reasons"),
+            regression_reasons=_pieces(
+                r.get("regression_reasons"),
+                (r.get(f"{metric}_change_point_run_id") for metric, *_ in TREND_PANELS),
+            ),
         )
-        for r in profiles.sort(["scenario", "target", "provider", "model"]).iter_rows(named=True)
+        for r in rows.iter_rows(named=True)
     ]
 
 
-def _value(value: object) -> str:
-    """An evidence value for people: floats to 4 significant digits, nested items as `k: v`."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
+_UNIT_SUFFIXES = ("_ms", "_usd", "_bytes")
+
+
+def _term(key: str) -> str:
+    """An evidence key for people: its unit (which the value carries) dropped, words spaced."""
+    for suffix in _UNIT_SUFFIXES:
+        if key.endswith(suffix) and key != suffix:
+            key = key.removesuffix(suffix)
+            break
+    return key.replace("_", " ")
+
+
+def _bytes(value: float) -> str:
+    for size, unit in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if abs(value) >= size:
+            return f"{number(value / size)} {unit}"
+    return f"{value:,.0f} B"
+
+
+def _amount(key: str, value: float, threshold: float) -> str:
+    """A number of the evidence in the unit its key names (`p95_ms`, `cost_usd`, `share`)."""
+    if key.endswith("_usd"):
+        return usd(value)
+    if key.endswith("_ms"):
+        return ms(value)
+    if key.endswith("_bytes"):
+        return _bytes(value)
+    if key == "confidence":
+        return confidence_text(value, threshold)
+    if key == "p_value":  # as recommend rounded it (up); a tiny one as a bound, not 1e-300
+        return "< 0.0001" if value < 1e-4 else f"{value:g}"
+    if key.endswith("relative_change"):  # as precise as recommend stored it, not re-rounded
+        return f"{(Decimal(repr(float(value))) * 100).normalize():+f}%"
+    if key in ("share", "error_rate") or key.endswith("_share"):
+        return percent(value)
+    if key == "ratio":
+        return f"{number(value)}×"
+    return f"{value:,}" if isinstance(value, int) else number(value)
+
+
+def _value(key: str, value: object, threshold: float, shown: frozenset[str]) -> str:
+    """An evidence value for people: numbers in their unit with three significant digits (never
+    `2.68e-05`), nested items as `key value`, run ids already in `shown` left out."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int | float):
+        return _amount(key, value, threshold)
     if isinstance(value, dict):
-        return ", ".join(f"{k.replace('_', ' ')}: {_value(v)}" for k, v in sorted(value.items()))
+        items = [
+            (k, v)
+            for k, v in sorted(value.items())
+            if not (str(k).endswith("run_id") and v in shown)
+        ]
+        nested = any(isinstance(v, dict) for _, v in items)
+        sep = ": " if nested else " "
+        return ("; " if nested else ", ").join(
+            f"{_term(str(k))}{sep}{_value(str(k), v, threshold, shown)}" for k, v in items
+        )
     if isinstance(value, list):
-        return ", ".join(_value(v) for v in value)
+        return ", ".join(_value(key, v, threshold, shown) for v in value)
     return str(value)
 
 
-def _evidence(raw: str | None) -> tuple[tuple[str, str], ...]:
-    """(term, value) pairs; evidence that is not a JSON object is shown whole."""
+def _evidence(
+    raw: str | None, threshold: float, runs: Sequence[str]
+) -> tuple[tuple[str, str], ...]:
+    """(term, value) pairs; evidence that is not a JSON object is shown whole. A run id that
+    the recommendation lists among its runs is not written again."""
     try:
         evidence = json.loads(raw) if raw else {}
     except json.JSONDecodeError:
         return (("evidence", str(raw)),)
     if not isinstance(evidence, dict):
         return (("evidence", json.dumps(evidence, sort_keys=True)),)
-    return tuple((key.replace("_", " "), _value(evidence[key])) for key in sorted(evidence))
+    shown = frozenset(runs)
+    return tuple(
+        (_term(key), _value(key, evidence[key], threshold, shown))
+        for key in sorted(evidence)
+        if not (key.endswith("run_id") and evidence[key] in shown)
+    )
 
 
-def _recommendations(recs: pl.DataFrame) -> tuple[list[_Recommendation], str]:
+def _recommendations(recs: pl.DataFrame, threshold: float) -> tuple[list[_Recommendation], str]:
     """The recommendations in priority order, and their count per priority ("2 high, 1 low")."""
     counts = {p: recs.filter(pl.col("priority") == p).height for p in _PRIORITIES}
     summary = ", ".join(f"{n} {p}" for p, n in counts.items() if n)
     order = ["priority_rank"] if "priority_rank" in recs.columns else []
     views = []
     for r in recs.sort(order, maintain_order=True).iter_rows(named=True):
-        runs = r.get("evidence_run_ids") or []
+        runs = tuple(r.get("evidence_run_ids") or ())
         views.append(
             _Recommendation(
                 level=r["priority"] if r["priority"] in _PRIORITIES else "low",
@@ -350,10 +437,10 @@ def _recommendations(recs: pl.DataFrame) -> tuple[list[_Recommendation], str]:
                 about=tuple(
                     (k, r[k]) for k in ("scenario", "target", "model") if r.get(k) is not None
                 ),
-                description=r["description"],
+                description=_pieces(r["description"], runs),
                 expected_impact=r["expected_impact"],
-                evidence=_evidence(r.get("evidence")),
-                runs=", ".join(runs) if runs else None,
+                evidence=_evidence(r.get("evidence"), threshold, runs),
+                runs=runs,
             )
         )
     return views, summary
@@ -374,9 +461,12 @@ def render_page(data: ReportData, charts: Charts, trends: TrendSettings = DEFAUL
     """The whole page; sections without their input say which command builds it. `trends` are
     the settings the profiles were built with (the config's), for what the page says of them."""
     colors = charts.colors
-    missing = {m.section: m for m in data.missing}
+    threshold = trends.confidence_threshold
+    missing = {m.input: m for m in data.missing}
     profiles = data.profiles
-    trend_rows = _trends(profiles, colors) if profiles is not None and profiles.height else []
+    trend_rows = (
+        _trends(profiles, colors, threshold) if profiles is not None and profiles.height else []
+    )
     charted = {
         "latency": _charted("latency", charts.latency, missing),
         "distributions": _charted("distributions", charts.distributions, missing),
@@ -384,13 +474,18 @@ def render_page(data: ReportData, charts: Charts, trends: TrendSettings = DEFAUL
         "trends": _charted("trends", charts.trends, missing, more=bool(trend_rows)),
     }
     recommendations, counts = (
-        _recommendations(data.recommendations) if data.recommendations is not None else (None, "")
+        _recommendations(data.recommendations, threshold)
+        if data.recommendations is not None
+        else (None, "")
     )
     titles = dict(SECTIONS)
     page = _TEMPLATES.get_template("page.html").render(
         subtitle=_subtitle(data.results),
         sections=SECTIONS,
-        missing=[_Note(m.command, titles.get(m.section, m.section)) for m in data.missing],
+        missing=[
+            _Note(m.command, ", ".join(titles[s] for s, i in _NEEDS.items() if i == m.input))
+            for m in data.missing
+        ],
         summary=_summary(latest_per_target(data.results), colors),
         charted_sections=charted,
         trend_headers=[_TREND_HEADERS[metric] for metric, _, _, _ in TREND_PANELS],

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import httpx
 from pydantic import ValidationError
 
 from pipeline.config import LoadedConfig, format_validation_error
@@ -82,16 +81,13 @@ class PreparedRun:
     calibration: Mapping[int, int] = field(default_factory=dict)
     """Prompt index → input tokens as the target counted them (`calibrate_tokens`)."""
 
-    def settings(
-        self, concurrency: int, transport: httpx.AsyncBaseTransport | None = None
-    ) -> ProviderSettings:
+    def settings(self, concurrency: int) -> ProviderSettings:
         """What the target's client is built from, for a share of the concurrency."""
         return ProviderSettings(
             self.target,
             self.api_key,
             concurrency,
             self.request_timeout_s,
-            transport,
             secret_headers=self.secret_headers,
             run_seed=self.plan.seed,
         )

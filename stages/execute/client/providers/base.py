@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
-
 from schemas import TargetConfig
 from schemas.config import is_sensitive_header
 from schemas.scenario import OFFERED_TOOL
@@ -98,8 +96,6 @@ class ProviderSettings:
     api_key: str | None
     concurrency: int
     timeout_s: float
-    transport: httpx.AsyncBaseTransport | None = None
-    """Tests inject `httpx.MockTransport`; None means real sockets."""
     secret_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     """The target's `secret_headers`, with their values (read from the environment)."""
     run_seed: int | None = None

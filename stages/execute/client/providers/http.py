@@ -8,8 +8,9 @@ behind others, and that is the client's time, not the server's), or just before 
 was opened (connecting and TLS are part of what that request waited for); each network read is
 stamped with when its bytes arrived (`stages/net/arrival.py`: not when this task got round
 to them); and every transport or protocol failure becomes `Attempt.fail`.
-Bodies are read with `aiter_raw` and `accept-encoding: identity`, so `bytes_received` counts what
-crossed the wire and no decompression sits between a chunk and its timestamp.
+Bodies are read as httpcore's connection yields them, with `accept-encoding: identity`, so
+`bytes_received` counts the body's bytes as they crossed the wire (the chunked framing aside) and
+no decompression sits between a chunk and its timestamp.
 
 Whatever a server sends becomes one event, never a crash: a value of the wrong type or out of
 range (`ProtocolViolation`, or any error the parsers meet in a reply they did not expect) fails
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from contextlib import aclosing
 from time import perf_counter_ns
@@ -62,10 +64,8 @@ _OFF_LOOP_JSON = 1 << 20
 _BODY_CACHE = 4096
 """Distinct request bodies kept serialised (a prompts file can be large; past this, rebuilt)."""
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
-_TIMEOUTS = (httpx.TimeoutException, httpcore.TimeoutException)
+_TIMEOUTS = (httpcore.TimeoutException,)
 _TRANSPORT_ERRORS = (
-    # httpx maps each of httpcore's to its namesake: the messages are the same either way.
-    httpx.TransportError,
     httpcore.NetworkError,
     httpcore.ProtocolError,
     httpcore.ProxyError,
@@ -87,19 +87,27 @@ _GARBAGE = (
 attempt fails as `protocol`, the run goes on."""
 
 
-async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
-    yield data
-
-
-def _raw(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    """The body's raw reads; a transport that buffered the body already gives it as one read."""
-    if response.is_stream_consumed:
-        return _once(response.content)
-    return cast(AsyncGenerator[bytes, None], response.aiter_raw())  # it is one
+def _transport_failure(exc: BaseException) -> str:
+    """`Type: message` of a transport failure, with the operating system's reasons when they sit
+    below it: trio says only "all attempts to connect to HOST:PORT failed" and keeps each
+    attempt's error (connection refused, network unreachable) in an exception group it chains."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, BaseExceptionGroup):
+            reasons = [
+                os.strerror(e.errno) if e.errno else str(e)
+                for e in cause.exceptions
+                if isinstance(e, OSError)
+            ]
+            return f"{text}: {', '.join(dict.fromkeys(reasons))}" if reasons else text
+        cause = cause.__cause__
+    return text
 
 
 class _Reply:
-    """What the reading code needs of a response, from httpx's or from httpcore's."""
+    """What the reading code needs of httpcore's response: the status, httpx's headers (their
+    case-insensitive lookup), the body's reads and when each arrived."""
 
     __slots__ = ("_extensions", "headers", "network", "reads", "status")
 
@@ -118,7 +126,7 @@ class _Reply:
 
     def arrived_ns(self) -> int:
         """When the bytes of the last read arrived (see `stages/net/arrival.py`); now, for a
-        transport that does not say (tests' `MockTransport`)."""
+        network stream that is not the lean backend's (none is today: a guard, not a path)."""
         arrived = arrival_ns(self.network)
         return perf_counter_ns() if arrived is None else arrived
 
@@ -127,10 +135,6 @@ class _Reply:
         """As `httpx.Response.reason_phrase` says it."""
         reason = self._extensions.get("reason_phrase", b"")
         return reason.decode("ascii", errors="ignore") or httpx.codes.get_reason_phrase(self.status)
-
-    @classmethod
-    def of_httpx(cls, response: httpx.Response) -> _Reply:
-        return cls(response.status_code, response.headers, _raw(response), response.extensions)
 
     @classmethod
     def of_core(cls, response: httpcore.Response) -> _Reply:
@@ -202,7 +206,6 @@ class HttpProvider:
             base_url=strip_userinfo(base_url),
             headers=headers,
             timeout_s=settings.timeout_s,
-            transport=settings.transport,
         )
         self._url = self.lanes.url(self.path)
         self._bodies: dict[
@@ -284,7 +287,7 @@ class HttpProvider:
         attempt.bytes_sent = len(content)
         lane = self.lanes.acquire()
         try:
-            await self._send(lane, content, request, spec, attempt)
+            await self._send(lane, request, spec, attempt)
         finally:
             self.lanes.release(lane)
 
@@ -305,36 +308,20 @@ class HttpProvider:
         return await lane.request(request)
 
     async def _send(
-        self,
-        lane: Lane,
-        content: bytes,
-        request: httpcore.Request,
-        spec: RequestSpec,
-        attempt: Attempt,
+        self, lane: Lane, request: httpcore.Request, spec: RequestSpec, attempt: Attempt
     ) -> None:
         got_headers = False
         try:
-            if lane.pool is not None:
-                core = await self._open(lane, request, attempt)
-                got_headers = True
-                reply = _Reply.of_core(core)
-                written = None if lane.opened else sent_ns(reply.network)
-                if written is not None and written > attempt.start_ns:
-                    attempt.start_ns = written
-                try:
-                    await self._read(reply, spec, attempt)
-                finally:
-                    await core.aclose()
-            else:
-                client = lane.client
-                sent = client.build_request("POST", self._url, content=content)
-                attempt.start_ns = perf_counter_ns()
-                response = await client.send(sent, stream=True)
-                got_headers = True
-                try:
-                    await self._read(_Reply.of_httpx(response), spec, attempt)
-                finally:
-                    await response.aclose()
+            core = await self._open(lane, request, attempt)
+            got_headers = True
+            reply = _Reply.of_core(core)
+            written = None if lane.opened else sent_ns(reply.network)
+            if written is not None and written > attempt.start_ns:
+                attempt.start_ns = written
+            try:
+                await self._read(reply, spec, attempt)
+            finally:
+                await core.aclose()
         except _TIMEOUTS as exc:
             self.fail(
                 attempt,
@@ -344,10 +331,8 @@ class HttpProvider:
         except _TRANSPORT_ERRORS as exc:
             # Bytes came back, but not a response: the server answered something that is not
             # HTTP (garbage, endless headers). Nothing came back: the connection failed.
-            answered = got_headers or (lane.pool is not None and lane.answered() > 0)
-            self.fail(
-                attempt, "protocol" if answered else "connection", f"{type(exc).__name__}: {exc}"
-            )
+            answered = got_headers or lane.answered() > 0
+            self.fail(attempt, "protocol" if answered else "connection", _transport_failure(exc))
         finally:
             if not attempt.end_ns:
                 attempt.end_ns = perf_counter_ns()

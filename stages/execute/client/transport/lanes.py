@@ -17,8 +17,7 @@ request goes to the connection as an `httpcore.Request` built once. Proxies come
 environment as httpx takes them (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`), and
 certificates as `httpx.create_ssl_context` finds them (`SSL_CERT_FILE`, `SSL_CERT_DIR`).
 
-An injected transport (tests' `httpx.MockTransport`) has no sockets: its lanes go through
-`AsyncClient.send` (`Lane.pool` is None).
+There is no other way to send: tests too go through lanes, to servers on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -40,17 +39,11 @@ _UNTIMED = {"timeout": {"connect": None, "read": None, "write": None, "pool": No
 
 
 class Lane:
-    """One request slot: its connection (real sockets) or the shared client (a test transport)."""
+    """One request slot: its one connection, made by its pool's factory over its own backend."""
 
-    __slots__ = ("backend", "client", "connection", "opened", "pool")
+    __slots__ = ("backend", "connection", "opened", "pool")
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        pool: httpcore.AsyncConnectionPool | None,
-        backend: LeanTrioBackend | None = None,
-    ) -> None:
-        self.client = client
+    def __init__(self, pool: httpcore.AsyncConnectionPool, backend: LeanTrioBackend) -> None:
         self.pool = pool
         self.backend = backend
         self.connection: httpcore.AsyncConnectionInterface | None = None
@@ -61,7 +54,6 @@ class Lane:
         """Send on this lane's one connection, replacing it first when it is closed, expired or
         dropped by the server (`has_expired` polls the socket for the server's close)."""
         pool = self.pool
-        assert pool is not None
         connection = self.connection
         self.opened = False
         while True:
@@ -81,13 +73,13 @@ class Lane:
 
     def answered(self) -> int:
         """Bytes of an answer to the last request that arrived (0 also before any connection)."""
-        meter = self.backend.meter if self.backend is not None else None
+        meter = self.backend.meter
         return meter.received if meter is not None else 0
 
     def answered_nothing(self) -> bool:
         """The last request failed on a kept-alive connection before a single byte of an
         answer arrived: the server had closed it and never took the request."""
-        return not self.opened and self.backend is not None and self.answered() == 0
+        return not self.opened and self.answered() == 0
 
     async def drop(self) -> None:
         """Close the connection; the next request opens a new one."""
@@ -168,15 +160,12 @@ class ClientLanes:
         base_url: str,
         headers: Mapping[str, str],
         timeout_s: float,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._transport = transport
-        # One client builds every request (its URL joining and headers are httpx's); with an
-        # injected transport it also sends them.
+        # One client builds every request (its URL joining and headers are httpx's); it never
+        # sends one: the lanes do.
         self.client = httpx.AsyncClient(
             base_url=base_url,
             headers=dict(headers),
-            transport=transport,
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,
         )
@@ -189,25 +178,21 @@ class ClientLanes:
     def url(self, path: str) -> httpx.URL:
         """`path` joined to the base URL as httpx joins it; where every lane will send."""
         url = self.client.build_request("POST", path).url
-        if self._transport is None:
-            self._ssl = httpx.create_ssl_context() if url.scheme == "https" else None
-            self._proxy = environment_proxy(url)
+        self._ssl = httpx.create_ssl_context() if url.scheme == "https" else None
+        self._proxy = environment_proxy(url)
         return url
 
     def _new(self) -> Lane:
-        if self._transport is not None:
-            lane = Lane(self.client, None)
-        else:
-            backend = LeanTrioBackend()
-            pool = httpcore.AsyncConnectionPool(
-                ssl_context=self._ssl,
-                proxy=self._proxy,
-                max_connections=1,
-                max_keepalive_connections=1,
-                keepalive_expiry=KEEPALIVE_S,
-                network_backend=backend,
-            )
-            lane = Lane(self.client, pool, backend)
+        backend = LeanTrioBackend()
+        pool = httpcore.AsyncConnectionPool(
+            ssl_context=self._ssl,
+            proxy=self._proxy,
+            max_connections=1,
+            max_keepalive_connections=1,
+            keepalive_expiry=KEEPALIVE_S,
+            network_backend=backend,
+        )
+        lane = Lane(pool, backend)
         self._all.append(lane)
         return lane
 
