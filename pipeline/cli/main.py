@@ -19,6 +19,7 @@ from pipeline.cli import (
     compare,
     events,
     execute,
+    export,
     mock_server,
     profile,
     recommend,
@@ -101,6 +102,7 @@ for _module in (
     events,
     compact,
     archive,
+    export,
 ):
     for _command in _module.COMMANDS:
         cli.add_command(accept_global_options(_command))

@@ -11,6 +11,7 @@ the layout can change (or move to an object store) in this one place.
     DATA/recommendations/recommendations.{parquet,md}                        recommend
     DATA/quarantine/events/<table>/date=D/<file>                             corrupt files moved aside
     DATA/archive/events/<table>/date=D/                                      partitions archived
+    DATA/export/{parquet,delta}/<table>/                                     pipeline export
 """
 
 from __future__ import annotations
@@ -71,9 +72,17 @@ class Layout:
         """Where a corrupt event file is moved (never deleted)."""
         return self.quarantine / _EVENTS / table / f"date={day}" / name
 
+    @property
+    def archive(self) -> Path:
+        return self.data_dir / "archive"
+
+    def export(self, fmt: str) -> Path:
+        """Where `pipeline export --format FMT` writes by default (one folder per table)."""
+        return self.data_dir / "export" / fmt
+
     def archived(self, table: str, day: str) -> Path:
         """Where an archived partition goes (replay no longer reads it)."""
-        return self.data_dir / "archive" / _EVENTS / table / f"date={day}"
+        return self.archive / _EVENTS / table / f"date={day}"
 
     # -- the outputs -----------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from pipeline.store.fsutil import (
 from pipeline.store.staging import publish_new, staged_file
 from schemas import TABLES
 
-__all__ = ["ArchiveResult", "CompactResult", "archive", "compact"]
+__all__ = ["ArchiveResult", "CompactResult", "archive", "compact", "first_occurrences"]
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def compact_partition(
         conformed.append(plan.table(part, spec.schema))
     merged = pa.concat_tables(conformed)
     before = merged.num_rows
-    merged = _dedupe(merged)
+    merged = merged.take(first_occurrences(merged.column("event_id")))
     merged = merged.sort_by([(spec.time_column, "ascending"), ("event_id", "ascending")])
     replaced = sorted((item.name, fingerprint) for item, fingerprint in used)
     key = "\n".join(f"{name} {f.size} {f.blake2b}" for name, f in replaced)
@@ -130,13 +130,13 @@ def compact_partition(
     )
 
 
-def _dedupe(table: pa.Table) -> pa.Table:
-    """Keep the first row of each event_id (a retried publish can only ever repeat a whole event)."""
-    ids = table.column("event_id")
-    indices = pa.table({"event_id": ids, "i": pa.array(range(table.num_rows), pa.int64())})
+def first_occurrences(ids: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The positions of the first row of each event id, ascending: the one rule for duplicate
+    events (a retried publish can only ever repeat a whole event), shared by compaction and
+    `pipeline export` so that both keep the same rows."""
+    indices = pa.table({"event_id": ids, "i": pa.array(range(len(ids)), pa.int64())})
     first = indices.group_by("event_id", use_threads=False).aggregate([("i", "min")])
-    keep = pc.sort_indices(first.column("i_min"))
-    return table.take(pc.take(first.column("i_min"), keep))
+    return pc.take(first.column("i_min"), pc.sort_indices(first.column("i_min"))).combine_chunks()
 
 
 def compact(

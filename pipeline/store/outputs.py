@@ -27,6 +27,7 @@ from pipeline.store.layout import Layout, require_data_dir
 from pipeline.store.staging import Staged, replace_atomic, stage
 
 __all__ = [
+    "PARQUET_OPTIONS",
     "ROW_GROUP_SIZE",
     "Writer",
     "output_present",
@@ -38,6 +39,14 @@ __all__ = [
 ]
 
 ROW_GROUP_SIZE = 128 * 1024
+PARQUET_OPTIONS: dict[str, object] = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "write_statistics": True,
+    "use_dictionary": True,
+}
+"""Every Parquet file the pipeline writes (outputs and `pipeline export`) uses these settings
+(and ROW_GROUP_SIZE), so the same rows give the same bytes."""
 Writer = Callable[[BinaryIO], object]
 
 
@@ -66,15 +75,7 @@ def parquet_writer(frame: pl.DataFrame, sort_by: Sequence[str]) -> Writer:
 
     def write(handle: BinaryIO) -> None:
         rows = frame.sort(list(sort_by), nulls_last=True, maintain_order=True) if sort_by else frame
-        pq.write_table(
-            plain_arrow(rows),
-            handle,
-            compression="zstd",
-            compression_level=3,
-            row_group_size=ROW_GROUP_SIZE,
-            write_statistics=True,
-            use_dictionary=True,
-        )
+        pq.write_table(plain_arrow(rows), handle, row_group_size=ROW_GROUP_SIZE, **PARQUET_OPTIONS)
 
     return write
 

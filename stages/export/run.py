@@ -1,0 +1,174 @@
+"""Export the event log, partition by partition, writing only the partitions whose files changed.
+
+Read through the replay API (`EventLog.listing` and `replay`), under the data directory's lock
+(a `compact` or `archive` cannot move files mid-export). The export mirrors the event log: a
+partition no longer in the log (archived) is taken out of the export too, so every engine
+reads exactly the events a replay reads.
+
+Where it goes: by default `DATA/export/<format>/<table>`, inside the data directory, so nothing
+is written outside it unless the user names `--out`; an `--out` inside the data directory is
+refused (the default is the one place there), as is one holding files the export did not write.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from pipeline.errors import InputError, SymlinkRefusedError
+from pipeline.store.eventlog import EventLog
+from pipeline.store.layout import Layout, require_data_dir
+from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
+from pipeline.store.staging import sweep_staging
+from schemas import TABLES
+from stages.export.sinks import DeltaSink, ParquetSink, Sink
+from stages.export.transform import partition_day, partition_rows, source_key
+
+__all__ = ["FORMATS", "ExportReport", "TableExport", "export_root", "run_export"]
+
+FORMATS = ("parquet", "delta")
+
+
+@dataclass(frozen=True)
+class TableExport:
+    table: str
+    path: Path
+    written: list[str] = field(default_factory=list)
+    """The days exported (new or changed since the last export)."""
+    removed: list[str] = field(default_factory=list)
+    """The days taken out (no longer in the event log: archived)."""
+    unchanged: int = 0
+    rows: int = 0
+    """Rows written this time."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    format: str
+    path: Path
+    tables: list[TableExport]
+
+
+@dataclass(frozen=True)
+class _Step:
+    table: str
+    day: str
+    key: str | None
+    """None: remove the day."""
+
+
+def export_root(data_dir: Path, fmt: str, out: Path | None) -> tuple[Path, Path]:
+    """(root, folder): every write is confined below `root`; the tables go in `folder`."""
+    if fmt not in FORMATS:
+        raise InputError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    if out is None:
+        return data_dir, Layout(data_dir).export(fmt)
+    here, there = Path(os.path.realpath(data_dir)), Path(os.path.realpath(out))
+    if there == here or here in there.parents:
+        raise InputError(
+            f"--out: {out} is inside the data directory {data_dir}; leave --out out to export "
+            f"to {Layout(data_dir).export(fmt)}"
+        )
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} is not a directory")
+    return out, out
+
+
+def _sink(fmt: str, root: Path, folder: Path, table: str) -> Sink:
+    if fmt == "delta":
+        return DeltaSink(root, folder / table)
+    return ParquetSink(root, folder / table, Layout(root).staging)
+
+
+def _wanted(log: EventLog, table: str) -> dict[str, str]:
+    """Every partition of the log with the key of its visible files."""
+    spec = TABLES[table]
+    wanted = {}
+    for day in log.partitions(table):
+        partition_day(str(log.partition_dir(table, day)), day)
+        visible, _ = log.listing(table, day)
+        if visible:
+            wanted[day] = source_key(spec, ((f.name, f.path.lstat().st_size) for f in visible))
+    return wanted
+
+
+def _plan(wanted: dict[str, str], held: dict[str, str], table: str) -> list[_Step]:
+    steps = [_Step(table, d, k) for d, k in sorted(wanted.items()) if held.get(d) != k]
+    return steps + [_Step(table, d, None) for d in sorted(held) if d not in wanted]
+
+
+def run_export(
+    data_dir: Path,
+    fmt: str,
+    *,
+    out: Path | None = None,
+    tables: Iterable[str] | None = None,
+    lock: LockOptions = DEFAULT_LOCK,
+    on_plan: Callable[[int], None] = lambda total: None,
+    on_step: Callable[[str], None] = lambda label: None,
+) -> ExportReport:
+    """Export `tables` (default all) as `fmt`; say how many partitions will be written
+    (`on_plan`), then each one as it is done (`on_step`: "requests 2026-01-02")."""
+    require_data_dir(data_dir)
+    root, folder = export_root(data_dir, fmt, out)
+    names: Sequence[str] = list(tables or TABLES)
+    log = EventLog(data_dir)
+    with exclusive_lock(data_dir, lock):
+        if not log.events_dir.is_dir():
+            raise InputError(
+                f"no events under {log.events_dir}: nothing to export "
+                "(run `pipeline execute` first, or check --data-dir)"
+            )
+        try:
+            return _export(log, fmt, root, folder, names, on_plan, on_step)
+        except SymlinkRefusedError as exc:
+            if root == data_dir:
+                raise
+            raise SymlinkRefusedError(exc.path, "the export directory") from None
+
+
+def _export(
+    log: EventLog,
+    fmt: str,
+    root: Path,
+    folder: Path,
+    names: Sequence[str],
+    on_plan: Callable[[int], None],
+    on_step: Callable[[str], None],
+) -> ExportReport:
+    if root != log.data_dir:
+        sweep_staging(root)  # the lock swept the data directory's own
+    sinks = {t: _sink(fmt, root, folder, t) for t in names}
+    wanted = {t: _wanted(log, t) for t in names}
+    plans = {t: _plan(wanted[t], sinks[t].exported(), t) for t in names}
+    on_plan(sum(len(p) for p in plans.values()))
+    reports = []
+    for table, steps in plans.items():
+        sink, rows = sinks[table], 0
+        for step in steps:
+            if step.key is None:
+                sink.remove(step.day)
+            else:
+                day = date.fromisoformat(step.day)
+                replay = log.replay(table, since=day, until=day)
+                spec = replay.spec
+                batches = [b for read in replay.batch_sources(spec.schema.names) for b in read()]
+                data = partition_rows(spec, batches)
+                sink.write(step.day, data, step.key)
+                rows += data.num_rows
+            on_step(f"{table} {step.day}")
+        written = [s.day for s in steps if s.key is not None]
+        reports.append(
+            TableExport(
+                table,
+                folder / table,
+                written,
+                [s.day for s in steps if s.key is None],
+                len(wanted[table]) - len(written),
+                rows,
+            )
+        )
+    return ExportReport(fmt, folder, reports)
