@@ -383,3 +383,36 @@ def test_delta_without_its_extra_says_how_to_install_it(
     assert result.code == 2
     assert "pip install 'llm-bench-pipeline[delta]'" in result.err
     assert not (data_dir / "export").exists()
+
+
+def test_an_older_event_file_exports_its_missing_columns_as_a_replay_reads_them(
+    data_dir: Path,
+) -> None:
+    from pipeline.store.eventlog import conform
+    from schemas import TABLES
+
+    log = EventLog(data_dir)
+    partition = data_dir / "events" / "requests" / f"date={DAY}"
+    partition.mkdir(parents=True)
+    rows = batch("old", "w0", 0, 3)
+    rows["worker"] = [7, 7, 7]
+    old = conform(TABLES["requests"], rows).drop_columns(["server_request_id", "worker"])
+    with pa.ipc.new_file(str(partition / "old-w0-000000.arrow"), old.schema) as writer:
+        writer.write_table(old)  # a file from before those columns existed
+    log.writer("new").append("requests", batch("new", "w0", 1, 2))
+    run_export(data_dir, "parquet", tables=["requests"])
+    out = exported(data_dir / "export" / "parquet")
+    assert out.columns == TABLES["requests"].schema.names
+    assert out.equals(replayed(log))
+    assert out.filter(pl.col("run_id") == "old")["worker"].to_list() == [0, 0, 0]  # the default
+
+
+def test_a_damaged_delta_log_is_one_line_and_exit_1(data_dir: Path, cli: Cli) -> None:
+    write_days(EventLog(data_dir), days=1, per_day=1)
+    assert cli("--data-dir", str(data_dir), "export", "--format", "delta").code == 0
+    log = data_dir / "export" / "delta" / "requests" / "_delta_log" / "00000000000000000000.json"
+    log.write_text("{not json")
+    EventLog(data_dir).writer("r2").append("requests", day_batch("r2", "w0", 5, 2, 0))
+    result = cli("--data-dir", str(data_dir), "export", "--format", "delta")
+    assert result.code == 1 and result.err.count("\n") == 1, result.err
+    assert result.err.startswith(f"error: {log.parent.parent}")

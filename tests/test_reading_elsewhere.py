@@ -8,6 +8,7 @@ differently from a replay of the event log, fails here.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,7 @@ COUNTS: dict[str, Callable[[Any], dict[str, int]]] = {
         zip(table["target"].to_pylist(), table["target_count"].to_pylist(), strict=True)
     ),
     "Delta (polars)": lambda frame: _pairs(frame.iter_rows()),
+    "Spark": lambda rows: _pairs((row["target"], row["count"]) for row in rows),
 }
 """How each snippet's `counts` reads as {target: ok requests}."""
 
@@ -78,7 +80,19 @@ def expected(data: Path) -> dict[str, int]:
     return dict(ok.group_by("target").len().iter_rows())
 
 
-@pytest.mark.parametrize("engine", TESTED)
+SPARK = pytest.param(
+    "Spark",
+    marks=[
+        pytest.mark.slow,
+        pytest.mark.skipif(
+            importlib.util.find_spec("pyspark") is None,
+            reason="pyspark is not installed (CI does not: docs/reading-elsewhere.md says so)",
+        ),
+    ],
+)
+
+
+@pytest.mark.parametrize("engine", [*TESTED, SPARK])
 def test_the_documented_snippet_reads_the_export(
     workdir: Path, engine: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

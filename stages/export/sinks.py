@@ -145,6 +145,7 @@ class DeltaSink:
     def __init__(self, root: Path, path: Path) -> None:
         try:
             import deltalake
+            import deltalake.exceptions
         except ImportError:
             raise InputError(
                 "--format delta needs the deltalake package: "
@@ -170,7 +171,10 @@ class DeltaSink:
             if dir_entries(self.root, self.path):
                 raise _foreign(self.path, "not a Delta table")
             return None
-        return self._deltalake.DeltaTable(str(self.path))
+        try:
+            return self._deltalake.DeltaTable(str(self.path))
+        except (OSError, self._deltalake.exceptions.DeltaError) as exc:
+            raise _delta_error(self.path, exc) from exc
 
     def exported(self) -> dict[str, str]:
         if self._held is None:
@@ -181,7 +185,11 @@ class DeltaSink:
         table = self._table()
         if table is None:
             return {}
-        for commit in table.history():  # newest first
+        try:
+            history = table.history()
+        except (OSError, self._deltalake.exceptions.DeltaError) as exc:
+            raise _delta_error(self.path, exc) from exc
+        for commit in history:  # newest first
             if KEY in commit:
                 try:
                     held = json.loads(commit[KEY])
@@ -207,13 +215,16 @@ class DeltaSink:
                 partition_by=["date"],
                 mode="overwrite",
                 predicate=f"date = '{day}'",  # a checked YYYY-MM-DD: nothing to escape
+                # Additive, as the event log's own schema evolution: a version whose table has a
+                # new column adds it to the Delta schema (older days read it as null).
+                schema_mode="merge",
                 writer_properties=self._deltalake.WriterProperties(
                     compression="ZSTD", compression_level=3
                 ),
                 commit_properties=self._commit(held),
             )
-        except OSError as exc:
-            raise StoreError(f"{self.path}: {exc}") from exc
+        except (OSError, self._deltalake.exceptions.DeltaError) as exc:
+            raise _delta_error(self.path, exc) from exc
         self._held = held
 
     def remove(self, day: str) -> None:
@@ -221,5 +232,15 @@ class DeltaSink:
         held.pop(day, None)
         table = self._table()
         if table is not None:
-            table.delete(f"date = '{day}'", commit_properties=self._commit(held))
+            try:
+                table.delete(f"date = '{day}'", commit_properties=self._commit(held))
+            except (OSError, self._deltalake.exceptions.DeltaError) as exc:
+                raise _delta_error(self.path, exc) from exc
         self._held = held
+
+
+def _delta_error(path: Path, exc: Exception) -> StoreError:
+    """deltalake's errors (a full disk, a damaged log) as the one line every store error is."""
+    return StoreError(
+        f"{path}: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}"
+    )
