@@ -416,3 +416,24 @@ def test_a_damaged_delta_log_is_one_line_and_exit_1(data_dir: Path, cli: Cli) ->
     result = cli("--data-dir", str(data_dir), "export", "--format", "delta")
     assert result.code == 1 and result.err.count("\n") == 1, result.err
     assert result.err.startswith(f"error: {log.parent.parent}")
+
+
+def test_two_exports_into_one_out_folder_take_turns(
+    data_dir: Path, tmp_path: Path, cli: Cli
+) -> None:
+    """Each holds the --out folder's lock as a stage holds the data directory's, so exports
+    from two data directories never interleave their days and state there."""
+    from pipeline.store.lock import LockOptions, exclusive_lock
+
+    write_days(EventLog(data_dir), days=1, per_day=1)
+    out = tmp_path / "lake"
+    out.mkdir()
+    (tmp_path / "pipeline.toml").write_text(
+        'lock_timeout = "200ms"\n[[targets]]\nname = "a"\nprovider = "mock"\nmodel = "x"\n'
+    )
+    with exclusive_lock(out, LockOptions(command="export")):
+        result = cli("--data-dir", str(data_dir), "export", "--out", str(out))
+    assert result.code == 1
+    assert "(pipeline export)" in result.err
+    assert not (out / "requests").exists()
+    assert cli("--data-dir", str(data_dir), "export", "--out", str(out)).code == 0

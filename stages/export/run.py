@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 from pipeline.errors import InputError, SymlinkRefusedError
 from pipeline.store.eventlog import EventLog
+from pipeline.store.fsutil import store_error
 from pipeline.store.layout import Layout, require_data_dir
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
-from pipeline.store.staging import sweep_staging
 from schemas import TABLES
 from stages.export.sinks import DeltaSink, ParquetSink, Sink
 from stages.export.transform import partition_day, partition_rows, source_key
@@ -77,6 +78,13 @@ def export_root(data_dir: Path, fmt: str, out: Path | None) -> tuple[Path, Path]
     return out, out
 
 
+def _make_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise store_error(out, exc) from exc
+
+
 def _sink(fmt: str, root: Path, folder: Path, table: str) -> Sink:
     if fmt == "delta":
         return DeltaSink(root, folder / table)
@@ -116,12 +124,18 @@ def run_export(
     root, folder = export_root(data_dir, fmt, out)
     names: Sequence[str] = list(tables or TABLES)
     log = EventLog(data_dir)
-    with exclusive_lock(data_dir, lock):
+    with ExitStack() as held:
+        held.enter_context(exclusive_lock(data_dir, lock))
         if not log.events_dir.is_dir():
             raise InputError(
                 f"no events under {log.events_dir}: nothing to export "
                 "(run `pipeline execute` first, or check --data-dir)"
             )
+        if root != data_dir:
+            # Two exports from different data directories into one --out take turns too: the
+            # same lock file (and staging sweep) as a data directory's, in the --out folder.
+            _make_out(root)
+            held.enter_context(exclusive_lock(root, lock))
         try:
             return _export(log, fmt, root, folder, names, on_plan, on_step)
         except SymlinkRefusedError as exc:
@@ -139,8 +153,6 @@ def _export(
     on_plan: Callable[[int], None],
     on_step: Callable[[str], None],
 ) -> ExportReport:
-    if root != log.data_dir:
-        sweep_staging(root)  # the lock swept the data directory's own
     sinks = {t: _sink(fmt, root, folder, t) for t in names}
     wanted = {t: _wanted(log, t) for t in names}
     plans = {t: _plan(wanted[t], sinks[t].exported(), t) for t in names}

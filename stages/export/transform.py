@@ -55,5 +55,7 @@ def partition_rows(spec: TableSpec, batches: Sequence[pa.RecordBatch]) -> pa.Tab
         pa.Table.from_batches(found, schema=found[0].schema) if found else spec.schema.empty_table()
     )
     table = table.cast(spec.schema)
-    table = table.take(first_occurrences(table.column("event_id")))
+    keep = first_occurrences(table.column("event_id"))
+    if len(keep) < table.num_rows:  # a copy only when there is a duplicate to drop (rare)
+        table = table.take(keep)
     return table.sort_by([(spec.time_column, "ascending"), ("event_id", "ascending")])
