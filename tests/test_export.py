@@ -437,3 +437,15 @@ def test_two_exports_into_one_out_folder_take_turns(
     assert "(pipeline export)" in result.err
     assert not (out / "requests").exists()
     assert cli("--data-dir", str(data_dir), "export", "--out", str(out)).code == 0
+
+
+def test_a_planted_partition_that_is_no_day_stops_the_export_naming_it(
+    data_dir: Path, cli: Cli
+) -> None:
+    write_days(EventLog(data_dir), days=1, per_day=1)
+    planted = data_dir / "events" / "requests" / "date=2026-02-30"
+    planted.mkdir()
+    result = cli("--data-dir", str(data_dir), "export")
+    assert (result.code, result.err.count("\n")) == (1, 1), result.err
+    assert f"{planted} is not a date partition" in result.err
+    assert not (data_dir / "export" / "parquet" / "requests").exists()

@@ -37,10 +37,11 @@ __all__ = ["COMMANDS"]
 def export(ctx: Context, fmt: str, out: Path | None, tables: tuple[str, ...], as_json: bool) -> int:
     """Write the events for DuckDB, Spark, pandas, polars, Ray, Daft: one folder per table.
 
-    Incremental: only partitions whose event files changed since the last export are written
-    again (the same events give the same rows); partitions no longer in the event log
-    (archived) are taken out. Each partition is replaced whole, so an interrupted export leaves
-    every reader the old or the new partition, never half of one.
+    Exactly the events a replay reads, each once, ordered by time. Incremental: only days whose
+    event files changed since the last export are written again (the same events give the same
+    Parquet bytes); days no longer in the event log (archived) are taken out. Each day is
+    replaced whole (Parquet: one rename; Delta: one commit), so an interrupted export leaves
+    every reader the old day or the new one, never half of one. See docs/reading-elsewhere.md.
     """
     from stages.export import run_export
 

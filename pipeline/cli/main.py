@@ -84,6 +84,7 @@ def cli(
     profile    trends across runs into profiles/performance_profiles.parquet
     recommend  rules over results and profiles into recommendations/
     run        all four in order (for cron)
+    export     the events as Parquet or Delta, for DuckDB, Spark, pandas, polars
     """
     ctx.obj = Context(data_dir=data_dir, config_path=config_path, quiet=quiet, verbose=verbose)
 
