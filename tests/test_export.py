@@ -449,3 +449,54 @@ def test_a_planted_partition_that_is_no_day_stops_the_export_naming_it(
     assert (result.code, result.err.count("\n")) == (1, 1), result.err
     assert f"{planted} is not a date partition" in result.err
     assert not (data_dir / "export" / "parquet" / "requests").exists()
+
+
+def test_a_progress_bar_on_a_terminal_counts_the_days_and_none_on_a_pipe(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    from tests.test_execute_cli import _read_to_the_end
+
+    write_days(EventLog(data_dir))
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")},
+        "PYTHONPATH": str(ROOT),
+        "TERM": "xterm-256color",
+    }
+
+    def command(out: str) -> list[str]:
+        return [sys.executable, "-m", "pipeline", "--data-dir", str(data_dir), "export"] + [
+            "--out",
+            str(tmp_path / out),
+        ]
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    proc = subprocess.Popen(command("tty"), env=env, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    tty = _read_to_the_end(master).decode("utf-8", "replace")
+    os.close(master)
+    assert proc.wait(timeout=120) == 0, tty
+    piped = subprocess.run(command("pipe"), env=env, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert all(part in tty for part in ("━", "2/2", "requests 2026-01-03"))
+    assert "2 partitions written" in tty and "2 partitions written" in piped.stdout
+    assert "━" not in piped.stderr + piped.stdout and "\x1b[" not in piped.stderr
+
+
+def test_a_data_dir_from_before_the_rename_exports_what_it_replays(tmp_path: Path) -> None:
+    """The golden directory's old `_compacted-*` file, its crash leftover and a late file: the
+    export holds each of its 11 events once, as a replay reads them."""
+    import shutil
+
+    from tests.test_compacted_names import GOLDEN
+
+    data = tmp_path / "data"
+    shutil.copytree(GOLDEN, data)
+    run_export(data, "parquet", tables=["requests"])
+    out = exported(data / "export" / "parquet")
+    assert out.height == 11 and out.equals(replayed(EventLog(data)))
