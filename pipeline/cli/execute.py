@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.cli.context import SEED, Context, json_option, pass_ctx
+from pipeline.cli.context import DURATION, SEED, Context, json_option, pass_ctx
 from pipeline.cli.ui import ProgressReporter, echo_json, print_table, progress
-from schemas import parse_duration
 
 if TYPE_CHECKING:
     from pipeline.config import LoadedConfig
@@ -36,21 +35,6 @@ def _row(pair: dict[str, Any]) -> dict[str, Any]:
         "ttft p50": pair["ttft_p50_ms"],
         "req/s": pair["throughput_rps"],
     }
-
-
-class _DurationType(click.ParamType):  # type: ignore[type-arg]
-    name = "duration"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        try:
-            seconds = parse_duration(value).total_seconds()
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-        if seconds <= 0:
-            self.fail("must be a positive duration", param, ctx)
-        return seconds
 
 
 @click.command()
@@ -85,7 +69,7 @@ class _DurationType(click.ParamType):  # type: ignore[type-arg]
 )
 @click.option(
     "--duration",
-    type=_DurationType(),
+    type=DURATION,
     default=None,
     help="Stop scheduling after this long (e.g. 30s, 5m).",
 )

@@ -245,6 +245,7 @@ async def _run_pair(
     stop: Stop,
     env_info: Mapping[str, Any],
     progress: ProgressFactory,
+    tags: Mapping[str, Any],
 ) -> PairResult:
     scenario, target, plan = run.scenario, run.target, run.plan
     clock = recorder.clock
@@ -272,6 +273,7 @@ async def _run_pair(
         "scenario_config": json.dumps(scenario.model_dump(mode="json"), sort_keys=True),
         "target_config": json.dumps(target.public_dict(), sort_keys=True),
         **env_info,
+        **tags,
     }
     await recorder.write_run(
         {
@@ -358,9 +360,11 @@ async def run_prepared(
     progress: ProgressFactory | None = None,
     handle_signals: bool = True,
     preflight: bool = False,
+    tags: Mapping[str, Any] | None = None,
 ) -> ExecuteResult:
     """Run the prepared pairs in order inside trio; stop early on SIGINT/SIGTERM. With
-    `preflight` (execute's default), check every target first (`stages.execute.preflight`)."""
+    `preflight` (execute's default), check every target first (`stages.execute.preflight`).
+    `tags`: extra `RunEvent` fields for both records of every pair (a sweep's id and step)."""
     stop = Stop()
     env_info = environment()
     results: list[PairResult] = []
@@ -375,7 +379,9 @@ async def run_prepared(
             if stop.interrupted:
                 break
             results.append(
-                await _run_pair(run, run_id, recorder, stop, env_info, progress or _no_progress)
+                await _run_pair(
+                    run, run_id, recorder, stop, env_info, progress or _no_progress, tags or {}
+                )
             )
         nursery.cancel_scope.cancel()
     if stop.interrupted:
@@ -429,8 +435,10 @@ def execute(
     *,
     progress: ProgressFactory | None = None,
     run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
 ) -> ExecuteResult:
-    """Check, then run every selected scenario × target; the whole of `pipeline execute`."""
+    """Check, then run every selected scenario × target; the whole of `pipeline execute`.
+    `tags` go on every `runs` record (see `run_prepared`)."""
     runs, seed = prepare(config, options)
     run_id = run_id or new_run_id()
     try:
@@ -447,6 +455,7 @@ def execute(
                 seed,
                 progress=progress,
                 preflight=options.preflight,
+                tags=tags,
             )
         )
     except BaseExceptionGroup as group:

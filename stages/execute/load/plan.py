@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from pipeline.config import LoadedConfig, format_validation_error
 from pipeline.errors import ConfigError
-from schemas import BenchmarkScenario, TargetConfig, get_provider
+from schemas import BenchmarkScenario, Slo, TargetConfig, get_provider
 from stages.execute.client.providers import ProviderSettings, api_key_env
 from stages.execute.record.capacity import default_workers
 
@@ -36,6 +36,7 @@ __all__ = [
     "PreparedRun",
     "arrival_offsets",
     "new_run_id",
+    "override_scenario",
     "plan_load",
     "prepare",
     "schedule_share",
@@ -61,6 +62,8 @@ class ExecuteOptions:
     """Worker processes per pair; None: `stages.execute.record.capacity.default_workers`."""
     preflight: bool = True
     """One request per target first; stop when one cannot answer (`stages.execute.preflight`)."""
+    slo: Slo | None = None
+    """Replaces the scenario's SLO (recorded with the run's scenario, so aggregate judges by it)."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,8 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
-def _override(scenario: BenchmarkScenario, options: ExecuteOptions) -> BenchmarkScenario:
+def override_scenario(scenario: BenchmarkScenario, options: ExecuteOptions) -> BenchmarkScenario:
+    """`scenario` with the command line's overrides, validated (ConfigError naming the field)."""
     updates: dict[str, Any] = {}
     if options.requests is not None:
         updates["expected_operations"] = options.requests
@@ -109,6 +113,8 @@ def _override(scenario: BenchmarkScenario, options: ExecuteOptions) -> Benchmark
         updates["rate"] = options.rate
     if options.duration_s is not None:
         updates["duration"] = options.duration_s
+    if options.slo is not None:
+        updates["slo"] = options.slo
     if not updates:
         return scenario
     try:
@@ -147,7 +153,7 @@ def prepare(
 ) -> tuple[list[PreparedRun], int]:
     """Check and plan every pair before anything is sent; raise ConfigError (exit 2) if unfit."""
     env = os.environ if environ is None else environ
-    scenarios = [_override(s, options) for s in config.select_scenarios(options.scenarios)]
+    scenarios = [override_scenario(s, options) for s in config.select_scenarios(options.scenarios)]
     targets = config.select_targets(options.targets)
     seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
     keys: dict[str, str | None] = {}
