@@ -275,7 +275,7 @@ def test_a_newer_schema_in_the_key_rewrites_every_day(data_dir: Path) -> None:
     from schemas import TABLES
 
     spec = TABLES["requests"]
-    files = [("a.arrow", 10)]
+    files = ["a.arrow", "b.arrow"]
     narrower = type(spec)(**{**spec.__dict__, "schema": spec.schema.remove(0)})
     assert source_key(spec, files) != source_key(narrower, files)
     assert source_key(spec, files) == source_key(spec, list(reversed(files)))

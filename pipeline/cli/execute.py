@@ -146,7 +146,7 @@ def execute(
                 "target at it to spread the client)",
                 err=True,
             )
-    result = run_execute(config, ctx.data_dir, options, progress=bar)
+    result = run_execute(config, ctx.store, options, progress=bar)
     for line in result.warnings:
         click.echo(line, err=True)
     if as_json:
@@ -156,7 +156,9 @@ def execute(
         # Workers only when some pair used more than one: the column is noise otherwise.
         columns = _COLUMNS + (["workers"] if any(p.workers > 1 for p in result.pairs) else [])
         print_table(f"run {result.run_id} ({result.status}; times in ms)", rows, columns)
-        ctx.info(f"events in {ctx.data_dir}/events (run_id {result.run_id}, seed {result.seed})")
+        ctx.info(
+            f"events in {ctx.store.where('events')} (run_id {result.run_id}, seed {result.seed})"
+        )
     for pair in result.pairs:
         for line in _pair_warnings(pair, config, every=ctx.verbose > 0):
             click.echo(line, err=True)

@@ -25,7 +25,6 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib import metadata
-from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Protocol
 
@@ -35,6 +34,7 @@ import trio
 from pipeline.config import LoadedConfig
 from pipeline.errors import InvalidNameError, PreflightError, WorkerFailedError
 from pipeline.store.eventlog import EventLog
+from pipeline.store.location import Location
 from schemas import (
     SCHEMA_VERSION,
     check_safe_name,
@@ -298,7 +298,7 @@ async def _run_pair(
                 if workers == 1:
                     await _play_here(run, recorder, stop, stats, outcome)
                 else:
-                    data_dir = Path(recorder.writer.log.data_dir)
+                    data_dir = recorder.writer.log.store.location  # the workers reopen it
                     timeout_s = scenario.timeout_duration.total_seconds()
                     await run_in_workers(
                         run, run_id, data_dir, clock, workers, stop, stats, timeout_s, outcome
@@ -353,7 +353,7 @@ async def _run_pair(
 
 async def run_prepared(
     runs: list[PreparedRun],
-    data_dir: Path,
+    data_dir: Location,
     run_id: str,
     seed: int,
     *,
@@ -374,7 +374,8 @@ async def run_prepared(
             await nursery.start(_watch_signals, stop)
         if preflight:
             warnings = await _preflight(runs, stop)
-        recorder = Recorder(EventLog(data_dir).writer(run_id), Clock())
+        log = EventLog(data_dir)
+        recorder = Recorder(log.writer(run_id), Clock())
         for run in runs:
             if stop.interrupted:
                 break
@@ -390,7 +391,7 @@ async def run_prepared(
         status = "timed_out"
     else:
         status = "completed"
-    return ExecuteResult(run_id, status, seed, str(data_dir), results, warnings)
+    return ExecuteResult(run_id, status, seed, log.store.location, results, warnings)
 
 
 async def _preflight(runs: list[PreparedRun], stop: Stop) -> list[str]:
@@ -430,7 +431,7 @@ async def _preflight(runs: list[PreparedRun], stop: Stop) -> list[str]:
 
 def execute(
     config: LoadedConfig,
-    data_dir: Path,
+    data_dir: Location,
     options: ExecuteOptions,
     *,
     progress: ProgressFactory | None = None,

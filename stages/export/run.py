@@ -22,7 +22,9 @@ from pathlib import Path
 from pipeline.errors import InputError, SymlinkRefusedError
 from pipeline.store.eventlog import EventLog
 from pipeline.store.fsutil import store_error
-from pipeline.store.layout import Layout, require_data_dir
+from pipeline.store.layout import Layout, partition_key
+from pipeline.store.local import LocalStore
+from pipeline.store.location import Location
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
 from schemas import TABLES
 from stages.export.sinks import DeltaSink, ParquetSink, Sink
@@ -61,18 +63,25 @@ class _Step:
     """None: remove the day."""
 
 
-def export_root(data_dir: Path, fmt: str, out: Path | None) -> tuple[Path, Path]:
+def export_root(log: EventLog, fmt: str, out: Path | None) -> tuple[Path, Path]:
     """(root, folder): every write is confined below `root`; the tables go in `folder`."""
     if fmt not in FORMATS:
         raise InputError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    local = isinstance(log.store, LocalStore)
     if out is None:
-        return data_dir, Layout(data_dir).export(fmt)
-    here, there = Path(os.path.realpath(data_dir)), Path(os.path.realpath(out))
-    if there == here or here in there.parents:
-        raise InputError(
-            f"--out: {out} is inside the data directory {data_dir}; leave --out out to export "
-            f"to {Layout(data_dir).export(fmt)}"
-        )
+        if not local:
+            raise InputError(
+                f"--out: the data directory {log.store.location} is not a local folder: "
+                "name a local folder to export into"
+            )
+        return log.data_dir, Layout(log.data_dir).export(fmt)
+    if local:
+        here, there = Path(os.path.realpath(log.data_dir)), Path(os.path.realpath(out))
+        if there == here or here in there.parents:
+            raise InputError(
+                f"--out: {out} is inside the data directory {log.data_dir}; leave --out out to "
+                f"export to {Layout(log.data_dir).export(fmt)}"
+            )
     if out.exists() and not out.is_dir():
         raise InputError(f"--out: {out} is not a directory")
     return out, out
@@ -96,10 +105,10 @@ def _wanted(log: EventLog, table: str) -> dict[str, str]:
     spec = TABLES[table]
     wanted = {}
     for day in log.partitions(table):
-        partition_day(str(log.partition_dir(table, day)), day)
+        partition_day(log.store.where(partition_key(table, day)), day)
         visible, _ = log.listing(table, day)
         if visible:
-            wanted[day] = source_key(spec, ((f.name, f.path.lstat().st_size) for f in visible))
+            wanted[day] = source_key(spec, (f.name for f in visible))
     return wanted
 
 
@@ -109,7 +118,7 @@ def _plan(wanted: dict[str, str], held: dict[str, str], table: str) -> list[_Ste
 
 
 def run_export(
-    data_dir: Path,
+    data_dir: Location,
     fmt: str,
     *,
     out: Path | None = None,
@@ -120,18 +129,20 @@ def run_export(
 ) -> ExportReport:
     """Export `tables` (default all) as `fmt`; say how many partitions will be written
     (`on_plan`), then each one as it is done (`on_step`: "requests 2026-01-02")."""
-    require_data_dir(data_dir)
-    root, folder = export_root(data_dir, fmt, out)
-    names: Sequence[str] = list(tables or TABLES)
     log = EventLog(data_dir)
+    log.store.require()
+    root, folder = export_root(log, fmt, out)
+    names: Sequence[str] = list(tables or TABLES)
     with ExitStack() as held:
-        held.enter_context(exclusive_lock(data_dir, lock))
-        if not log.events_dir.is_dir():
+        # The lock compact and archive hold: neither can move a file while it is read.
+        held.enter_context(log.store.housekeeping(lock))
+        if not log.store.entries("events"):
             raise InputError(
                 f"no events under {log.events_dir}: nothing to export "
                 "(run `pipeline execute` first, or check --data-dir)"
             )
-        if root != data_dir:
+        inside = isinstance(log.store, LocalStore) and root == log.data_dir
+        if not inside:
             # Two exports from different data directories into one --out take turns too: the
             # same lock file (and staging sweep) as a data directory's, in the --out folder.
             _make_out(root)
@@ -139,7 +150,7 @@ def run_export(
         try:
             return _export(log, fmt, root, folder, names, on_plan, on_step)
         except SymlinkRefusedError as exc:
-            if root == data_dir:
+            if inside:
                 raise
             raise SymlinkRefusedError(exc.path, "the export directory") from None
 

@@ -25,15 +25,15 @@ EXPORT_VERSION = 1
 first export rewrites every partition instead of keeping what the older one wrote."""
 
 
-def source_key(spec: TableSpec, files: Iterable[tuple[str, int]]) -> str:
-    """A digest of a partition's visible event files (name and size) and of the table's schema.
+def source_key(spec: TableSpec, names: Iterable[str]) -> str:
+    """A digest of a partition's visible event files (their names) and of the table's schema.
 
-    Names and sizes suffice: a published event file is never modified and no name repeats
-    (`EventWriter`), so the same set means the same events. A new file, a compaction, a
+    Names suffice: a published event file is never modified and no name repeats (`EventWriter`;
+    a merged file's name is a digest of its inputs), so the same set means the same events. A new file, a compaction, a
     quarantined file or a schema with a new column all change the key, and only then is the
     partition exported again."""
     lines = [f"v{EXPORT_VERSION}", str(spec.schema)]
-    lines += [f"{name} {size}" for name, size in sorted(files)]
+    lines += sorted(names)
     return hashlib.blake2b("\n".join(lines).encode(), digest_size=16).hexdigest()
 
 
