@@ -500,3 +500,23 @@ def test_a_data_dir_from_before_the_rename_exports_what_it_replays(tmp_path: Pat
     run_export(data, "parquet", tables=["requests"])
     out = exported(data / "export" / "parquet")
     assert out.height == 11 and out.equals(replayed(EventLog(data)))
+
+
+def test_an_object_store_data_dir_exports_into_a_local_out_folder(
+    s3_endpoint: str, tmp_path: Path, cli: Cli
+) -> None:
+    """Read through the store like any replay (moto on 127.0.0.1), compacted there first."""
+    import uuid
+
+    from tests.conftest import S3_BUCKET
+
+    url = f"s3://{S3_BUCKET}/t-{uuid.uuid4().hex[:12]}"
+    log = EventLog(url)
+    write_days(log)
+    compact(log, before=date(2026, 1, 10))
+    result = cli("--data-dir", url, "export")
+    assert result.code == 2 and "--out:" in result.err and "not a local folder" in result.err
+    out = tmp_path / "lake"
+    result = cli("--data-dir", url, "export", "--out", str(out), "--table", "requests")
+    assert result.code == 0, result.err
+    assert exported(out).height == 30 and exported(out).equals(replayed(log))

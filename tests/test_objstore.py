@@ -202,7 +202,11 @@ def test_outputs_are_content_addressed_and_named_by_one_pointer(s3_dir: StoreDir
     keys = s3_dir.keys("results/")
     assert "results/current.json" in keys
     pointer = json.loads(s3_dir.read("results/current.json"))
-    assert sorted(pointer["files"]) == ["benchmark_results.parquet", "timeseries.parquet"]
+    assert sorted(pointer["files"]) == [
+        "benchmark_results.parquet",
+        "sweeps.parquet",
+        "timeseries.parquet",
+    ]
     for entry in pointer["files"].values():
         assert entry["key"] in keys and len(s3_dir.read(entry["key"])) == entry["size"]
     again = run_aggregate(s3_dir.location, PRICES)  # the same events: the same objects
@@ -301,7 +305,7 @@ def test_a_compaction_during_an_aggregate_makes_it_start_over_not_fail(
 
     monkeypatch.setattr(store, "open_whole", compact_first)
     report = run_aggregate(store, PRICES)
-    assert "_compacted-" not in opened[0] and "_compacted-" in opened[-1]
+    assert "/compacted-" not in opened[0] and "/compacted-" in opened[-1]
     results = find_output(store, RESULTS)
     assert results is not None and report.total_rows == 3
     assert sorted(results["run_id"]) == ["r0", "r1", "r2"]
