@@ -108,9 +108,9 @@ class SymlinkRefusedError(StoreError):
     """Nothing below the data directory is reached through a symbolic link: a planted link must
     not make the pipeline read, write or delete anything outside it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, inside: str = "the data directory") -> None:
         self.path = path
         super().__init__(
-            f"{path} is a symbolic link; links inside the data directory are never followed: "
+            f"{path} is a symbolic link; links inside {inside} are never followed: "
             "remove it (or put what it points to in its place) and run again"
         )

@@ -60,7 +60,7 @@ def test_compact_merges_a_closed_partition_into_one_file_with_the_same_events(
     assert (result.files_in, result.events, result.duplicates_dropped) == (6, 60, 0)
     assert ids(log) == before
     (name,) = arrow_files(where)
-    assert name.startswith("_compacted-")
+    assert name.startswith("compacted-")
     assert compact(log) == []  # already compact
 
 
@@ -173,7 +173,7 @@ def test_batch_sources_of_a_compacted_file_keep_only_the_runs_asked_for(
     log.writer("r2").append("requests", batch("r2", "w0", 0, 7))
     compact(log)
     (name,) = arrow_files(where)
-    assert name.startswith("_compacted-")  # one file holding both runs
+    assert name.startswith("compacted-")  # one file holding both runs
     replay = log.replay("requests", run_ids=["r2"])
     tables = [pa.Table.from_batches(list(read())) for read in replay.batch_sources(["run_id"])]
     assert pa.concat_tables(tables).column("run_id").to_pylist() == ["r2"] * 7

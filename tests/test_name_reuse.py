@@ -44,7 +44,7 @@ def test_a_new_writer_after_a_compaction_publishes_visible_files(store_dir: Stor
     compact(log)
     assert visible(log) == 400
     (key,) = store_dir.keys()
-    assert key.startswith("events/requests/date=2026-01-02/_compacted-")
+    assert key.startswith("events/requests/date=2026-01-02/compacted-")
 
 
 def test_one_shot_appends_after_a_compaction_stay_visible(store_dir: StoreDir) -> None:

@@ -305,7 +305,7 @@ def test_a_compaction_during_an_aggregate_makes_it_start_over_not_fail(
 
     monkeypatch.setattr(store, "open_whole", compact_first)
     report = run_aggregate(store, PRICES)
-    assert "_compacted-" not in opened[0] and "_compacted-" in opened[-1]
+    assert "/compacted-" not in opened[0] and "/compacted-" in opened[-1]
     results = find_output(store, RESULTS)
     assert results is not None and report.total_rows == 3
     assert sorted(results["run_id"]) == ["r0", "r1", "r2"]

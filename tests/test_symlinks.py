@@ -179,4 +179,4 @@ def test_a_data_dir_that_is_itself_a_link_works(built: Path, tmp_path: Path) -> 
     for command in (["aggregate"], ["compact", "--before", "2999-01-01"]):
         result = run_pipeline("--data-dir", str(tmp_path / "data"), *command, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-    assert [p.name for p in (real / PARTITION).iterdir()][0].startswith("_compacted-")
+    assert [p.name for p in (real / PARTITION).iterdir()][0].startswith("compacted-")

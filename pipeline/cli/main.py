@@ -19,6 +19,7 @@ from pipeline.cli import (
     compare,
     events,
     execute,
+    export,
     mock_server,
     profile,
     recommend,
@@ -88,6 +89,7 @@ def cli(
     recommend  rules over results and profiles into recommendations/
     run        all four in order (for cron)
     sweep      one scenario at increasing loads: the load each target takes under its SLO
+    export     the events as Parquet or Delta, for DuckDB, Spark, pandas, polars
     """
     ctx.obj = Context(data_dir=data_dir, config_path=config_path, quiet=quiet, verbose=verbose)
 
@@ -107,6 +109,7 @@ for _module in (
     events,
     compact,
     archive,
+    export,
 ):
     for _command in _module.COMMANDS:
         cli.add_command(accept_global_options(_command))

@@ -55,6 +55,8 @@ from pipeline.store.pointer import Fingerprint
 from schemas import TABLES, TableSpec, check_safe_name
 
 __all__ = [
+    "COMPACTED_PREFIX",
+    "LEGACY_COMPACTED_PREFIX",
     "REPLACED_KEY",
     "REPLACES_KEY",
     "Replay",
@@ -63,6 +65,8 @@ __all__ = [
     "EventLog",
     "EventWriter",
     "Fingerprint",
+    "compacted_name",
+    "is_compacted_name",
     "read_event_file",
     "read_file_table",
     "replaces_metadata",
@@ -74,7 +78,15 @@ REPLACES_KEY = b"pipeline.replaces"
 REPLACED_KEY = b"pipeline.replaced"
 """The same files with their size and digest (a JSON list of {name, size, blake2b}); when it is
 there, a file is replaced only if it matches."""
-COMPACTED_PREFIX = "_compacted"
+COMPACTED_PREFIX = "compacted"
+"""A merged file is `compacted-<digest>.arrow`. Not `_compacted`, as before: pyarrow's datasets,
+Spark and Hadoop hide names that start with `_` or `.`, so a compacted partition read as zero
+rows there. A run id may start with "compacted" too, so a merged file is known by its whole
+name (`_COMPACTED`: no writer's file name is a bare hex digest after one dash)."""
+LEGACY_COMPACTED_PREFIX = "_compacted"
+"""What merged files were named before: still read, skipped when replaced and compacted again (no
+run id starts with `_`, so the prefix alone tells)."""
+_COMPACTED = re.compile(rf"^{COMPACTED_PREFIX}-[0-9a-f]+\.arrow$")
 _PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _FILE = re.compile(r"^(?P<run>.+)-(?P<writer>[A-Za-z0-9_.]+)-(?P<seq>\d+)\.arrow$")
 IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
@@ -153,6 +165,16 @@ def _matches(store: Store, item: EventFile, prints: Sequence[Fingerprint | None]
     if any(p is None for p in prints):
         return True
     return Fingerprint.of(store.read(item.key)) in prints
+
+
+def is_compacted_name(name: str) -> bool:
+    """Whether `name` is a merged file's (this version's name or the one before it)."""
+    return name.startswith(LEGACY_COMPACTED_PREFIX) or _COMPACTED.match(name) is not None
+
+
+def compacted_name(digest: str) -> str:
+    """The name of the merged file whose inputs hash to `digest` (hex)."""
+    return f"{COMPACTED_PREFIX}-{digest}.arrow"
 
 
 def _footer_schema(store: Store, item: EventFile) -> pa.Schema:
@@ -327,7 +349,7 @@ class EventLog:
                 raise SymlinkRefusedError(Path(self.store.where(key)))
             if kind != "file":
                 continue
-            if name.startswith(COMPACTED_PREFIX):
+            if is_compacted_name(name):
                 found.append(EventFile(key, self.store.where(key), table, day, None))
             elif match := _FILE.match(name):
                 found.append(EventFile(key, self.store.where(key), table, day, match["run"]))

@@ -12,6 +12,7 @@ same keys name the files of a local folder and the objects under an object-store
     DATA/recommendations/recommendations.{parquet,md}                        recommend
     DATA/quarantine/events/<table>/date=D/<file>                             corrupt files moved aside
     DATA/archive/events/<table>/date=D/                                      partitions archived
+    DATA/export/{parquet,delta}/<table>/                                     pipeline export
 
 On an object store an output folder holds `current.json` (the pointer) and `versions/` (the
 content-addressed files it names) instead of the files themselves (`pipeline.store.objstore`).
@@ -111,6 +112,10 @@ class Layout:
     @property
     def quarantine(self) -> Path:
         return self.data_dir / "quarantine"
+
+    def export(self, fmt: str) -> Path:
+        """Where `pipeline export --format FMT` writes by default (one folder per table)."""
+        return self.data_dir / "export" / fmt
 
     @property
     def results(self) -> Path:

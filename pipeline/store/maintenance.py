@@ -27,10 +27,10 @@ import pyarrow.compute as pc
 
 from pipeline.errors import CorruptEventFileError
 from pipeline.store.eventlog import (
-    COMPACTED_PREFIX,
     EventFile,
     EventLog,
     Fingerprint,
+    compacted_name,
     read_event_file,
     replaces_metadata,
     write_ipc,
@@ -39,7 +39,7 @@ from pipeline.store.evolution import ReadPlan
 from pipeline.store.layout import archive_key, partition_key
 from schemas import TABLES
 
-__all__ = ["ArchiveResult", "CompactResult", "archive", "compact"]
+__all__ = ["ArchiveResult", "CompactResult", "archive", "compact", "first_occurrences"]
 
 
 @dataclass(frozen=True)
@@ -104,13 +104,13 @@ def compact_partition(
         conformed.append(plan.table(part, spec.schema))
     merged = pa.concat_tables(conformed)
     before = merged.num_rows
-    merged = _dedupe(merged)
+    merged = merged.take(first_occurrences(merged.column("event_id")))
     merged = merged.sort_by([(spec.time_column, "ascending"), ("event_id", "ascending")])
     replaced = sorted((item.name, fingerprint) for item, fingerprint in used)
     key = "\n".join(f"{name} {f.size} {f.blake2b}" for name, f in replaced)
     digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
     metadata = replaces_metadata(replaced)
-    final = f"{partition_key(table, day)}/{COMPACTED_PREFIX}-{digest}.arrow"
+    final = f"{partition_key(table, day)}/{compacted_name(digest)}"
     # None (the name taken): these very inputs were merged before a crash, or by a compaction
     # racing this one on an object store: that file is the result.
     store.create(lambda h: write_ipc(merged, h, metadata), [final])
@@ -120,13 +120,13 @@ def compact_partition(
     )
 
 
-def _dedupe(table: pa.Table) -> pa.Table:
-    """Keep the first row of each event_id (a retried publish can only ever repeat a whole event)."""
-    ids = table.column("event_id")
-    indices = pa.table({"event_id": ids, "i": pa.array(range(table.num_rows), pa.int64())})
+def first_occurrences(ids: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The positions of the first row of each event id, ascending: the one rule for duplicate
+    events (a retried publish can only ever repeat a whole event), shared by compaction and
+    `pipeline export` so that both keep the same rows."""
+    indices = pa.table({"event_id": ids, "i": pa.array(range(len(ids)), pa.int64())})
     first = indices.group_by("event_id", use_threads=False).aggregate([("i", "min")])
-    keep = pc.sort_indices(first.column("i_min"))
-    return table.take(pc.take(first.column("i_min"), keep))
+    return pc.take(first.column("i_min"), pc.sort_indices(first.column("i_min"))).combine_chunks()
 
 
 def compact(

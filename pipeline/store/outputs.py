@@ -25,6 +25,7 @@ from pipeline.store.backend import Store, Writer
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions
 
 __all__ = [
+    "PARQUET_OPTIONS",
     "ROW_GROUP_SIZE",
     "find_output",
     "write_output",
@@ -34,6 +35,14 @@ __all__ = [
 ]
 
 ROW_GROUP_SIZE = 128 * 1024
+PARQUET_OPTIONS: dict[str, object] = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "write_statistics": True,
+    "use_dictionary": True,
+}
+"""Every Parquet file the pipeline writes (outputs and `pipeline export`) uses these settings
+(and ROW_GROUP_SIZE), so the same rows give the same bytes."""
 
 
 def plain_arrow(frame: pl.DataFrame) -> pa.Table:
@@ -61,15 +70,7 @@ def parquet_writer(frame: pl.DataFrame, sort_by: Sequence[str]) -> Writer:
 
     def write(handle: BinaryIO) -> None:
         rows = frame.sort(list(sort_by), nulls_last=True, maintain_order=True) if sort_by else frame
-        pq.write_table(
-            plain_arrow(rows),
-            handle,
-            compression="zstd",
-            compression_level=3,
-            row_group_size=ROW_GROUP_SIZE,
-            write_statistics=True,
-            use_dictionary=True,
-        )
+        pq.write_table(plain_arrow(rows), handle, row_group_size=ROW_GROUP_SIZE, **PARQUET_OPTIONS)
 
     return write
 
