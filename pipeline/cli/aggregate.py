@@ -58,6 +58,8 @@ def aggregate(ctx: Context, full: bool, skip_corrupt: bool, as_json: bool) -> in
         pl.col("throughput_rps").alias("rps"),
         pl.col("cost_usd").alias("cost_usd"),
         pl.col("run_status").alias("status"),
+        "shards",
+        "missing_shards",
         "tokens_estimated",
     ).to_dicts()
     if as_json:
@@ -79,6 +81,13 @@ def aggregate(ctx: Context, full: bool, skip_corrupt: bool, as_json: bool) -> in
             f"{report.total_rows} in {report.results_path}"
         )
         columns = ["run_id", "scenario", "target", "status", "ops", "error_rate"]
+        from stages.aggregate.status import status_text
+
+        # A shared run says how many shards played it, and which did not finish.
+        rows = [
+            {**row, "status": status_text(row["status"], row["shards"], row["missing_shards"])}
+            for row in rows
+        ]
         estimated = mark_estimated(rows, ["cost_usd"])
         print_table(title, rows, [*columns, "p50_ms", "p95_ms", "rps", "cost_usd"])
         if estimated:

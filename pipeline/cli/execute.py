@@ -10,16 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from pipeline.cli.context import SEED, Context, json_option, pass_ctx
 from pipeline.cli.ui import ProgressReporter, echo_json, print_table, progress
-from schemas import parse_duration
+from schemas import check_safe_name, parse_duration
 
 if TYPE_CHECKING:
+    from pipeline.cli.shards import ShardOutcome
     from pipeline.config import LoadedConfig
+    from stages.execute.load.plan import ExecuteOptions, Shard
     from stages.execute.record.summary import PairResult
 
 __all__ = ["COMMANDS"]
@@ -51,6 +56,52 @@ class _DurationType(click.ParamType):  # type: ignore[type-arg]
         if seconds <= 0:
             self.fail("must be a positive duration", param, ctx)
         return seconds
+
+
+class _ShardType(click.ParamType):  # type: ignore[type-arg]
+    name = "i/N"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Shard:
+        from stages.execute.load.plan import Shard, parse_shard
+
+        if isinstance(value, Shard):
+            return value
+        try:
+            return parse_shard(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _StartAtType(click.ParamType):  # type: ignore[type-arg]
+    name = "time"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        from stages.execute.load.plan import parse_start_at
+
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_start_at(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            check_safe_name(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+LAUNCH_DELAY = {"local": timedelta(seconds=5), "ray": timedelta(seconds=30)}
+"""A launcher's default `--start-at`: time for every runner to start, load and pre-flight, so
+they begin together (a runner that is later says so and starts at once)."""
 
 
 @click.command()
@@ -108,6 +159,48 @@ class _DurationType(click.ParamType):  # type: ignore[type-arg]
     help="Skip the one request per target that runs first and stops the run (exit 1) when a "
     "target cannot answer at all (nothing listening, a refused request).",
 )
+@click.option(
+    "--run-id",
+    default=None,
+    callback=_run_id,
+    metavar="RUN_ID",
+    help="Write into this run ([A-Za-z0-9._-]; every shard of a shared run names the same one). "
+    "Default: a new id, the UTC start and random hex.",
+)
+@click.option(
+    "--shard",
+    type=_ShardType(),
+    default=None,
+    help="Play share I of N of the run --run-id names (0 <= I < N): the request indexes ≡ I "
+    "mod N of the same seeded plan (with no --seed, the seed is derived from the run id), and "
+    "an even share of the concurrency. The run is completed once all N shards have finished.",
+)
+@click.option(
+    "--start-at",
+    type=_StartAtType(),
+    default=None,
+    help="Wait until this instant before the first pair, so shards begin together: an ISO "
+    "time (no zone: UTC) or +DURATION from now (e.g. +30s).",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1, max=10_000),
+    default=None,
+    help="Launch N runners of one run as local processes, each `execute --shard i/N` (or Ray "
+    "tasks, with --ray); their exit codes combined, Ctrl-C stops them all. Default --start-at: "
+    "+5s (Ray: +30s).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ADDRESS]",
+    help="With --shards: one Ray task per shard (needs the optional ray extra); ADDRESS is "
+    "an existing cluster's, none starts a local one. The data directory must be one every "
+    "node reaches.",
+)
 @json_option
 @pass_ctx
 def execute(
@@ -121,6 +214,11 @@ def execute(
     seed: int | None,
     workers: int | None,
     no_preflight: bool,
+    run_id: str | None,
+    shard: Shard | None,
+    start_at: datetime | None,
+    shards: int | None,
+    ray_address: str | None,
     as_json: bool,
 ) -> int:
     """Run scenarios against targets; append one event per request attempt.
@@ -131,10 +229,24 @@ def execute(
         measured attempt against some target failed, 1 when the pre-flight request (one per target,
     not an event) finds a target that cannot answer at all, 2 for bad input, 130 when interrupted
         (SIGINT/SIGTERM: in-flight requests are recorded as cancelled).
+
+        Runners can share one run: --shard I/N (with --run-id) on each, or --shards N to launch
+        them here (docs/shards.md).
     """
     from stages.execute.load.plan import ExecuteOptions
     from stages.execute.session import execute as run_execute
 
+    if shard is not None and shards is not None:
+        raise click.UsageError(
+            "--shard and --shards: give one (--shards N launches N runners, each with its "
+            "own --shard i/N)"
+        )
+    if shard is not None and run_id is None:
+        raise click.UsageError(
+            f"--shard {shard} needs --run-id: every shard must write into the same run"
+        )
+    if ray_address is not None and shards is None:
+        raise click.UsageError("--ray needs --shards N (how many Ray tasks to run)")
     options = ExecuteOptions(
         scenarios=scenarios,
         targets=targets,
@@ -145,7 +257,12 @@ def execute(
         seed=seed,
         workers=workers,
         preflight=not no_preflight,
+        shard=shard,
+        run_id=run_id,
+        start_at=start_at,
     )
+    if shards is not None:
+        return _launch(ctx, options, shards, ray_address, as_json)
     enabled = ctx.show_progress and not as_json
 
     @contextmanager
@@ -165,14 +282,23 @@ def execute(
     result = run_execute(config, ctx.data_dir, options, progress=bar)
     for line in result.warnings:
         click.echo(line, err=True)
+    shared = _shared_status(ctx.data_dir, result.run_id) if shard is not None else None
     if as_json:
-        echo_json(result.as_dict())
+        payload = result.as_dict()
+        if shared is not None:
+            payload["run_status"], payload["shards"], payload["missing_shards"] = shared
+        echo_json(payload)
     elif not ctx.quiet:
         rows = [_row(p.as_dict()) for p in result.pairs]
         # Workers only when some pair used more than one: the column is noise otherwise.
         columns = _COLUMNS + (["workers"] if any(p.workers > 1 for p in result.pairs) else [])
-        print_table(f"run {result.run_id} ({result.status}; times in ms)", rows, columns)
+        title = f"run {result.run_id} ({result.status}; times in ms)"
+        if shared is not None:
+            title = f"run {result.run_id}, shard {shard} ({result.status}; times in ms)"
+        print_table(title, rows, columns)
         ctx.info(f"events in {ctx.data_dir}/events (run_id {result.run_id}, seed {result.seed})")
+    if shared is not None:
+        ctx.info(f"run {result.run_id}: {_shared_text(shared)}")
     for pair in result.pairs:
         for line in _pair_warnings(pair, config, every=ctx.verbose > 0):
             click.echo(line, err=True)
@@ -185,6 +311,132 @@ def execute(
     if result.status == "interrupted":
         ctx.info("interrupted: the run is recorded as interrupted")
     return result.exit_code
+
+
+def _shared_status(data_dir: Path, run_id: str) -> tuple[str, int | None, str | None]:
+    """The whole run's status as its events say, over every shard that wrote any."""
+    from pipeline.store.eventlog import EventLog
+    from stages.aggregate.status import overall, run_status
+
+    runs = EventLog(data_dir).replay("runs", run_ids=[run_id]).frame.collect()
+    return overall(run_status(runs))
+
+
+def _shared_text(shared: tuple[str, int | None, str | None]) -> str:
+    from stages.aggregate.status import status_text
+
+    return status_text(*shared)
+
+
+def _child_options(ctx: Context, options: ExecuteOptions) -> list[str]:
+    """The global options and `execute ...` every launched runner gets (what this one was
+    given; the run id, shard and start instant are added per runner)."""
+    out = ["--data-dir", str(ctx.data_dir)]
+    if ctx.config_path is not None:
+        out += ["--config", str(ctx.config_path)]
+    out += ["-v"] * ctx.verbose
+    out.append("execute")
+    for flag, names in (("--scenario", options.scenarios), ("--target", options.targets)):
+        for name in names:
+            out += [flag, name]
+    for flag, value in (
+        ("--requests", options.requests),
+        ("--concurrency", options.concurrency),
+        ("--rate", options.rate),
+        ("--duration", options.duration_s),
+        ("--seed", options.seed),
+        ("--workers", options.workers),
+    ):
+        if value is not None:
+            out += [flag, repr(value)]
+    if not options.preflight:
+        out.append("--no-preflight")
+    return out
+
+
+def _launch(
+    ctx: Context, options: ExecuteOptions, count: int, ray_address: str | None, as_json: bool
+) -> int:
+    """`--shards N`: check once here (a bad input exits 2 before any runner starts), start the
+    N runners, then say how each ended and what the run's events say."""
+    from pipeline.cli.shards import (
+        RAY_MISSING,
+        combine_exit_codes,
+        run_local,
+        run_on_ray,
+        shard_argv,
+    )
+    from stages.execute.load.plan import new_run_id, prepare
+
+    run_id = options.run_id or new_run_id()
+    runs, _ = prepare(ctx.config, replace(options, run_id=run_id))  # bad input: exit 2 now
+    for run in runs:
+        if run.plan.concurrency < count:
+            raise click.BadParameter(
+                f"{count} shards, but scenario {run.scenario.name!r} has concurrency_level "
+                f"{run.plan.concurrency} (each shard needs a slot); raise it (--concurrency) or "
+                "use fewer shards",
+                param_hint="'--shards'",
+            )
+    if ray_address is not None:
+        try:
+            import ray  # noqa: F401 - only to say so now, before anything starts
+        except ImportError:
+            raise click.UsageError(RAY_MISSING) from None
+    kind = "local" if ray_address is None else "ray"
+    start_at = options.start_at or datetime.now(UTC) + LAUNCH_DELAY[kind]
+    base = _child_options(ctx, options)
+    argvs = [shard_argv(base, run_id, i, count, start_at) for i in range(count)]
+    ctx.info(
+        f"run {run_id}: {count} shard{'s' if count > 1 else ''} "
+        f"({'local processes' if ray_address is None else 'Ray tasks'}), starting at "
+        f"{start_at.isoformat()}"
+    )
+    if ray_address is None:
+        outcomes = run_local(argvs)
+    else:
+        outcomes = run_on_ray(argvs, ray_address, Path.cwd())
+    code = combine_exit_codes([o.code for o in outcomes])
+    shared = _shared_status(ctx.data_dir, run_id) if ctx.data_dir.is_dir() else None
+    status, _, missing = shared or ("failed", count, ",".join(f"{i}/{count}" for i in range(count)))
+    if as_json:
+        echo_json(
+            {
+                "run_id": run_id,
+                "run_status": status,
+                "shards": count,
+                "missing_shards": missing,
+                "exit_code": code,
+                "shard_results": [_shard_json(o, count) for o in outcomes],
+            }
+        )
+    elif not ctx.quiet:
+        rows = [_shard_row(o, count) for o in outcomes]
+        title = f"run {run_id}: {_shared_text((status, count, missing))}"
+        print_table(title, rows, ["shard", "exit", "status", "attempts", "ok", "errors", "host"])
+        ctx.info(f"events in {ctx.data_dir}/events (run_id {run_id}); pipeline aggregate")
+    return code
+
+
+def _shard_json(outcome: ShardOutcome, count: int) -> dict[str, Any]:
+    return {
+        "shard": f"{outcome.shard}/{count}",
+        "exit_code": outcome.code,
+        **(outcome.summary or {}),
+    }
+
+
+def _shard_row(outcome: ShardOutcome, count: int) -> dict[str, Any]:
+    pairs = (outcome.summary or {}).get("results", [])
+    return {
+        "shard": f"{outcome.shard}/{count}",
+        "exit": outcome.code,
+        "status": (outcome.summary or {}).get("status", "no summary"),
+        "attempts": sum(p.get("requests", 0) for p in pairs),
+        "ok": sum(p.get("ok", 0) for p in pairs),
+        "errors": sum(p.get("errors", 0) for p in pairs),
+        "host": outcome.host,
+    }
 
 
 def _mock_targets(config: LoadedConfig, selected: tuple[str, ...]) -> list[str]:

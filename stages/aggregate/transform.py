@@ -34,6 +34,7 @@ from stages.aggregate.scan import (
     frame_source,
     scan_requests,
 )
+from stages.aggregate.status import STATUS_INPUT, run_status
 
 __all__ = [
     "ERROR_COLUMNS",
@@ -50,6 +51,8 @@ __all__ = [
 
 TIMESERIES_KEYS = (*KEYS, "second")
 FINAL_RUN_STATUSES = ("completed", "interrupted", "failed", "timed_out")
+"""A run in one of these is rebuilt no more by `--incremental`; `running` and `partial` (some
+shard has not finished: it may still) are."""
 PriceLookup = Callable[[str], ModelPrice | None]
 
 _US = 1_000_000
@@ -65,6 +68,8 @@ RESULT_SCHEMA = pl.Schema(
         ("provider", _S),
         ("model", _S),
         ("run_status", _S),
+        ("shards", _I),
+        ("missing_shards", _S),
         ("mode", _S),
         ("concurrency", _I),
         ("planned_requests", _I),
@@ -172,7 +177,8 @@ def _divide(frame: pl.DataFrame, quotients: Sequence[tuple[str, str, str | float
 
 
 def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
-    """Per result: settings from the `started` record, status from the last `finished` one."""
+    """Per result: settings from the first `started` record, the status (across shards too)
+    from `status.run_status`."""
     started = (
         runs.filter(pl.col("kind") == "started")
         .sort([*KEYS, "at", "event_id"])
@@ -180,30 +186,18 @@ def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
         .first()
         .select(*KEYS, "mode", "concurrency", "planned_requests", "config_hash")
     )
-    finished = (
-        runs.filter(pl.col("kind") == "finished")
-        .sort([*KEYS, "at", "event_id"])
-        .group_by(KEYS, maintain_order=True)
-        .last()
-        .select(
-            *KEYS,
-            pl.col("status").alias("final_status"),
-            "client_cpu_saturation",
-            "client_saturated",
-            "client_loop_lag_p95_ms",
-        )
-    )
-    keys = runs.select(KEYS).unique()
     return (
-        keys.join(started, on=KEYS, how="left")
-        .join(finished, on=KEYS, how="left")
+        run_status(runs)
+        .join(started, on=KEYS, how="left")
         .select(
             *KEYS,
             "mode",
             "concurrency",
             "planned_requests",
             "config_hash",
-            pl.coalesce("final_status", pl.lit("running")).alias("run_status"),
+            "run_status",
+            "shards",
+            "missing_shards",
             "client_cpu_saturation",
             "client_saturated",
             "client_loop_lag_p95_ms",
@@ -365,20 +359,7 @@ def aggregate(
     everything after it works on per-group frames.
     """
     sources = [frame_source(requests)] if isinstance(requests, pl.LazyFrame) else requests
-    run_query = runs.select(
-        *KEYS,
-        "event_id",
-        "kind",
-        "at",
-        "status",
-        "mode",
-        "concurrency",
-        "planned_requests",
-        "config_hash",
-        "client_cpu_saturation",
-        "client_saturated",
-        "client_loop_lag_p95_ms",
-    )
+    run_query = runs.select(*STATUS_INPUT, "mode", "concurrency", "planned_requests", "config_hash")
     # The small run and sample tables are read by polars (without the GIL) while the scan runs.
     with ThreadPoolExecutor(1) as side:
         small = side.submit(pl.collect_all, [run_query, _sample_sums(samples)])
