@@ -355,7 +355,8 @@ def test_three_shards_against_the_mock_server_aggregate_like_one_runner(tmp_path
             "base_url": f"{root}/v1",
         }
         _config(tmp_path, {"expected_operations": 60, "concurrency_level": 6}, target)
-        common = ["execute", "--seed", "11", "--run-id", "m"]
+        # Two worker processes per runner: a shard's share is dealt over them in turn.
+        common = ["execute", "--seed", "11", "--run-id", "m", "--workers", "2"]
         one = _pipeline(tmp_path, "--data-dir", "one", *common)
         assert one.returncode == 0, one.stderr
         three = _pipeline(
@@ -373,6 +374,8 @@ def test_three_shards_against_the_mock_server_aggregate_like_one_runner(tmp_path
     exact += ["concurrency", "planned_requests", "mode", "config_hash", "run_status"]
     assert {k: a[k] for k in exact} == {k: b[k] for k in exact}
     assert (a["shards"], b["shards"]) == (None, 3)
+    names = {p.name.split(".")[0] for p in (tmp_path / "three" / "events").rglob("*.arrow")}
+    assert {f"m-s{i}of3_w{w}" for i in range(3) for w in (1, 2)} <= names
     for q in ("p50", "p90", "mean", "min"):
         x, y = a[f"latency_{q}_ms"], b[f"latency_{q}_ms"]
         assert abs(x - y) <= 25 + 0.1 * x, (q, x, y)
@@ -410,3 +413,51 @@ def test_ray_launches_one_task_per_shard(tmp_path: Path) -> None:
     assert (
         whole.select(keys).sort("request_index").equals(shared.select(keys).sort("request_index"))
     )
+
+
+def test_ctrl_c_to_the_launcher_stops_every_shard(tmp_path: Path) -> None:
+    """SIGINT to the launcher alone (not its process group) is forwarded to each runner: every
+    shard records the run as interrupted, and the launcher exits 130."""
+    slow = {**MOCK, "mock": {**MOCK["mock"], "simulated_latency": "500ms"}}
+    _config(tmp_path, {"expected_operations": 200, "concurrency_level": 2}, slow)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "--data-dir", "data", "execute", "--run-id", "c"]
+        + ["--shards", "2", "--start-at", "+1s"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    runs_dir = tmp_path / "data" / "events" / "runs"
+    _wait_for(lambda: len({p.name[:8] for p in runs_dir.rglob("c-s*.arrow")}) == 2)
+    time.sleep(0.5)
+    launcher.send_signal(signal.SIGINT)
+    out, err = launcher.communicate(timeout=60)
+    assert launcher.returncode == 130, err
+    finished = _runs(tmp_path / "data").filter(pl.col("kind") == "finished")
+    assert sorted(finished.get_column("shard").to_list()) == [0, 1]
+    assert set(finished.get_column("status").to_list()) == {"interrupted"}
+    assert "run c: interrupted (2 shards)" in out
+
+
+@given(st.text(max_size=40))
+def test_any_start_at_text_is_an_instant_or_a_value_error(text: str) -> None:
+    """Whatever is typed after --start-at: a UTC instant within 7 days, or a ValueError the
+    CLI turns into one line naming the flag (never an OverflowError or a traceback)."""
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    try:
+        instant = parse_start_at(text, now)
+    except ValueError:
+        return
+    assert instant.tzinfo is not None and abs(instant - now) <= timedelta(days=7)
+
+
+@given(st.text(max_size=20))
+def test_any_shard_text_is_a_shard_or_a_value_error(text: str) -> None:
+    try:
+        shard = parse_shard(text)
+    except ValueError:
+        return
+    assert 0 <= shard.index < shard.count

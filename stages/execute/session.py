@@ -379,7 +379,7 @@ async def run_prepared(
     with `start_at`, wait for that instant before the first pair (shards begin together)."""
     stop = Stop()
     shard = runs[0].plan.shard if runs else None
-    env_info = {**environment(), "clock_offset_us": store_clock_offset_us(data_dir)}
+    env_info = environment()
     results: list[PairResult] = []
     warnings: list[str] = []
     async with trio.open_nursery() as nursery:
@@ -387,6 +387,8 @@ async def run_prepared(
             await nursery.start(_watch_signals, stop)
         if preflight:
             warnings = await _preflight(runs, stop)
+        # After the pre-flight: a run it stops leaves no data directory behind.
+        env_info["clock_offset_us"] = store_clock_offset_us(data_dir)
         if start_at is not None:
             env_info["start_at"] = start_at
             late = await _wait_until(start_at, stop)
