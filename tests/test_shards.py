@@ -343,9 +343,11 @@ def test_a_shard_killed_mid_run_leaves_the_run_partial(tmp_path: Path) -> None:
 
 def test_three_shards_against_the_mock_server_aggregate_like_one_runner(tmp_path: Path) -> None:
     """`pipeline mock-server` as a real process; the same seeded run by one runner and by
-    `--shards 3`: the counts are exact, the latency percentiles within timing noise (the
-    server's timings have no spread here, so what differs is the client's scheduling: 25 ms
-    plus 10% of the value, on a 2-core box that may be busy)."""
+    `--shards 3`: the counts are exact, the latency within timing noise. The server's timings
+    have no spread here, so what differs is scheduling on a 2-core box: 3 runners × 2 worker
+    processes and the server share it (measured: p50 +5..10 ms, p90 +20 ms, the tail up to
+    +100 ms when another process runs meanwhile). So the tolerance is 25 ms + 15% on p50,
+    mean, min and TTFT p50, and the tail is not compared."""
     knobs = ("--latency", "40ms", "--token-rate", "400", "--variability", "0", "--error-rate", "0")
     with mock_server_process(*knobs, "--output-tokens", "8") as root:
         target = {
@@ -360,7 +362,7 @@ def test_three_shards_against_the_mock_server_aggregate_like_one_runner(tmp_path
         one = _pipeline(tmp_path, "--data-dir", "one", *common)
         assert one.returncode == 0, one.stderr
         three = _pipeline(
-            tmp_path, "--data-dir", "three", *common, "--shards", "3", "--start-at", "+2s"
+            tmp_path, "--data-dir", "three", *common, "--shards", "3", "--start-at", "+3s"
         )
         assert three.returncode == 0, three.stderr
         assert "completed (3 shards)" in three.stdout
@@ -376,10 +378,9 @@ def test_three_shards_against_the_mock_server_aggregate_like_one_runner(tmp_path
     assert (a["shards"], b["shards"]) == (None, 3)
     names = {p.name.split(".")[0] for p in (tmp_path / "three" / "events").rglob("*.arrow")}
     assert {f"m-s{i}of3_w{w}" for i in range(3) for w in (1, 2)} <= names
-    for q in ("p50", "p90", "mean", "min"):
-        x, y = a[f"latency_{q}_ms"], b[f"latency_{q}_ms"]
-        assert abs(x - y) <= 25 + 0.1 * x, (q, x, y)
-    assert abs(a["ttft_p50_ms"] - b["ttft_p50_ms"]) <= 25 + 0.1 * a["ttft_p50_ms"]
+    for column in ("latency_p50_ms", "latency_mean_ms", "latency_min_ms", "ttft_p50_ms"):
+        x, y = a[column], b[column]
+        assert abs(x - y) <= 25 + 0.15 * x, (column, x, y)
 
 
 @pytest.mark.slow

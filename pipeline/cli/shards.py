@@ -164,9 +164,15 @@ def run_local(argvs: list[list[str]]) -> list[ShardOutcome]:
 def run_on_ray(argvs: list[list[str]], address: str | None, cwd: Path) -> list[ShardOutcome]:
     """One Ray task per shard, each running its command where Ray places it (`address`: an
     existing cluster, or None to start a local one). Raises ImportError without ray."""
+    # Ray reports usage statistics to its makers by default; a benchmark's launcher does not
+    # phone home unless told to (set RAY_USAGE_STATS_ENABLED=1 to allow it).
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:  # a cluster of this machine alone: it listens on the loopback address only
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=0, max_retries=0)(_ray_shard)
         refs = [task.remote(argv, str(cwd)) for argv in argvs]
