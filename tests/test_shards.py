@@ -247,6 +247,10 @@ def test_two_runners_sharing_a_run_id_keep_every_event(tmp_path: Path) -> None:
         tmp_path, "--data-dir", "data", "execute", "--run-id", "shared", "--shard", "1/2"
     )
     assert twice.returncode == 2 and "already has this shard's events" in twice.stderr
+    other = _pipeline(
+        tmp_path, "--data-dir", "data", "execute", "--run-id", "shared", "--shard", "2/3"
+    )
+    assert other.returncode == 2 and "is shared by 2 shards, not 3" in other.stderr
     assert _requests(data).height == 42
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,9 +20,8 @@ from pipeline.cli.ui import ProgressReporter, echo_json, print_table, progress
 from schemas import check_safe_name, parse_duration
 
 if TYPE_CHECKING:
-    from pipeline.cli.shards import ShardOutcome
     from pipeline.config import LoadedConfig
-    from stages.execute.load.plan import ExecuteOptions, Shard
+    from stages.execute.load.plan import Shard
     from stages.execute.record.summary import PairResult
 
 __all__ = ["COMMANDS"]
@@ -97,11 +94,6 @@ def _run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> st
         except ValueError as exc:
             raise click.BadParameter(str(exc), ctx, param) from None
     return value
-
-
-LAUNCH_DELAY = {"local": timedelta(seconds=5), "ray": timedelta(seconds=30)}
-"""A launcher's default `--start-at`: time for every runner to start, load and pre-flight, so
-they begin together (a runner that is later says so and starts at once)."""
 
 
 @click.command()
@@ -262,7 +254,9 @@ def execute(
         start_at=start_at,
     )
     if shards is not None:
-        return _launch(ctx, options, shards, ray_address, as_json)
+        from pipeline.cli.shards import launch
+
+        return launch(ctx, options, shards, ray_address, as_json)
     enabled = ctx.show_progress and not as_json
 
     @contextmanager
@@ -282,7 +276,11 @@ def execute(
     result = run_execute(config, ctx.data_dir, options, progress=bar)
     for line in result.warnings:
         click.echo(line, err=True)
-    shared = _shared_status(ctx.data_dir, result.run_id) if shard is not None else None
+    shared = None
+    if shard is not None:
+        from pipeline.cli.shards import shared_status
+
+        shared = shared_status(ctx.data_dir, result.run_id)
     if as_json:
         payload = result.as_dict()
         if shared is not None:
@@ -298,7 +296,9 @@ def execute(
         print_table(title, rows, columns)
         ctx.info(f"events in {ctx.data_dir}/events (run_id {result.run_id}, seed {result.seed})")
     if shared is not None:
-        ctx.info(f"run {result.run_id}: {_shared_text(shared)}")
+        from stages.aggregate.status import status_text
+
+        ctx.info(f"run {result.run_id}: {status_text(*shared)}")
     for pair in result.pairs:
         for line in _pair_warnings(pair, config, every=ctx.verbose > 0):
             click.echo(line, err=True)
@@ -311,132 +311,6 @@ def execute(
     if result.status == "interrupted":
         ctx.info("interrupted: the run is recorded as interrupted")
     return result.exit_code
-
-
-def _shared_status(data_dir: Path, run_id: str) -> tuple[str, int | None, str | None]:
-    """The whole run's status as its events say, over every shard that wrote any."""
-    from pipeline.store.eventlog import EventLog
-    from stages.aggregate.status import overall, run_status
-
-    runs = EventLog(data_dir).replay("runs", run_ids=[run_id]).frame.collect()
-    return overall(run_status(runs))
-
-
-def _shared_text(shared: tuple[str, int | None, str | None]) -> str:
-    from stages.aggregate.status import status_text
-
-    return status_text(*shared)
-
-
-def _child_options(ctx: Context, options: ExecuteOptions) -> list[str]:
-    """The global options and `execute ...` every launched runner gets (what this one was
-    given; the run id, shard and start instant are added per runner)."""
-    out = ["--data-dir", str(ctx.data_dir)]
-    if ctx.config_path is not None:
-        out += ["--config", str(ctx.config_path)]
-    out += ["-v"] * ctx.verbose
-    out.append("execute")
-    for flag, names in (("--scenario", options.scenarios), ("--target", options.targets)):
-        for name in names:
-            out += [flag, name]
-    for flag, value in (
-        ("--requests", options.requests),
-        ("--concurrency", options.concurrency),
-        ("--rate", options.rate),
-        ("--duration", options.duration_s),
-        ("--seed", options.seed),
-        ("--workers", options.workers),
-    ):
-        if value is not None:
-            out += [flag, repr(value)]
-    if not options.preflight:
-        out.append("--no-preflight")
-    return out
-
-
-def _launch(
-    ctx: Context, options: ExecuteOptions, count: int, ray_address: str | None, as_json: bool
-) -> int:
-    """`--shards N`: check once here (a bad input exits 2 before any runner starts), start the
-    N runners, then say how each ended and what the run's events say."""
-    from pipeline.cli.shards import (
-        RAY_MISSING,
-        combine_exit_codes,
-        run_local,
-        run_on_ray,
-        shard_argv,
-    )
-    from stages.execute.load.plan import new_run_id, prepare
-
-    run_id = options.run_id or new_run_id()
-    runs, _ = prepare(ctx.config, replace(options, run_id=run_id))  # bad input: exit 2 now
-    for run in runs:
-        if run.plan.concurrency < count:
-            raise click.BadParameter(
-                f"{count} shards, but scenario {run.scenario.name!r} has concurrency_level "
-                f"{run.plan.concurrency} (each shard needs a slot); raise it (--concurrency) or "
-                "use fewer shards",
-                param_hint="'--shards'",
-            )
-    if ray_address is not None:
-        try:
-            import ray  # noqa: F401 - only to say so now, before anything starts
-        except ImportError:
-            raise click.UsageError(RAY_MISSING) from None
-    kind = "local" if ray_address is None else "ray"
-    start_at = options.start_at or datetime.now(UTC) + LAUNCH_DELAY[kind]
-    base = _child_options(ctx, options)
-    argvs = [shard_argv(base, run_id, i, count, start_at) for i in range(count)]
-    ctx.info(
-        f"run {run_id}: {count} shard{'s' if count > 1 else ''} "
-        f"({'local processes' if ray_address is None else 'Ray tasks'}), starting at "
-        f"{start_at.isoformat()}"
-    )
-    if ray_address is None:
-        outcomes = run_local(argvs)
-    else:
-        outcomes = run_on_ray(argvs, ray_address, Path.cwd())
-    code = combine_exit_codes([o.code for o in outcomes])
-    shared = _shared_status(ctx.data_dir, run_id) if ctx.data_dir.is_dir() else None
-    status, _, missing = shared or ("failed", count, ",".join(f"{i}/{count}" for i in range(count)))
-    if as_json:
-        echo_json(
-            {
-                "run_id": run_id,
-                "run_status": status,
-                "shards": count,
-                "missing_shards": missing,
-                "exit_code": code,
-                "shard_results": [_shard_json(o, count) for o in outcomes],
-            }
-        )
-    elif not ctx.quiet:
-        rows = [_shard_row(o, count) for o in outcomes]
-        title = f"run {run_id}: {_shared_text((status, count, missing))}"
-        print_table(title, rows, ["shard", "exit", "status", "attempts", "ok", "errors", "host"])
-        ctx.info(f"events in {ctx.data_dir}/events (run_id {run_id}); pipeline aggregate")
-    return code
-
-
-def _shard_json(outcome: ShardOutcome, count: int) -> dict[str, Any]:
-    return {
-        "shard": f"{outcome.shard}/{count}",
-        "exit_code": outcome.code,
-        **(outcome.summary or {}),
-    }
-
-
-def _shard_row(outcome: ShardOutcome, count: int) -> dict[str, Any]:
-    pairs = (outcome.summary or {}).get("results", [])
-    return {
-        "shard": f"{outcome.shard}/{count}",
-        "exit": outcome.code,
-        "status": (outcome.summary or {}).get("status", "no summary"),
-        "attempts": sum(p.get("requests", 0) for p in pairs),
-        "ok": sum(p.get("ok", 0) for p in pairs),
-        "errors": sum(p.get("errors", 0) for p in pairs),
-        "host": outcome.host,
-    }
 
 
 def _mock_targets(config: LoadedConfig, selected: tuple[str, ...]) -> list[str]:

@@ -1,219 +1,161 @@
-"""`execute --shards N`: the thin launchers of a shared run, on one box or on Ray.
+"""`execute --shards N`: launch the runners of one shared run, then say how it went.
 
-A launcher decides nothing a runner decides: it picks the run id and the start instant once,
-then starts N ordinary `pipeline execute --run-id R --shard i/N --start-at T` processes (the
-same options, `-q --json` so each prints one summary), waits for all of them and combines their
-exit codes. The run's status comes from the events afterwards (`stages.aggregate.status`), so a
-shard that died without a word shows as missing there, whatever it printed.
-
-Local processes share the launcher's process group: a Ctrl-C at the terminal reaches every one
-of them, and a SIGINT or SIGTERM sent to the launcher alone is forwarded to each (they record
-their requests in flight as cancelled and exit 130). A runner still alive `STOP_GRACE_S` after
-that is killed. On Ray (`--ray [ADDRESS]`, the optional `ray` extra) each shard is one Ray task
-running the same command on whichever node Ray places it; the data directory must then be one
-every node reaches (an object store, a shared file system).
+The part of `execute` that starts no request itself: it checks the options once (a bad one exits
+2 before any runner starts), picks the run id and the start instant, hands N copies of the
+command line to a launcher (`pipeline.cli.launch`: local processes or Ray tasks), and prints a
+row per shard under the run's status as its events say (`stages.aggregate.status`), so a shard
+that died without a word shows as missing whatever it printed. `shared_status` is also what a
+single `execute --shard i/N` prints at its end.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
+import click
 
-from pipeline.cli.context import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
-
-__all__ = [
-    "RAY_MISSING",
-    "STOP_GRACE_S",
-    "ShardOutcome",
-    "combine_exit_codes",
-    "run_local",
-    "run_on_ray",
-    "shard_argv",
-]
-
-STOP_GRACE_S = 30.0
-"""How long a stopped runner gets to record its cancelled requests before it is killed."""
-RAY_MISSING = (
-    "--ray needs the optional ray extra, which is not installed: pip install "
-    "'llm-bench-pipeline[ray]' (or run the shards as local processes with --shards alone)"
+from pipeline.cli.context import Context
+from pipeline.cli.launch import (
+    RAY_MISSING,
+    ShardOutcome,
+    combine_exit_codes,
+    run_local,
+    run_on_ray,
+    shard_argv,
 )
-_SEVERITY = (EXIT_INTERRUPTED, EXIT_BAD_INPUT, EXIT_FAILURE, 4, EXIT_OK)
-"""The combined exit code is the first of these any runner gave: a stop beats bad input beats a
-failure beats a target that answered nothing right."""
+from pipeline.cli.ui import echo_json, print_table
+
+if TYPE_CHECKING:
+    from stages.execute.load.plan import ExecuteOptions
+
+__all__ = ["LAUNCH_DELAY", "launch", "shared_status"]
+
+LAUNCH_DELAY = {"local": timedelta(seconds=5), "ray": timedelta(seconds=30)}
+"""A launcher's default `--start-at`: time for every runner to start, load and pre-flight, so
+they begin together (a runner that is later says so and starts at once)."""
 
 
-@dataclass(frozen=True)
-class ShardOutcome:
-    """What one runner did: its exit code and the JSON summary it printed (None if none)."""
+def shared_status(data_dir: Path, run_id: str) -> tuple[str, int | None, str | None]:
+    """The whole run's status as its events say, over every shard that wrote any (`running`
+    when none did)."""
+    from pipeline.store.eventlog import EventLog
+    from stages.aggregate.status import overall, run_status
 
-    shard: int
-    code: int
-    summary: dict[str, Any] | None
-    host: str | None = None
-
-
-def combine_exit_codes(codes: Sequence[int]) -> int:
-    """One exit code for the launcher (`_SEVERITY`); a runner killed by a signal is a failure."""
-    known = [code if code in _SEVERITY else EXIT_FAILURE for code in codes]
-    return next((code for code in _SEVERITY if code in known), EXIT_OK)
+    if not data_dir.is_dir():
+        return "running", None, None
+    runs = EventLog(data_dir).replay("runs", run_ids=[run_id]).frame.collect()
+    return overall(run_status(runs))
 
 
-def shard_argv(
-    base: Sequence[str], run_id: str, shard: int, count: int, start_at: datetime
-) -> list[str]:
-    """The command of shard `shard`: `python -m pipeline [globals] execute ... --shard i/N`
-    (`base`: everything after `python -m pipeline`, ending with execute's own options)."""
-    return [
-        sys.executable,
-        "-m",
-        "pipeline",
-        *base,
-        "--run-id",
-        run_id,
-        "--shard",
-        f"{shard}/{count}",
-        "--start-at",
-        start_at.isoformat(),
-        "-q",
-        "--json",
-    ]
+def _child_options(ctx: Context, options: ExecuteOptions) -> list[str]:
+    """The global options and `execute ...` every launched runner gets (what this one was
+    given; the run id, shard and start instant are added per runner)."""
+    out = ["--data-dir", str(ctx.data_dir)]
+    if ctx.config_path is not None:
+        out += ["--config", str(ctx.config_path)]
+    out += ["-v"] * ctx.verbose
+    out.append("execute")
+    for flag, names in (("--scenario", options.scenarios), ("--target", options.targets)):
+        for name in names:
+            out += [flag, name]
+    for flag, value in (
+        ("--requests", options.requests),
+        ("--concurrency", options.concurrency),
+        ("--rate", options.rate),
+        ("--duration", options.duration_s),
+        ("--seed", options.seed),
+        ("--workers", options.workers),
+    ):
+        if value is not None:
+            out += [flag, repr(value)]
+    if not options.preflight:
+        out.append("--no-preflight")
+    return out
 
 
-def _summary(text: str) -> dict[str, Any] | None:
-    try:
-        found = json.loads(text)
-    except ValueError:
-        return None
-    return found if isinstance(found, dict) else None
+def launch(
+    ctx: Context, options: ExecuteOptions, count: int, ray_address: str | None, as_json: bool
+) -> int:
+    """`--shards N`: check once here (a bad input exits 2 before any runner starts), start the
+    N runners, then say how each ended and what the run's events say."""
+    from stages.execute.load.plan import new_run_id, prepare
 
-
-def _code(returncode: int) -> int:
-    """A signal's death (-9) as a failure; any other code as it is."""
-    return EXIT_FAILURE if returncode < 0 else returncode
-
-
-async def _run_one(
-    argv: list[str], shard: int, out: list[ShardOutcome], pids: dict[int, int]
-) -> None:
-    process = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE)
-    pids[shard] = process.pid
-    assert process.stdout is not None
-    chunks: list[bytes | bytearray] = []
-    try:
-        async with process.stdout:
-            while data := await process.stdout.receive_some(65536):
-                chunks.append(data)
-        await process.wait()
-    finally:
-        if process.returncode is None:  # only a failure of ours ends up here: never leave one
-            process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
-    text = b"".join(chunks).decode(errors="replace")
-    pids.pop(shard, None)
-    host = socket.gethostname()
-    out.append(ShardOutcome(shard, _code(process.returncode or 0), _summary(text), host))
-
-
-def _signal_all(pids: dict[int, int], signum: int) -> None:
-    for pid in list(pids.values()):  # each runner by its own pid, never a process group
+    run_id = options.run_id or new_run_id()
+    runs, _ = prepare(ctx.config, replace(options, run_id=run_id))  # bad input: exit 2 now
+    for run in runs:
+        if run.plan.concurrency < count:
+            raise click.BadParameter(
+                f"{count} shards, but scenario {run.scenario.name!r} has concurrency_level "
+                f"{run.plan.concurrency} (each shard needs a slot); raise it (--concurrency) or "
+                "use fewer shards",
+                param_hint="'--shards'",
+            )
+    if ray_address is not None:
         try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+            import ray  # noqa: F401 - only to say so now, before anything starts
+        except ImportError:
+            raise click.UsageError(RAY_MISSING) from None
+    kind = "local" if ray_address is None else "ray"
+    start_at = options.start_at or datetime.now(UTC) + LAUNCH_DELAY[kind]
+    base = _child_options(ctx, options)
+    argvs = [shard_argv(base, run_id, i, count, start_at) for i in range(count)]
+    ctx.info(
+        f"run {run_id}: {count} shard{'s' if count > 1 else ''} "
+        f"({'local processes' if ray_address is None else 'Ray tasks'}), starting at "
+        f"{start_at.isoformat()}"
+    )
+    if ray_address is None:
+        outcomes = run_local(argvs)
+    else:
+        outcomes = run_on_ray(argvs, ray_address, Path.cwd())
+    code = combine_exit_codes([o.code for o in outcomes])
+    status, _, missing = shared_status(ctx.data_dir, run_id)
+    if missing is None and status == "running":  # no runner wrote a record (all stopped early)
+        status, missing = "not started", ",".join(f"{i}/{count}" for i in range(count))
+    if as_json:
+        echo_json(
+            {
+                "run_id": run_id,
+                "run_status": status,
+                "shards": count,
+                "missing_shards": missing,
+                "exit_code": code,
+                "shard_results": [_shard_json(o, count) for o in outcomes],
+            }
+        )
+    elif not ctx.quiet:
+        rows = [_shard_row(o, count) for o in outcomes]
+        title = f"run {run_id}: {_status_text(status, count, missing)}"
+        print_table(title, rows, ["shard", "exit", "status", "attempts", "ok", "errors", "host"])
+        ctx.info(f"events in {ctx.data_dir}/events (run_id {run_id}); pipeline aggregate")
+    return code
 
 
-async def _forward_stops(pids: dict[int, int], *, task_status: trio.TaskStatus[None]) -> None:
-    """Forward SIGINT/SIGTERM to every runner still running; kill what outlives the grace."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async for signum in signals:
-            _signal_all(pids, signum)
-            await trio.sleep(STOP_GRACE_S)
-            _signal_all(pids, signal.SIGKILL)
+def _shard_json(outcome: ShardOutcome, count: int) -> dict[str, Any]:
+    return {
+        "shard": f"{outcome.shard}/{count}",
+        "exit_code": outcome.code,
+        **(outcome.summary or {}),
+    }
 
 
-async def _launch(argvs: list[list[str]]) -> list[ShardOutcome]:
-    out: list[ShardOutcome] = []
-    pids: dict[int, int] = {}
-    async with trio.open_nursery() as nursery:
-        await nursery.start(_forward_stops, pids)
-        async with trio.open_nursery() as runners:
-            for shard, argv in enumerate(argvs):
-                runners.start_soon(_run_one, argv, shard, out, pids)
-        nursery.cancel_scope.cancel()
-    return sorted(out, key=lambda o: o.shard)
+def _shard_row(outcome: ShardOutcome, count: int) -> dict[str, Any]:
+    pairs = (outcome.summary or {}).get("results", [])
+    return {
+        "shard": f"{outcome.shard}/{count}",
+        "exit": outcome.code,
+        "status": (outcome.summary or {}).get("status", "no summary"),
+        "attempts": sum(p.get("requests", 0) for p in pairs),
+        "ok": sum(p.get("ok", 0) for p in pairs),
+        "errors": sum(p.get("errors", 0) for p in pairs),
+        "host": outcome.host,
+    }
 
 
-def run_local(argvs: list[list[str]]) -> list[ShardOutcome]:
-    """Run every shard's command as a local process at once; their outcomes, by shard."""
-    return trio.run(_launch, argvs)
+def _status_text(status: str, count: int | None, missing: str | None) -> str:
+    from stages.aggregate.status import status_text
 
-
-def run_on_ray(argvs: list[list[str]], address: str | None, cwd: Path) -> list[ShardOutcome]:
-    """One Ray task per shard, each running its command where Ray places it (`address`: an
-    existing cluster, or None to start a local one). Raises ImportError without ray."""
-    # Ray reports usage statistics to its makers by default; a benchmark's launcher does not
-    # phone home unless told to (set RAY_USAGE_STATS_ENABLED=1 to allow it).
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-
-    if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    else:  # a cluster of this machine alone: it listens on the loopback address only
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
-    try:
-        task = ray.remote(num_cpus=0, max_retries=0)(_ray_shard)
-        refs = [task.remote(argv, str(cwd)) for argv in argvs]
-        try:
-            results = ray.get(refs)
-        except KeyboardInterrupt:
-            for ref in refs:
-                ray.cancel(ref)  # the task forwards it to its runner as SIGTERM (exit 130)
-            results = [_cancelled(ray, ref) for ref in refs]
-    finally:
-        ray.shutdown()
-    return [
-        ShardOutcome(shard, _code(code), _summary(text), host)
-        for shard, (code, text, host) in enumerate(results)
-    ]
-
-
-def _cancelled(ray: Any, ref: Any) -> tuple[int, str, str | None]:
-    try:
-        result: tuple[int, str, str | None] = ray.get(ref, timeout=STOP_GRACE_S)
-        return result
-    except Exception:  # noqa: BLE001 - a cancelled or lost task is an interrupted shard
-        return EXIT_INTERRUPTED, "", None
-
-
-def _ray_shard(argv: list[str], cwd: str) -> tuple[int, str, str | None]:
-    """Inside a Ray worker: run the shard's command, forward a cancel to it as SIGTERM.
-
-    The command is the one a local launcher would run (`sys.executable -m pipeline ...`), but on
-    the worker's own interpreter, from `cwd` when that exists there (a relative config path
-    then means what it meant to the launcher)."""
-    command = [sys.executable, *argv[1:]]
-    where = cwd if os.path.isdir(cwd) else None
-    process = subprocess.Popen(command, cwd=where, stdout=subprocess.PIPE, text=True)
-    try:
-        out, _ = process.communicate()
-    except KeyboardInterrupt:
-        process.send_signal(signal.SIGTERM)
-        try:
-            out, _ = process.communicate(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, _ = process.communicate()
-    return process.returncode, out, socket.gethostname()
+    return status_text(status, count, missing)

@@ -24,19 +24,18 @@ import socket
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from importlib import metadata
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Protocol
 
-import polars as pl
 import psutil
 import trio
 
 from pipeline.config import LoadedConfig
-from pipeline.errors import InputError, InvalidNameError, PreflightError, WorkerFailedError
+from pipeline.errors import InvalidNameError, PreflightError, WorkerFailedError
 from pipeline.store.clock import store_clock_offset_us
 from pipeline.store.eventlog import EventLog
 from schemas import (
@@ -59,6 +58,7 @@ from stages.execute.record.capacity import Saturation, saturation
 from stages.execute.record.recorder import Clock, Recorder
 from stages.execute.record.resources import ResourceSampler
 from stages.execute.record.summary import PairResult, PairStats
+from stages.execute.shared import check_unplayed, wait_until
 from stages.execute.workers.parent import run_in_workers
 
 __all__ = [
@@ -391,7 +391,7 @@ async def run_prepared(
         env_info["clock_offset_us"] = store_clock_offset_us(data_dir)
         if start_at is not None:
             env_info["start_at"] = start_at
-            late = await _wait_until(start_at, stop)
+            late = await wait_until(start_at, stop)
             if late > 1.0:
                 warnings.append(
                     f"warning: --start-at {start_at.isoformat()} was {late:.1f}s ago when this "
@@ -417,23 +417,6 @@ async def run_prepared(
     else:
         status = "completed"
     return ExecuteResult(run_id, status, seed, str(data_dir), results, warnings, shard)
-
-
-async def _wait_until(instant: datetime, stop: Stop) -> float:
-    """Sleep until the wall-clock `instant` (a signal ends the wait); return how many seconds
-    late we already were (0 when we waited)."""
-    late = (datetime.now(UTC) - instant).total_seconds()
-    if late >= 0:
-        return late
-    with trio.CancelScope() as scope:
-        stop.scope = scope
-        if stop.interrupted:
-            scope.cancel()
-        try:
-            await trio.sleep(-late)
-        finally:
-            stop.scope = None
-    return 0.0
 
 
 async def _preflight(runs: list[PreparedRun], stop: Stop) -> list[str]:
@@ -493,7 +476,7 @@ def execute(
         )
     runs, seed = prepare(config, options)
     if run_id is not None:
-        _check_unplayed(data_dir, run_id, options.shard)
+        check_unplayed(data_dir, run_id, options.shard)
     run_id = run_id or new_run_id()
     try:
         return trio.run(
@@ -510,44 +493,6 @@ def execute(
         )
     except BaseExceptionGroup as group:
         raise _sole(group) from None
-
-
-def _check_unplayed(data_dir: Path, run_id: str, shard: Shard | None) -> None:
-    """Refuse to play a run (or a shard of it) that the store says was played already: its
-    request event ids would repeat, and `compact` keeps one row of each id. (Two runners that
-    start the same shard at the same instant are not caught: give each its own --shard.)"""
-    if not data_dir.is_dir():
-        return
-    started = (
-        EventLog(data_dir)
-        .replay("runs", run_ids=[run_id])
-        .frame.filter(pl.col("kind") == "started")
-        .select("shard", "shards")
-        .unique()
-        .collect()
-    )
-    if started.is_empty():
-        return
-    if shard is None:
-        raise InputError(
-            f"--run-id {run_id}: that run already has events, and a second runner would repeat "
-            "its event ids; give a new run id, or give every runner its own --shard i/N"
-        )
-    counts = {n for n in started.get_column("shards").to_list() if n is not None}
-    if counts and counts != {shard.count}:
-        raise InputError(
-            f"--shard {shard}: run {run_id} is shared by {', '.join(map(str, sorted(counts)))} "
-            f"shards, not {shard.count}"
-        )
-    if shard.index in started.get_column("shard").to_list():
-        raise InputError(
-            f"--shard {shard}: run {run_id} already has this shard's events (a shard plays "
-            "once: rerun the whole run under a new --run-id)"
-        )
-    if not counts:
-        raise InputError(
-            f"--shard {shard}: run {run_id} was played by one runner already (no shards)"
-        )
 
 
 def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
