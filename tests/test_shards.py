@@ -343,6 +343,9 @@ def test_a_shard_killed_mid_run_leaves_the_run_partial(tmp_path: Path) -> None:
     assert "run k: partial (shard 1/2 not finished)" in events.stdout
     compared = _pipeline(tmp_path, "--data-dir", "data", "compare")
     assert "run k is partial: shard(s) 1/2 did not finish" in compared.stdout + compared.stderr
+    report = _pipeline(tmp_path, "--data-dir", "data", "report", "--out", "r.html")
+    assert report.returncode == 0, report.stderr
+    assert "partial (shard 1/2 not finished)" in (tmp_path / "r.html").read_text()
 
 
 def test_three_shards_against_the_mock_server_aggregate_like_one_runner(tmp_path: Path) -> None:
