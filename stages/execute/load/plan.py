@@ -23,7 +23,7 @@ import math
 import os
 import random
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -387,15 +387,15 @@ class LoadPlan:
         """Measured requests this runner sends."""
         return len(self.indexes) - self.own_warmup
 
-    def schedule(self) -> list[tuple[int, float]]:
+    def schedule(self) -> Iterator[tuple[int, float]]:
         """This runner's (request_index, due offset) pairs of the open loop: the plan's own due
-        times, so the shards' union is exactly the unsharded schedule."""
+        times, so the shards' union is exactly the unsharded schedule. Lazy: a plan may hold
+        10 million arrivals, and a list of pairs of them would cost a gigabyte."""
         shard = self.shard
-        return [
-            (index, offset)
-            for index, offset in enumerate(self.arrivals_s, start=self.warmup)
-            if shard is None or index % shard.count == shard.index
-        ]
+        pairs = enumerate(self.arrivals_s, start=self.warmup)
+        if shard is None:
+            return pairs
+        return ((index, offset) for index, offset in pairs if index % shard.count == shard.index)
 
 
 def plan_load(
