@@ -469,3 +469,39 @@ def test_any_shard_text_is_a_shard_or_a_value_error(text: str) -> None:
     except ValueError:
         return
     assert 0 <= shard.index < shard.count
+
+
+def test_the_kubernetes_manifest_in_the_docs_runs_as_written(tmp_path: Path) -> None:
+    """docs/shards.md's Indexed Job: its YAML parses, completions equal SHARDS, and its
+    container command, run here once per completion index (paths moved into tmp, the start a
+    second ahead), plays one completed run of SHARDS shards."""
+    yaml = pytest.importorskip("yaml")
+    text = (ROOT / "docs" / "shards.md").read_text()
+    manifest = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    spec = manifest["spec"]
+    assert spec["completionMode"] == "Indexed"
+    (container,) = spec["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert spec["completions"] == spec["parallelism"] == int(env["SHARDS"])
+    assert container["command"] == ["/bin/sh", "-c"]
+    config = _config(tmp_path, {"expected_operations": 24, "concurrency_level": 4})
+    script = container["args"][0].replace("/data", str(tmp_path / "data"))
+    script = script.replace("/config/pipeline.toml", str(config))
+    script = script.replace("exec pipeline", f"exec {sys.executable} -m pipeline")
+    base = {**os.environ, "PYTHONPATH": str(ROOT), "RUN_ID": env["RUN_ID"]}
+    base |= {"SHARDS": env["SHARDS"], "START_AT": "+2s"}
+    pods = [
+        subprocess.Popen(
+            ["/bin/sh", "-c", script],
+            cwd=tmp_path,
+            env={**base, "JOB_COMPLETION_INDEX": str(index)},
+            stdout=subprocess.DEVNULL,
+        )
+        for index in range(spec["completions"])
+    ]
+    assert [pod.wait(timeout=120) for pod in pods] == [0] * spec["completions"]
+    state = run_status(_runs(tmp_path / "data")).row(0, named=True)
+    assert (state["run_status"], state["shards"]) == ("completed", int(env["SHARDS"]))
+    assert _requests(tmp_path / "data").get_column("request_index").sort().to_list() == list(
+        range(24)
+    )
