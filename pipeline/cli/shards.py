@@ -44,8 +44,6 @@ def shared_status(data_dir: Path, run_id: str) -> tuple[str, int | None, str | N
     from pipeline.store.eventlog import EventLog
     from stages.aggregate.status import overall, run_status
 
-    if not data_dir.is_dir():
-        return "running", None, None
     runs = EventLog(data_dir).replay("runs", run_ids=[run_id]).frame.collect()
     return overall(run_status(runs))
 

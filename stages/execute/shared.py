@@ -26,9 +26,7 @@ def check_unplayed(data_dir: Path, run_id: str, shard: Shard | None) -> None:
     """Refuse to play a run (or a shard of it) that the store says was played already: its
     request event ids would repeat, and `compact` keeps one row of each id. (Two runners that
     start the same shard at the same instant are not caught: give each its own --shard.)"""
-    if not data_dir.is_dir():
-        return
-    started = (
+    started = (  # an empty replay where there is no data directory yet (none is made)
         EventLog(data_dir)
         .replay("runs", run_ids=[run_id])
         .frame.filter(pl.col("kind") == "started")
