@@ -215,15 +215,15 @@ def execute(
 ) -> int:
     """Run scenarios against targets; append one event per request attempt.
 
-        Every selected scenario runs against every selected target, one after the other, under one
-        run id. Failed requests are events, and the end of the run says why they failed (-v: every
-        distinct message). Exit 0 when every target answered some requests right, 4 when every
-        measured attempt against some target failed, 1 when the pre-flight request (one per target,
+    Every selected scenario runs against every selected target, one after the other, under one
+    run id. Failed requests are events, and the end of the run says why they failed (-v: every
+    distinct message). Exit 0 when every target answered some requests right, 4 when every
+    measured attempt against some target failed, 1 when the pre-flight request (one per target,
     not an event) finds a target that cannot answer at all, 2 for bad input, 130 when interrupted
-        (SIGINT/SIGTERM: in-flight requests are recorded as cancelled).
+    (SIGINT/SIGTERM: in-flight requests are recorded as cancelled).
 
-        Runners can share one run: --shard I/N (with --run-id) on each, or --shards N to launch
-        them here (docs/shards.md).
+    Runners can share one run: --shard I/N (with --run-id) on each, or --shards N to launch
+    them here (docs/shards.md).
     """
     from stages.execute.load.plan import ExecuteOptions
     from stages.execute.session import execute as run_execute
