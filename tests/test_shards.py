@@ -180,6 +180,24 @@ def test_a_run_is_completed_only_when_every_shard_finished() -> None:
     assert alone.row(0, named=True)["shards"] is None
 
 
+@pytest.mark.parametrize(
+    ("codes", "combined"),
+    [
+        ([0, 0, 0], 0),
+        ([0, 4, 0], 4),
+        ([4, 1, 0], 1),
+        ([0, -9], 1),  # killed by SIGKILL: a failure, whatever it printed
+        ([1, 2], 2),
+        ([2, 130, 1], 130),
+        ([0, 3], 1),  # a code no runner gives: a failure, never success
+    ],
+)
+def test_the_launcher_exits_with_the_worst_runner_code(codes: list[int], combined: int) -> None:
+    from pipeline.cli.launch import combine_exit_codes, runner_code
+
+    assert combine_exit_codes([runner_code(c) for c in codes]) == combined
+
+
 # -- the command line: bad values exit 2 naming the flag -----------------------------------------
 
 

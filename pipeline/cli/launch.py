@@ -39,6 +39,7 @@ __all__ = [
     "combine_exit_codes",
     "run_local",
     "run_on_ray",
+    "runner_code",
     "shard_argv",
 ]
 
@@ -98,7 +99,7 @@ def _summary(text: str) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
-def _code(returncode: int) -> int:
+def runner_code(returncode: int) -> int:
     """A signal's death (-9) as a failure; any other code as it is."""
     return EXIT_FAILURE if returncode < 0 else returncode
 
@@ -123,7 +124,7 @@ async def _run_one(
     text = b"".join(chunks).decode(errors="replace")
     pids.pop(shard, None)
     host = socket.gethostname()
-    out.append(ShardOutcome(shard, _code(process.returncode or 0), _summary(text), host))
+    out.append(ShardOutcome(shard, runner_code(process.returncode or 0), _summary(text), host))
 
 
 def _signal_all(pids: dict[int, int], signum: int) -> None:
@@ -185,7 +186,7 @@ def run_on_ray(argvs: list[list[str]], address: str | None, cwd: Path) -> list[S
     finally:
         ray.shutdown()
     return [
-        ShardOutcome(shard, _code(code), _summary(text), host)
+        ShardOutcome(shard, runner_code(code), _summary(text), host)
         for shard, (code, text, host) in enumerate(results)
     ]
 
