@@ -11,7 +11,9 @@ thread pools, as any long-lived process would once):
   repeat runs it on polars' streaming and in-memory engines and keeps the faster;
 - transform: what `pipeline aggregate` runs in-process: replay the three tables and compute every
   output column (results incl. pooled ITL percentiles, and the per-second time series);
-- aggregate: the whole `run_aggregate` (lock, replay, transform, write both Parquet files).
+- aggregate: the whole `run_aggregate` (lock, replay, transform, write both Parquet files);
+- slo (with `--slo "ttft=50ms,tpot=10ms,latency=400ms"`): the same, every result judged by that
+  SLO (attainment per threshold and goodput), to show what an SLO costs next to `aggregate`.
 
 The three cases take turns, `--rounds` times, so that a shared machine's slow minutes fall on all
 of them alike. The table shows each case's fastest and median time over every round and repeat,
@@ -19,6 +21,7 @@ and its largest peak RSS; below it, the whole stage's best time over the floor's
 
     python bench/aggregate_bench.py                      # 1M events
     python bench/aggregate_bench.py --events 10000000    # 10M events (~1.7 GB of events on disk)
+    python bench/aggregate_bench.py --slo "ttft=50ms,tpot=10ms,latency=400ms"
 """
 
 from __future__ import annotations
@@ -44,8 +47,10 @@ import polars as pl  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.store.eventlog import EventLog  # noqa: E402
+from schemas import parse_slo  # noqa: E402
 from stages.aggregate.run import run_aggregate  # noqa: E402
 from stages.aggregate.scan import COLUMNS  # noqa: E402
+from stages.aggregate.slo import SloPolicy  # noqa: E402
 from stages.aggregate.transform import KEYS, aggregate  # noqa: E402
 
 CASES = ("floor", "transform", "aggregate")
@@ -129,9 +134,22 @@ def whole(data_dir: Path) -> int:
     return run_aggregate(data_dir, load_config(cwd=data_dir).price).total_rows
 
 
-def measure(case: str, data_dir: Path, repeat: int) -> None:
+def judged(slo: str) -> Callable[[Path], int]:
+    policy = SloPolicy(override=parse_slo(slo))
+
+    def run(data_dir: Path) -> int:
+        return run_aggregate(data_dir, load_config(cwd=data_dir).price, slo=policy).total_rows
+
+    return run
+
+
+def measure(case: str, data_dir: Path, repeat: int, slo: str | None) -> None:
     """Child process: run one case `repeat` times; print the times and the peak RSS as JSON."""
-    run = {"floor": floor, "transform": _timed(transform), "aggregate": _timed(whole)}[case]
+    if case == "slo":
+        assert slo is not None
+        run = _timed(judged(slo))
+    else:
+        run = {"floor": floor, "transform": _timed(transform), "aggregate": _timed(whole)}[case]
     times = [run(data_dir)[0] for _ in range(repeat)]
     print(json.dumps({"times": times, "peak_rss_bytes": peak_rss()}))
 
@@ -148,9 +166,9 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def child(case: str, data_dir: Path, repeat: int) -> dict[str, Any]:
+def child(case: str, data_dir: Path, repeat: int, slo: str | None) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--measure", case, "--data-dir", str(data_dir)]
-    cmd += ["--repeat", str(repeat)]
+    cmd += ["--repeat", str(repeat)] + (["--slo", slo] if slo else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -166,19 +184,24 @@ def main() -> None:
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="Reused when it holds the same events."
     )
-    parser.add_argument("--measure", choices=CASES, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--slo", default=None, help="Also time the whole stage judging every result by this SLO."
+    )
+    parser.add_argument("--measure", choices=(*CASES, "slo"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        measure(args.measure, args.data_dir, args.repeat)
+        measure(args.measure, args.data_dir, args.repeat, args.slo)
         return
+    cases = (*CASES, "slo") if args.slo else CASES
     data_dir = (
         args.data_dir or Path(tempfile.gettempdir()) / f"aggregate-bench-{args.events}-{args.runs}"
     )
     events = generate(data_dir, args.events, args.runs)
     rounds = [
-        {case: child(case, data_dir, args.repeat) for case in CASES} for _ in range(args.rounds)
+        {case: child(case, data_dir, args.repeat, args.slo) for case in cases}
+        for _ in range(args.rounds)
     ]
-    times = {case: [t for got in rounds for t in got[case]["times"]] for case in CASES}
+    times = {case: [t for got in rounds for t in got[case]["times"]] for case in cases}
     base = min(times["floor"])
     print(
         f"{events:,} request events, {args.runs} runs; polars {pl.__version__}; "
@@ -189,7 +212,7 @@ def main() -> None:
         f"{'case':<10} {'best s':>7} {'median s':>9} {'events/s':>12} {'vs floor':>9} "
         f"{'peak RSS':>10}"
     )
-    for case in CASES:
+    for case in cases:
         best = min(times[case])
         rss = max(got[case]["peak_rss_bytes"] for got in rounds)
         print(
@@ -198,6 +221,12 @@ def main() -> None:
         )
     ratios = [min(got["aggregate"]["times"]) / min(got["floor"]["times"]) for got in rounds]
     print("aggregate / floor, round by round: " + ", ".join(f"{r:.2f}x" for r in ratios))
+    if args.slo:
+        ratios = [min(got["slo"]["times"]) / min(got["aggregate"]["times"]) for got in rounds]
+        print(
+            f"slo ({args.slo}) / aggregate, round by round: "
+            + ", ".join(f"{r:.2f}x" for r in ratios)
+        )
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ from schemas.scenario import (
     ScenarioSet,
     add_scenario_validator,
 )
+from schemas.slo import SLO_THRESHOLDS, Slo, format_threshold, parse_slo
 
 __all__ = [
     "ERROR_KINDS",
@@ -73,6 +74,7 @@ __all__ = [
     "MIN_TREND_POINTS",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
+    "SLO_THRESHOLDS",
     "TABLES",
     "BenchmarkResult",
     "BenchmarkScenario",
@@ -92,6 +94,7 @@ __all__ = [
     "ResourceSample",
     "RunEvent",
     "SafeName",
+    "Slo",
     "ScenarioSet",
     "TableSpec",
     "TargetConfig",
@@ -103,8 +106,10 @@ __all__ = [
     "add_scenario_validator",
     "check_safe_name",
     "event_id",
+    "format_threshold",
     "get_provider",
     "parse_duration",
+    "parse_slo",
     "register_provider",
     "registered_providers",
     "unregister_provider",

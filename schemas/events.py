@@ -154,6 +154,15 @@ class RunEvent(Frozen):
     start_at: UtcDatetime | None = None
     """`--start-at`: the instant the runner waited for before its first pair, so shards begin
     together."""
+    sweep_id: SafeName | None = None
+    """Set when the run is a step of `pipeline sweep`: the sweep it belongs to (null otherwise;
+    older files read as null, so their runs are ordinary ones)."""
+    sweep_step: int | None = Field(default=None, ge=0)
+    """The step's place in its sweep's series (0 first), in the order the steps ran."""
+    sweep_axis: Literal["concurrency", "rate"] | None = None
+    """What the sweep varies: the closed loop's concurrency or the open loop's rate."""
+    sweep_load: float | None = Field(default=None, gt=0)
+    """The step's load on that axis (in flight, or requests/s)."""
 
 
 class ResourceSample(Frozen):

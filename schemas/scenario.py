@@ -24,6 +24,7 @@ from schemas._types import (
     field_error,
     require_unique_names,
 )
+from schemas.slo import Slo
 
 __all__ = [
     "ERROR_KINDS",
@@ -101,6 +102,10 @@ class MockConfiguration(Frozen):
     "llama.cpp" promises keep-alive and closes the connection after every stream, and streams
     a tool call's name before its arguments; "llama-cpp-python" sends no usage in streams and
     ignores `max_completion_tokens` (it reads only `max_tokens`)."""
+    batch_capacity: int | None = Field(default=None, ge=1, le=10_000)
+    """The saturating mode (docs/mock.md): requests being served share one decode budget, as in
+    a continuous-batching server. With k of them in flight, every gap between tokens is
+    stretched by max(1, k / batch_capacity). None: each request decodes at full speed."""
 
     @field_validator("error_kinds")
     @classmethod
@@ -151,6 +156,9 @@ class BenchmarkScenario(Frozen):
     """With `tools_required`: whether the model may ("auto"), must ("required") or must not
     ("none") call a tool, or must call the offered `get_weather`. None: the provider's default
     (auto). Forcing a call is how to see tool calls from a model that would rather not."""
+    slo: Slo | None = None
+    """The service-level objective `aggregate` judges this scenario's attempts by (README, "SLOs
+    and goodput"); `--slo` on `aggregate`/`run` overrides it."""
 
     @model_validator(mode="after")
     def _prompts_and_hooks(self) -> BenchmarkScenario:

@@ -251,3 +251,51 @@ def test_min_requests_is_checked_like_every_setting(cli: Run, tmp_path: Path) ->
     )
     assert result.code == 2
     assert "compare.min_requests: Input should be greater than or equal to 1" in result.err
+
+
+def _judged(index: int, target: str, attainment: float, met: bool, goodput: float) -> Any:
+    return result_row(
+        index,
+        target=target,
+        slo="ttft≤500ms",
+        slo_attainment_target=0.95,
+        slo_ttft_ms=500.0,
+        slo_good=round(attainment * 100),
+        slo_attainment=attainment,
+        slo_ttft_attainment=attainment,
+        goodput_rps=goodput,
+        slo_met=met,
+    )
+
+
+def test_compare_says_who_meets_the_slo(cli: Run, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    rows = [
+        _judged(0, "alpha", 0.8, False, 8.0),
+        _judged(1, "beta", 0.9996, True, 9.996),
+        result_row(2, target="gamma"),  # aggregated without an SLO: not named in the sentence
+    ]
+    write_results(data, rows)
+    text = cli("--data-dir", str(data), "compare").out
+    assert (
+        "SLO ttft≤500ms at 95.0%: beta meets it (99.9% of attempts, 9.996 req/s); "
+        "alpha misses it (80.0% of attempts, 8 req/s)"
+    ) in text
+    assert "slo_attainment" in text and "goodput_rps" in text
+    out = json.loads(cli("--data-dir", str(data), "compare", "--json").out)
+    assert out[0]["slo"].startswith("SLO ttft≤500ms at 95.0%: beta meets it")
+    by_target = {t["target"]: t for t in out[0]["targets"]}
+    assert by_target["alpha"]["slo_met"] is False and by_target["gamma"]["slo"] is None
+    # Different SLOs on the targets' runs are said to compare unlike.
+    rows[0] |= {"slo": "ttft≤1s"}
+    write_results(data, rows)
+    text = cli("--data-dir", str(data), "compare").out
+    assert "SLO (not the same for every target: compare with care): beta meets it" in text
+
+
+def test_compare_without_any_slo_shows_no_slo_columns(cli: Run, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_results(data, three_targets())
+    text = cli("--data-dir", str(data), "compare").out
+    assert "slo_attainment" not in text and "SLO" not in text
+    assert json.loads(cli("--data-dir", str(data), "compare", "--json").out)[0]["slo"] is None

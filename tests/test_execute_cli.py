@@ -150,7 +150,8 @@ def test_a_progress_bar_on_a_terminal_and_none_on_a_pipe_or_with_q(tmp_path: Pat
     assert "events in" in piped.stderr  # what stderr says on a pipe, without the bar
     assert not any(part in piped.stderr for part in bar)
     # -q: no bar and no table (execute changes data: only warnings and errors, as --help says)
-    assert not any(part in tty_q for part in ("━", "4/4", "\x1b[?25l", "mock-fast", "completed"))
+    # (a warning may still name the target on a loaded machine: look for the table's own words)
+    assert not any(part in tty_q for part in ("━", "4/4", "\x1b[?25l", "times in ms", "ttft p50"))
     assert (tmp_path / "quiet").is_dir()  # and the run happened
 
 

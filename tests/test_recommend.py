@@ -436,3 +436,51 @@ def test_rate_limiting_needs_evidence_in_real_processes(tmp_path: Path) -> None:
     evidence = json.loads(row["evidence"])
     assert evidence["test"]["name"] == "one-sided exact binomial"
     assert evidence["test"]["p_value"] <= 0.05 and evidence["lower_concurrency"]["concurrency"] == 2
+
+
+def _slo_row(index: int, target: str, good: int, **overrides: Any) -> dict[str, Any]:
+    """A result judged by `ttft≤500ms tpot≤50ms` at 95%: `good` of 100 attempts within it."""
+    row = result_row(
+        index,
+        target=target,
+        slo="ttft≤500ms tpot≤50ms",
+        slo_attainment_target=0.95,
+        slo_ttft_ms=500.0,
+        slo_tpot_ms=50.0,
+        slo_good=good,
+        slo_attainment=good / 100,
+        slo_ttft_attainment=min(1.0, (good + 5) / 100),
+        slo_tpot_attainment=good / 100,
+        goodput_rps=good / 10,
+        slo_met=good >= 95,
+    )
+    return row | overrides
+
+
+def test_a_missed_slo_names_the_threshold_and_a_target_that_meets_it() -> None:
+    out = fired([_slo_row(0, "alpha", 80), _slo_row(1, "beta", 99)])
+    found = out.filter(pl.col("rule_id") == "slo-missed").to_dicts()
+    assert len(found) == 1
+    (rec,) = found
+    assert rec["priority"] == "high" and rec["target"] == "alpha"
+    assert rec["title"] == (
+        "alpha misses the SLO on chat: 80.0% within ttft≤500ms tpot≤50ms, 95.0% needed"
+    )
+    assert "The threshold that breaks first is tpot (80.0% of attempts" in rec["description"]
+    assert "beta meets the SLO at 99.0% attainment, alpha at 80.0%." in rec["description"]
+    evidence = json.loads(rec["evidence"])
+    assert evidence["alternative"]["target"] == "beta" and evidence["misses"] == 20
+    assert rec["evidence_run_ids"] == ["run-000", "run-001"]
+
+
+def test_slo_missed_needs_evidence_and_a_miss() -> None:
+    assert "slo-missed" not in rules([_slo_row(0, "alpha", 95)])  # met exactly
+    assert "slo-missed" not in rules([result_row(0)])  # no SLO applied
+    # 8 misses in 100 against 5% allowed: p ≈ 0.13, not significant at 0.05.
+    assert "slo-missed" not in rules([_slo_row(0, "alpha", 92)])
+    lone = fired([_slo_row(0, "alpha", 70)]).filter(pl.col("rule_id") == "slo-missed")
+    assert "Lower the load (concurrency or rate), or relax the SLO." in lone["description"][0]
+    # A target judged by another SLO is no alternative.
+    other = _slo_row(1, "beta", 100, slo="latency≤10s")
+    rec = fired([_slo_row(0, "alpha", 70), other]).filter(pl.col("rule_id") == "slo-missed")
+    assert "beta" not in rec["description"][0]

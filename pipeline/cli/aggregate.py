@@ -6,8 +6,10 @@ import click
 import polars as pl
 
 from pipeline.cli.context import EXIT_OK, Context, json_option, pass_ctx
+from pipeline.cli.slo import slo_option, slo_policy
 from pipeline.cli.ui import ESTIMATED_NOTE, echo_json, mark_estimated, print_table
 from pipeline.text import counted
+from schemas import Slo
 
 __all__ = ["COMMANDS"]
 
@@ -25,10 +27,17 @@ __all__ = ["COMMANDS"]
     is_flag=True,
     help="Move unreadable event files to quarantine/ and aggregate without them.",
 )
+@slo_option
 @json_option
 @pass_ctx
-def aggregate(ctx: Context, full: bool, skip_corrupt: bool, as_json: bool) -> int:
-    """Replay request events into results/benchmark_results.parquet and timeseries.parquet."""
+def aggregate(
+    ctx: Context, full: bool, skip_corrupt: bool, as_json: bool, slo: Slo | None = None
+) -> int:
+    """Replay request events into results/benchmark_results.parquet and timeseries.parquet.
+
+    With an SLO (--slo, else the scenario's `slo`, else the one recorded with the run) the
+    results also hold its attainment and goodput, re-derived from the stored events.
+    """
     from stages.aggregate import run_aggregate
 
     report = run_aggregate(
@@ -37,6 +46,7 @@ def aggregate(ctx: Context, full: bool, skip_corrupt: bool, as_json: bool) -> in
         incremental=not full,
         skip_corrupt=skip_corrupt,
         lock=ctx.lock("aggregate"),
+        slo=slo_policy(ctx, slo),
     )
     if report.quarantined:
         moved = counted(len(report.quarantined), "corrupt event file")
@@ -61,6 +71,10 @@ def aggregate(ctx: Context, full: bool, skip_corrupt: bool, as_json: bool) -> in
         "shards",
         "missing_shards",
         "tokens_estimated",
+        "slo",
+        pl.col("slo_attainment").alias("attainment"),
+        pl.col("goodput_rps").alias("goodput"),
+        "slo_met",
     ).to_dicts()
     if as_json:
         echo_json(
@@ -89,7 +103,10 @@ def aggregate(ctx: Context, full: bool, skip_corrupt: bool, as_json: bool) -> in
             for row in rows
         ]
         estimated = mark_estimated(rows, ["cost_usd"])
-        print_table(title, rows, [*columns, "p50_ms", "p95_ms", "rps", "cost_usd"])
+        shown = [*columns, "p50_ms", "p95_ms", "rps", "cost_usd"]
+        if any(row["slo"] is not None for row in rows):  # only when some result has an SLO
+            shown += ["attainment", "goodput"]
+        print_table(title, rows, shown)
         if estimated:
             ctx.info(ESTIMATED_NOTE)
     return EXIT_OK

@@ -8,8 +8,7 @@ import polars as pl
 from pipeline.cli.context import EXIT_OK, Context, json_option, pass_ctx
 from pipeline.cli.ui import ESTIMATED_NOTE, echo_json, mark_estimated, print_table
 from pipeline.errors import InputError
-from pipeline.store.layout import Layout
-from pipeline.store.outputs import read_output
+from stages.aggregate.run import read_results
 from stages.compare.transform import compare as compare_targets
 
 __all__ = ["COMMANDS"]
@@ -32,7 +31,7 @@ def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
     it passed over and why. The score's weights come from the config's [compare_weights]
     (latency 0.4, cost 0.3, reliability 0.3 by default).
     """
-    results = read_output(Layout(ctx.data_dir).results, "aggregate")
+    results = read_results(ctx.data_dir)
     known = sorted(results["scenario"].unique().to_list())
     for name in scenarios:
         if name not in known:
@@ -56,6 +55,7 @@ def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
                     "min_requests": c.min_requests,
                     "mixed_settings": c.mixed_settings,
                     "passed_over": [p.as_dict() for p in c.passed_over],
+                    "slo": c.slo_sentence,
                     "targets": c.table.to_dicts(),
                 }
                 for c in comparisons
@@ -66,6 +66,7 @@ def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
         table = c.table.with_columns(pl.col("success_rate").round(4), pl.col("score").round(1))
         rows = table.to_dicts()
         estimated = mark_estimated(rows, ["usd_per_million_output_tokens"])
+        slo_columns = ["slo_attainment", "goodput_rps"] if c.slo_sentence else []
         print_table(
             f"compare: {c.scenario}",
             rows,
@@ -81,11 +82,14 @@ def compare(ctx: Context, scenarios: tuple[str, ...], as_json: bool) -> int:
                 "success_rate",
                 "usd_per_million_output_tokens",
                 "score",
+                *slo_columns,
             ],
         )
         click.echo(
             f"fastest: {c.fastest}   most cost-effective: {c.most_cost_effective}   most reliable: {c.most_reliable}"
         )
+        if c.slo_sentence:
+            click.echo(c.slo_sentence)
         for passed in c.passed_over:
             click.echo(passed.sentence())
         if c.mixed_settings:

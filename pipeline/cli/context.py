@@ -11,7 +11,7 @@ import click
 
 from pipeline.config import LoadedConfig, load_config
 from pipeline.store.lock import LockHolder, LockOptions
-from schemas import INT64_MAX, INT64_MIN, TABLES
+from schemas import INT64_MAX, INT64_MIN, TABLES, parse_duration
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -22,6 +22,7 @@ __all__ = [
     "EXIT_TARGET_FAILED",
     "QUIET_HELP",
     "VERBOSE_HELP",
+    "DURATION",
     "SEED",
     "TABLE_CHOICE",
     "Context",
@@ -35,6 +36,25 @@ EXIT_TARGET_FAILED = 4
 """execute (and run) when every measured attempt of some target failed: a cron job's alarm."""
 F = TypeVar("F", bound=Callable[..., Any])
 SEED = click.IntRange(INT64_MIN, INT64_MAX)
+
+
+class _DurationType(click.ParamType):  # type: ignore[type-arg]
+    name = "duration"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            seconds = parse_duration(value).total_seconds()
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds <= 0:
+            self.fail("must be a positive duration", param, ctx)
+        return seconds
+
+
+DURATION = _DurationType()
+"""A positive duration option: seconds or a string with a unit (`30s`, `5m`)."""
 """A seed is recorded in an int64 column: a larger one would fail only when its events are written."""
 TABLE_CHOICE = click.Choice(sorted(TABLES))
 """An event table's name, for the housekeeping commands' `--table`."""

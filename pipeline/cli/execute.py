@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.cli.context import SEED, Context, json_option, pass_ctx
+from pipeline.cli.context import DURATION, SEED, Context, json_option, pass_ctx
 from pipeline.cli.ui import ProgressReporter, echo_json, print_table, progress
-from schemas import check_safe_name, parse_duration
+from schemas import check_safe_name
 
 if TYPE_CHECKING:
     from pipeline.config import LoadedConfig
@@ -38,21 +38,6 @@ def _row(pair: dict[str, Any]) -> dict[str, Any]:
         "ttft p50": pair["ttft_p50_ms"],
         "req/s": pair["throughput_rps"],
     }
-
-
-class _DurationType(click.ParamType):  # type: ignore[type-arg]
-    name = "duration"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        try:
-            seconds = parse_duration(value).total_seconds()
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-        if seconds <= 0:
-            self.fail("must be a positive duration", param, ctx)
-        return seconds
 
 
 class _ShardType(click.ParamType):  # type: ignore[type-arg]
@@ -128,7 +113,7 @@ def _run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 )
 @click.option(
     "--duration",
-    type=_DurationType(),
+    type=DURATION,
     default=None,
     help="Stop scheduling after this long (e.g. 30s, 5m).",
 )

@@ -25,6 +25,7 @@ from pipeline.cli import (
     report,
     run,
     scenarios,
+    sweep,
     targets,
 )
 from pipeline.cli.context import (
@@ -83,6 +84,7 @@ def cli(
     profile    trends across runs into profiles/performance_profiles.parquet
     recommend  rules over results and profiles into recommendations/
     run        all four in order (for cron)
+    sweep      one scenario at increasing loads: the load each target takes under its SLO
     """
     ctx.obj = Context(data_dir=data_dir, config_path=config_path, quiet=quiet, verbose=verbose)
 
@@ -95,6 +97,7 @@ for _module in (
     recommend,
     compare,
     run,
+    sweep,
     mock_server,
     scenarios,
     targets,

@@ -34,6 +34,7 @@ _KNOBS = {
     "hang": "hang",
     "memory": "memory_usage_simulation",
     "mimic": "mimic",
+    "batch_capacity": "batch_capacity",
 }
 
 
@@ -78,6 +79,12 @@ def _mock_table(ctx: Context, config_file: Path | None, target: str | None) -> d
 @click.option("--error-rate", type=float, help="Share of requests that fail, 0..1. [default: 0]")
 @click.option("--variability", type=float, help="Relative spread of timings, 0..1. [default: 0]")
 @click.option("--concurrency-limit", type=int, help="Requests served at once. [default: 100]")
+@click.option(
+    "--batch-capacity",
+    type=int,
+    help="Saturate like a batching server: with k requests in flight each token gap is "
+    "stretched by max(1, k / N) (docs/mock.md). [default: off]",
+)
 @click.option("--output-tokens", type=int, help="Tokens per response. [default: max_tokens]")
 @click.option("--seed", type=int, help="Seed of timings and errors. [default: 0]")
 @click.option(

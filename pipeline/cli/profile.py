@@ -23,6 +23,8 @@ fail_on_regression_option = click.option(
 
 
 _METRICS = ("latency", "throughput", "error_rate", "cost_efficiency")
+_ALL_METRICS = (*_METRICS, "capacity")
+"""`capacity`: the sweeps' answer (`stages.profile.transform.CAPACITY`), shown when swept."""
 _PROFILE_COLUMNS = [
     "scenario",
     "target",
@@ -35,7 +37,7 @@ _JSON_COLUMNS = [
     *_PROFILE_COLUMNS,
     *(
         f"{m}_{part}"
-        for m in _METRICS
+        for m in _ALL_METRICS
         for part in (
             "change_point_run_id",
             "change_point_relative_change",
@@ -43,6 +45,14 @@ _JSON_COLUMNS = [
             "change_point_p",
         )
     ),
+    "capacity_trend",
+    "capacity_relative_change",
+    "capacity_confidence",
+    "sweeps",
+    "latest_sweep_id",
+    "latest_capacity",
+    "capacity_axis",
+    "capacity_slo",
     "regression_reasons",
 ]
 
@@ -53,7 +63,7 @@ def _table_row(row: dict[str, Any], threshold: float) -> dict[str, Any]:
     is a regression, so that the table agrees with the REGRESSION lines and the exit code."""
     return {
         **row,
-        **{f"{m}_trend": trend_text(row, m) for m in _METRICS},
+        **{f"{m}_trend": trend_text(row, m) for m in _ALL_METRICS},
         "overall_confidence": confidence_text(row["overall_confidence"], threshold),
         "regression": "yes" if row["regression"] else "no",
     }
@@ -69,7 +79,11 @@ def report_profile(ctx: Context, summary: ProfileSummary, as_json: bool) -> None
     trends = ctx.config.config.trends
     if not ctx.quiet:
         shown = [_table_row(row, trends.confidence_threshold) for row in rows]
-        print_table(f"profiles ({summary.path})", shown, _PROFILE_COLUMNS)
+        swept = any(
+            row["latest_sweep_id"] for row in rows
+        )  # the column only when it says something
+        columns = [*_PROFILE_COLUMNS[:-2], "capacity_trend", *_PROFILE_COLUMNS[-2:]]
+        print_table(f"profiles ({summary.path})", shown, columns if swept else _PROFILE_COLUMNS)
     for row in summary.regressions.iter_rows(named=True):
         click.echo(
             f"REGRESSION {row['scenario']} @ {row['target']}: {row['regression_reasons']}", err=True

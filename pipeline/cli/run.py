@@ -26,7 +26,9 @@ from pipeline.cli.context import (
 from pipeline.cli.execute import execute
 from pipeline.cli.profile import fail_on_regression_option, profile
 from pipeline.cli.recommend import recommend
+from pipeline.cli.slo import slo_option
 from pipeline.cli.ui import echo_json
+from schemas import Slo
 
 __all__ = ["COMMANDS"]
 
@@ -43,6 +45,7 @@ __all__ = ["COMMANDS"]
 )
 @click.option("--seed", type=SEED, default=None, help="Seed for prompt choice and arrivals.")
 @click.option("--no-preflight", is_flag=True, help="Skip execute's pre-flight request per target.")
+@slo_option
 @fail_on_regression_option
 @json_option
 @pass_ctx
@@ -57,6 +60,7 @@ def run(
     no_preflight: bool,
     fail_on_regression: bool,
     as_json: bool,
+    slo: Slo | None = None,
 ) -> int:
     """execute, aggregate, profile and recommend in order (for cron).
 
@@ -80,7 +84,7 @@ def run(
                 "no_preflight": no_preflight,
             },
         ),
-        ("aggregate", aggregate, {"full": False, "skip_corrupt": False}),
+        ("aggregate", aggregate, {"full": False, "skip_corrupt": False, "slo": slo}),
         ("profile", profile, {"fail_on_regression": fail_on_regression}),
         ("recommend", recommend, {}),
     ]

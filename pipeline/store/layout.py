@@ -6,7 +6,7 @@ the layout can change (or move to an object store) in this one place.
     DATA/events/<table>/date=YYYY-MM-DD/<run>-<writer>.<token>-<seq>.arrow   the event log
     DATA/.staging/<uuid>.tmp                                                 files being written
     DATA/.lock                                                               the derived stages' lock
-    DATA/results/{benchmark_results,timeseries}.parquet                      aggregate
+    DATA/results/{benchmark_results,timeseries,sweeps}.parquet               aggregate
     DATA/profiles/performance_profiles.parquet                               profile
     DATA/recommendations/recommendations.{parquet,md}                        recommend
     DATA/quarantine/events/<table>/date=D/<file>                             corrupt files moved aside
@@ -84,6 +84,10 @@ class Layout:
     @property
     def timeseries(self) -> Path:
         return self.data_dir / "results" / "timeseries.parquet"
+
+    @property
+    def sweeps(self) -> Path:
+        return self.data_dir / "results" / "sweeps.parquet"
 
     @property
     def profiles(self) -> Path:

@@ -15,13 +15,15 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from pipeline.errors import CorruptEventFileError, InputError
+from pipeline.errors import CorruptEventFileError, InputError, StageInputMissingError
 from pipeline.store.eventlog import EventFile, EventLog, Replay, read_file_table
 from pipeline.store.layout import Layout
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
-from pipeline.store.outputs import output_present, parquet_writer, replace_outputs
+from pipeline.store.outputs import output_present, parquet_writer, read_output, replace_outputs
 from schemas import TABLES
 from stages.aggregate.scan import COLUMNS
+from stages.aggregate.slo import SloLookup, SloPolicy
+from stages.aggregate.sweeps import SWEEP_KEYS, sweeps
 from stages.aggregate.transform import (
     FINAL_RUN_STATUSES,
     KEYS,
@@ -33,7 +35,7 @@ from stages.aggregate.transform import (
     aggregate,
 )
 
-__all__ = ["AggregateReport", "output_paths", "run_aggregate"]
+__all__ = ["AggregateReport", "output_paths", "read_results", "run_aggregate"]
 _PRICE_COLUMNS = (
     "price_input_per_mtok",
     "price_output_per_mtok",
@@ -54,6 +56,9 @@ class AggregateReport:
     timeseries_rows: int
     results_path: Path
     timeseries_path: Path
+    sweeps: pl.DataFrame
+    """Every sweep's answer (`stages.aggregate.sweeps`), as written to `sweeps_path`."""
+    sweeps_path: Path
     unpriced_models: tuple[str, ...]
     quarantined: tuple[Path, ...]
 
@@ -61,6 +66,24 @@ class AggregateReport:
 def output_paths(data_dir: Path) -> tuple[Path, Path]:
     layout = Layout(data_dir)
     return layout.results, layout.timeseries
+
+
+def read_results(data_dir: Path) -> pl.DataFrame:
+    """results/benchmark_results.parquet for a later stage, refused (with what to run) when it
+    was written by an older version of this stage: a column it lacks (the SLO's, a sweep's)
+    would otherwise stop that stage with a traceback."""
+    path = Layout(data_dir).results
+    results = read_output(path, "aggregate")
+    missing = [name for name in RESULT_SCHEMA if name not in results.columns]
+    if missing:
+        shown = ", ".join(missing[:4]) + (
+            f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        )
+        raise StageInputMissingError(
+            f"{path} was written by an older version of aggregate (it has no {shown}): run "
+            "`pipeline aggregate` to rebuild it from the events"
+        )
+    return results
 
 
 def _event_run_ids(log: EventLog) -> set[str]:
@@ -76,6 +99,19 @@ def _event_run_ids(log: EventLog) -> set[str]:
         found = pl.scan_ipc(compacted, glob=False).select(pl.col("run_id").unique()).collect()
         ids |= set(found.get_column("run_id").to_list())
     return ids
+
+
+def _stale_slo_runs(existing: pl.DataFrame, lookup: SloLookup) -> set[str]:
+    """Runs whose rows were judged by another SLO than the one that applies now (edited in the
+    config, or given with --slo): rebuilt, as a full build would judge them."""
+    stale = set()
+    pairs = existing.select("run_id", "scenario", "slo", "slo_attainment_target").unique()
+    for run_id, scenario, label, target in pairs.iter_rows():
+        slo = lookup(run_id, scenario)
+        now = (None, None) if slo is None else (slo.label(), slo.attainment)
+        if now != (label, target):
+            stale.add(run_id)
+    return stale
 
 
 def _reusable_runs(existing: pl.DataFrame, runs: pl.DataFrame, price_of: PriceLookup) -> set[str]:
@@ -111,10 +147,15 @@ def run_aggregate(
     incremental: bool = False,
     skip_corrupt: bool = False,
     lock: LockOptions = DEFAULT_LOCK,
+    slo: SloPolicy | None = None,
 ) -> AggregateReport:
-    """Rebuild results/ from the event log (all runs, or only those not yet final) under the lock."""
+    """Rebuild results/ from the event log (all runs, or only those not yet final) under the lock.
+
+    `slo`: which SLO judges each result (`stages.aggregate.slo`); None: none does."""
+    slo = slo if slo is not None else SloPolicy()
     log = EventLog(data_dir)
     results_path, timeseries_path = output_paths(data_dir)
+    sweeps_path = Layout(data_dir).sweeps
     with exclusive_lock(data_dir, lock):
         if not log.files("requests") and not log.files("runs"):
             raise InputError(
@@ -125,7 +166,7 @@ def run_aggregate(
         while True:
             try:
                 old_results, old_series, keep, built, replays = _build(
-                    log, price_of, incremental=incremental, skip_corrupt=skip_corrupt
+                    log, price_of, slo, incremental=incremental, skip_corrupt=skip_corrupt
                 )
                 break
             except CorruptEventFileError as exc:
@@ -140,11 +181,15 @@ def run_aggregate(
             kept = pl.col("run_id").is_in(sorted(keep))
             results = pl.concat([old_results.filter(kept).cast(dict(RESULT_SCHEMA)), results])  # type: ignore[arg-type]
             series = pl.concat([old_series.filter(kept).cast(dict(TIMESERIES_SCHEMA)), series])  # type: ignore[arg-type]
-        replace_outputs(  # both staged at once, then both replaced: never one without the other
+        # The answers from every result row (kept or rebuilt): a sweep's steps can span an
+        # incremental build, and the answer is a pure function of its steps' rows.
+        answers = sweeps(results)
+        replace_outputs(  # all staged at once, then all replaced: never one without the others
             data_dir,
             [
                 (results_path, parquet_writer(results, KEYS)),
                 (timeseries_path, parquet_writer(series, TIMESERIES_KEYS)),
+                (sweeps_path, parquet_writer(answers, SWEEP_KEYS)),
             ],
         )
     unpriced = results.filter(pl.col("price_input_per_mtok").is_null()).get_column("model")
@@ -156,6 +201,8 @@ def run_aggregate(
         timeseries_rows=series.height,
         results_path=results_path,
         timeseries_path=timeseries_path,
+        sweeps=answers,
+        sweeps_path=sweeps_path,
         unpriced_models=tuple(sorted(set(unpriced.to_list()) | set(built.unpriced_models))),
         quarantined=tuple(quarantined),
     )
@@ -168,7 +215,7 @@ def _files_at(log: EventLog, paths: list[Path]) -> list[EventFile]:
 
 
 def _build(
-    log: EventLog, price_of: PriceLookup, *, incremental: bool, skip_corrupt: bool
+    log: EventLog, price_of: PriceLookup, slo: SloPolicy, *, incremental: bool, skip_corrupt: bool
 ) -> tuple[
     pl.DataFrame | None,
     pl.DataFrame | None,
@@ -193,13 +240,14 @@ def _build(
     if old_results is not None:
         present = _event_run_ids(log)  # a run archived since is dropped, as a rebuild would
         keep = _reusable_runs(old_results, runs.collect(), price_of) & present
+        keep -= _stale_slo_runs(old_results, slo.lookup(runs.frame))
     todo = None if old_results is None else sorted(present - keep)
     requests = log.replay("requests", run_ids=todo, skip_corrupt=skip_corrupt)
     samples = log.replay("samples", run_ids=todo, skip_corrupt=skip_corrupt)
     runs_todo = runs.frame if todo is None else runs.frame.filter(pl.col("run_id").is_in(todo))
     try:
         sources = requests.batch_sources(COLUMNS)
-        built = aggregate(sources, runs_todo, samples.frame, price_of)
+        built = aggregate(sources, runs_todo, samples.frame, price_of, slo)
     except (pl.exceptions.PolarsError, pa.ArrowException, OSError):
         for item in (*runs.files, *requests.files, *samples.files):
             read_file_table(item.path)  # a file corrupt past its footer: name it

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from schemas import ERROR_TYPES
 from stages.aggregate.distributions import GapCounts, IntArray, linear_quantile, quantiles
+from stages.aggregate.slo import SLO_COUNTS, good_masks
 
 __all__ = [
     "COLUMNS",
@@ -49,6 +50,8 @@ __all__ = [
     "SHORT_Q",
     "BatchSource",
     "Scanned",
+    "ThresholdLookup",
+    "Thresholds",
     "frame_source",
     "scan_requests",
 ]
@@ -80,6 +83,10 @@ COLUMNS = (
 
 BatchSource = Callable[[], Iterable[pa.RecordBatch]]
 """A lazily read part of the request events (one event file, or a whole frame)."""
+Thresholds = Mapping[str, int]
+"""An SLO's thresholds in integer µs, by name (`Slo.thresholds_us`)."""
+ThresholdLookup = Callable[[tuple[object, ...]], Thresholds | None]
+"""A result's key -> the thresholds its attempts are judged by (None: no SLO)."""
 
 _US = 1_000_000
 # Per-second counters, in the order of `_Result.seconds` rows.
@@ -220,6 +227,8 @@ class _Result:
 
     provider: object
     model: object
+    slo: Thresholds | None = None
+    """The SLO's thresholds (µs): its good attempts are counted in `sums` (`SLO_COUNTS`)."""
     sums: Counter[str] = field(default_factory=Counter)
     extremes: dict[str, int] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
@@ -308,6 +317,10 @@ class _Result:
             self.errors.update(
                 _error_kinds(batch.column("error_type").take(rows), status.take(rows))
             )
+        if self.slo:
+            masks = good_masks(self.slo, ok, lat, lat_valid, ttft, ttft_valid, out, out_valid)
+            for name, mask in masks.items():
+                s[SLO_COUNTS[name]] += int(np.count_nonzero(mask))
         self._add_seconds(start // _US, end // _US, ok, failed, out, lat, lat_valid, lat_top)
 
     def _add_seconds(
@@ -415,7 +428,9 @@ def _constant(batch: pa.RecordBatch, name: str) -> object:
 # -- the pass and its output frames --------------------------------------------------------------
 
 
-def _fold(sources: Sequence[BatchSource]) -> dict[tuple[object, ...], _Result]:
+def _fold(
+    sources: Sequence[BatchSource], slo_of: ThresholdLookup | None = None
+) -> dict[tuple[object, ...], _Result]:
     """Some sources' measured (non-warmup) attempts, reduced per result.
 
     Consecutive parts of one result are joined into batches of up to `_JOIN_ROWS` rows before
@@ -432,7 +447,10 @@ def _fold(sources: Sequence[BatchSource]) -> dict[tuple[object, ...], _Result]:
             return
         joined = pending[0] if len(pending) == 1 else pa.concat_batches(pending)
         provider, model = _constant(joined, "provider"), _constant(joined, "model")
-        acc = found.setdefault(pending_key, _Result(provider, model))
+        acc = found.get(pending_key)
+        if acc is None:
+            slo = slo_of(pending_key) if slo_of is not None else None
+            acc = found[pending_key] = _Result(provider, model, slo)
         acc.expect(provider, model)
         acc.add(joined)
         pending.clear()
@@ -449,9 +467,15 @@ def _fold(sources: Sequence[BatchSource]) -> dict[tuple[object, ...], _Result]:
     return found
 
 
-def scan_requests(sources: Sequence[BatchSource], *, threads: int | None = None) -> Scanned:
+def scan_requests(
+    sources: Sequence[BatchSource],
+    *,
+    threads: int | None = None,
+    slo_of: ThresholdLookup | None = None,
+) -> Scanned:
     """Fold every source on `threads` threads (default: one per CPU) and merge; see the module
     docstring. The result does not depend on the split into sources or on the thread count.
+    `slo_of`: each result's SLO thresholds, whose good attempts are counted (`SLO_COUNTS`).
 
     Consecutive sources go to one task (about 8 tasks per thread: enough to balance the threads,
     few enough that small files can be joined, see `_fold`)."""
@@ -460,7 +484,7 @@ def scan_requests(sources: Sequence[BatchSource], *, threads: int | None = None)
     tasks = [sources[i : i + step] for i in range(0, len(sources), step)]
     found: dict[tuple[object, ...], _Result] = {}
     with ThreadPoolExecutor(workers) as pool:
-        for partial in pool.map(_fold, tasks):
+        for partial in pool.map(_fold, tasks, [slo_of] * len(tasks)):
             for key, acc in partial.items():
                 if key in found:
                     found[key].merge(acc)
@@ -500,6 +524,7 @@ _RESULT_SCHEMA = pl.Schema(
         ("output_tokens", _I),
         ("cached_tokens", _I),
         ("tokens_estimated", _I),
+        *((name, _I) for name in SLO_COUNTS.values()),
         *((name, _I) for name in ERROR_COLUMNS),
         *((f"lat_{q}", _F) for q in LATENCY_Q),
         *((f"ttft_{q}", _F) for q in SHORT_Q),
@@ -524,6 +549,9 @@ def _result_row(key: tuple[object, ...], acc: _Result) -> dict[str, object]:
         row[name] = s[name]
     for name in ("input_tokens", "output_tokens", "cached_tokens", "tokens_estimated"):
         row[name] = s[name]
+    for part, name in SLO_COUNTS.items():  # null without an SLO, or a threshold it does not set
+        wanted = acc.slo is not None and (part == "all" or part in acc.slo)
+        row[name] = s[name] if wanted else None
     for name in ERROR_COLUMNS:
         row[name] = acc.errors[name]
     for q, value in zip(LATENCY_Q, quantiles(acc.latency, list(LATENCY_Q.values())), strict=True):

@@ -24,16 +24,18 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from schemas import ModelPrice
+from schemas import SLO_THRESHOLDS, ModelPrice
 from stages.aggregate.scan import (
     ERROR_COLUMNS,
     KEYS,
     LATENCY_Q,
     SHORT_Q,
     BatchSource,
+    ThresholdLookup,
     frame_source,
     scan_requests,
 )
+from stages.aggregate.slo import SLO_COUNTS, SloLookup, SloPolicy
 from stages.aggregate.status import STATUS_INPUT, run_status
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "FINAL_RUN_STATUSES",
     "KEYS",
     "RESULT_SCHEMA",
+    "SWEEP_TAGS",
     "TIMESERIES_KEYS",
     "TIMESERIES_SCHEMA",
     "Aggregates",
@@ -57,7 +60,11 @@ PriceLookup = Callable[[str], ModelPrice | None]
 
 _US = 1_000_000
 _F, _I, _S = pl.Float64(), pl.Int64(), pl.String()
+_PER_THRESHOLD = [(part, name) for part, name in SLO_COUNTS.items() if part != "all"]
 _TS = pl.Datetime("us", "UTC")
+
+SWEEP_TAGS = {"sweep_id": _S, "sweep_step": _I, "sweep_axis": _S, "sweep_load": _F}
+"""The `runs` fields that make a run a step of `pipeline sweep` (null on an ordinary run)."""
 
 RESULT_SCHEMA = pl.Schema(
     [
@@ -114,6 +121,15 @@ RESULT_SCHEMA = pl.Schema(
         ("client_cpu_saturation", _F),
         ("client_saturated", pl.Boolean()),
         ("client_loop_lag_p95_ms", _F),
+        ("slo", _S),
+        ("slo_attainment_target", _F),
+        *((f"slo_{name}_ms", _F) for name in SLO_THRESHOLDS),
+        ("slo_good", _I),
+        ("slo_attainment", _F),
+        *((f"slo_{name}_attainment", _F) for name in SLO_THRESHOLDS),
+        ("goodput_rps", _F),
+        ("slo_met", pl.Boolean()),
+        *SWEEP_TAGS.items(),
     ]
 )
 """The columns of results/benchmark_results.parquet, in order (docs/aggregate.md defines each)."""
@@ -184,7 +200,7 @@ def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
         .sort([*KEYS, "at", "event_id"])
         .group_by(KEYS, maintain_order=True)
         .first()
-        .select(*KEYS, "mode", "concurrency", "planned_requests", "config_hash")
+        .select(*KEYS, "mode", "concurrency", "planned_requests", "config_hash", *SWEEP_TAGS)
     )
     return (
         run_status(runs)
@@ -195,6 +211,7 @@ def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
             "concurrency",
             "planned_requests",
             "config_hash",
+            *SWEEP_TAGS,
             "run_status",
             "shards",
             "missing_shards",
@@ -257,11 +274,32 @@ def _prices(models: Sequence[str], price_of: PriceLookup) -> tuple[pl.DataFrame,
     return frame, tuple(unknown)
 
 
+def _slo_frame(keys: pl.DataFrame, lookup: SloLookup | None) -> pl.DataFrame:
+    """Per (run_id, scenario): the SLO applied, as a label, its target and thresholds in ms."""
+    rows = []
+    for run_id, scenario in keys.select("run_id", "scenario").unique().iter_rows():
+        slo = lookup(run_id, scenario) if lookup is not None else None
+        if slo is None:
+            continue
+        limits = slo.thresholds_us()
+        thresholds = [limits[n] / 1000.0 if n in limits else None for n in SLO_THRESHOLDS]
+        rows.append((run_id, scenario, slo.label(), slo.attainment, *thresholds))
+    schema = {
+        "run_id": _S,
+        "scenario": _S,
+        "slo": _S,
+        "slo_attainment_target": _F,
+        **{f"slo_{name}_ms": _F for name in SLO_THRESHOLDS},
+    }
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
 def _finish_results(
     main: pl.DataFrame,
     runs: pl.DataFrame,
     memory: pl.DataFrame,
     prices: pl.DataFrame,
+    slos: pl.DataFrame,
 ) -> pl.DataFrame:
     """Join the per-result pieces and derive every output column (exact, see `_divide`)."""
     col, big, ms = pl.col, pl.Int128(), 1000.0
@@ -272,6 +310,7 @@ def _finish_results(
         main.join(runs, on=KEYS, how="left")
         .join(memory, on=KEYS, how="left")
         .join(prices, on="model", how="left")
+        .join(slos, on=["run_id", "scenario"], how="left")
         .with_columns(
             make_test_name(col("scenario"), col("target")).alias("test_name"),
             pl.from_epoch("first_start_us", time_unit="us")
@@ -313,11 +352,17 @@ def _finish_results(
             ("efficiency_ratio", "output_tokens", "input_tokens"),
             ("cost_input_usd", "cost_in_e6", 1e6),
             ("cost_output_usd", "cost_out_e6", 1e6),
+            # Failed attempts count in the denominator (as misses); the same duration as
+            # throughput_rps, so goodput_rps <= throughput_rps always.
+            *((f"slo_{part}_attainment", name, "operations") for part, name in _PER_THRESHOLD),
+            ("slo_attainment", "slo_good", "operations"),
+            ("goodput_rps", "slo_good", "duration_s"),
         ],
     )
     frame = frame.with_columns(
         pl.when(col("lat_n") > 0).then(col("lat_var").fill_null(0.0).sqrt()).alias("lat_std"),
         (col("cost_input_usd") + col("cost_output_usd")).alias("cost_usd"),
+        (col("slo_attainment") >= col("slo_attainment_target")).alias("slo_met"),
     )
     frame = _divide(
         frame,
@@ -340,6 +385,18 @@ def _finish_timeseries(seconds: pl.DataFrame) -> pl.DataFrame:
     return _conform(frame, TIMESERIES_SCHEMA)
 
 
+def _thresholds_of(lookup: SloLookup | None) -> ThresholdLookup | None:
+    """The scan's view of the SLOs: a result key -> its thresholds in µs."""
+    if lookup is None:
+        return None
+
+    def thresholds(key: tuple[object, ...]) -> dict[str, int] | None:
+        found = lookup(str(key[0]), str(key[1]))
+        return found.thresholds_us() if found is not None else None
+
+    return thresholds
+
+
 def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
     """Exactly the schema's columns, order and types, so every build writes the same file."""
     return frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
@@ -350,8 +407,11 @@ def aggregate(
     runs: pl.LazyFrame,
     samples: pl.LazyFrame,
     price_of: PriceLookup,
+    slo: SloPolicy | None = None,
 ) -> Aggregates:
     """Replay events into one result row per (run_id, scenario, target) and its time series.
+
+    `slo`: which SLO judges each result (`stages.aggregate.slo`); None: no SLO columns.
 
     `requests`, `runs` and `samples` are the event tables' frames (any subset of runs); the
     requests may instead come as Arrow batch sources, one per event file
@@ -359,16 +419,20 @@ def aggregate(
     everything after it works on per-group frames.
     """
     sources = [frame_source(requests)] if isinstance(requests, pl.LazyFrame) else requests
-    run_query = runs.select(*STATUS_INPUT, "mode", "concurrency", "planned_requests", "config_hash")
+    run_query = runs.select(
+        *STATUS_INPUT, "mode", "concurrency", "planned_requests", "config_hash", *SWEEP_TAGS
+    )
+    lookup = slo.lookup(runs) if slo is not None else None
     # The small run and sample tables are read by polars (without the GIL) while the scan runs.
     with ThreadPoolExecutor(1) as side:
         small = side.submit(pl.collect_all, [run_query, _sample_sums(samples)])
-        scanned = scan_requests(sources)
+        scanned = scan_requests(sources, slo_of=_thresholds_of(lookup))
         run_df, sample_sums = small.result()
     main_df = scanned.results
     memory_df = _memory(sample_sums, main_df.select(KEYS))
     prices, unknown = _prices(main_df.get_column("model").to_list(), price_of)
-    results = _finish_results(main_df, _run_info(run_df), memory_df, prices)
+    slos = _slo_frame(main_df, lookup)
+    results = _finish_results(main_df, _run_info(run_df), memory_df, prices, slos)
     timeseries = _finish_timeseries(scanned.seconds)
     return Aggregates(
         results.sort(KEYS),

@@ -9,7 +9,10 @@ recommend: scenario × target × mode × concurrency, so that a sweep keeps one 
    what `profile` trends over): an older run at other settings is another experiment;
 3. of the runs at those settings, the latest that measured at least `min_requests` attempts
    (`[compare] min_requests`; failed attempts count, so a run where most requests failed is
-   evidence of failure, not a run too small to count).
+   evidence of failure, not a run too small to count);
+4. the steps of `pipeline sweep` stand for a group only when it has no other usable run: a
+   sweep's last step (often past the target's capacity, by design) is not the target's
+   everyday settings, and the sweep has its own answer (`results/sweeps.parquet`).
 
 A group with no such run is left out. Each newer run passed over, and each group left out, comes
 with a sentence saying why, for the command to print.
@@ -84,6 +87,8 @@ def _reason(row: dict[str, Any], settings: dict[str, Any] | None, min_requests: 
         if row.get("missing_shards"):
             return f"{run} is {status}: shard(s) {row['missing_shards']} did not finish"
         return f"{run} is {status or 'without a run record'}"
+    if row.get("sweep_id") is not None:
+        return f"{run} is step {row['sweep_step']} of {row['sweep_id']} (see pipeline sweep)"
     if (row["mode"], row["concurrency"]) != (settings["_mode"], settings["_concurrency"]):
         return (
             f"{run} ran at concurrency {row['concurrency']} ({row['mode']} loop), not the "
@@ -102,6 +107,8 @@ def select_runs(results: pl.DataFrame, keys: Sequence[str], min_requests: int) -
     keys = list(keys)
     ordered = results.sort([*keys, *_ORDER], nulls_last=True)
     usable = ordered.filter(pl.col("run_status").is_in(USABLE_STATUSES))
+    ordinary = pl.col("sweep_id").is_null()
+    usable = usable.filter(ordinary | ~ordinary.any().over(keys))  # rule 4
     settings = usable.group_by(keys, maintain_order=True).agg(
         pl.col("mode").last().alias("_mode"), pl.col("concurrency").last().alias("_concurrency")
     )

@@ -8,6 +8,9 @@ latency = mean of best_p50/p50 and best_p95/p95; cost = best/own USD per million
 reliability = success rate. Overall = 100 × weighted mean with the configured weights. When any
 target lacks a price, cost is left out of every target's score (and the result says so), so an
 unpriced target is neither rewarded nor punished for it.
+
+An SLO does not change the score (a run's attainment depends on the load it ran at, which the
+score does not see); `Comparison.slo_sentence` says who meets it and at what attainment.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from schemas import CompareWeights
+from stages.aggregate.slo import attainment_text
 from stages.compare.selection import PassedOver, select_runs
 
 __all__ = ["COMPARE_COLUMNS", "Comparison", "compare"]
@@ -41,6 +45,11 @@ COMPARE_COLUMNS = (
     "cost_score",
     "reliability_score",
     "score",
+    "slo",
+    "slo_attainment",
+    "slo_attainment_target",
+    "goodput_rps",
+    "slo_met",
 )
 
 
@@ -55,6 +64,31 @@ class Comparison:
     passed_over: tuple[PassedOver, ...]
     """Targets whose latest run was not the one used (or that were left out), and why."""
     min_requests: int
+
+    @property
+    def slo_sentence(self) -> str | None:
+        """`SLO ttft≤500ms at 95%: a meets it (99.0% of attempts, goodput 12.3 req/s); b misses
+        it (80.0%, 4.1 req/s)`, best attainment first; None when no run had an SLO."""
+        judged = self.table.filter(pl.col("slo").is_not_null()).sort(
+            ["slo_attainment", "goodput_rps", "target"],
+            descending=[True, True, False],
+            nulls_last=True,
+        )
+        if judged.is_empty():
+            return None
+        parts = []
+        for row in judged.iter_rows(named=True):
+            verdict = "meets it" if row["slo_met"] else "misses it"
+            attained = attainment_text(row["slo_attainment"])
+            goodput = "-" if row["goodput_rps"] is None else f"{row['goodput_rps']:.4g}"
+            parts.append(f"{row['target']} {verdict} ({attained} of attempts, {goodput} req/s)")
+        labels = judged.select("slo", "slo_attainment_target").unique(maintain_order=True)
+        if labels.height == 1:
+            label, target = labels.row(0)
+            head = f"SLO {label} at {attainment_text(target)}"
+        else:
+            head = "SLO (not the same for every target: compare with care)"
+        return f"{head}: " + "; ".join(parts)
 
     @property
     def mixed_settings(self) -> bool:

@@ -254,6 +254,7 @@ async def _run_pair(
     stop: Stop,
     env_info: Mapping[str, Any],
     progress: ProgressFactory,
+    tags: Mapping[str, Any],
 ) -> PairResult:
     scenario, target, plan = run.scenario, run.target, run.plan
     clock = recorder.clock
@@ -286,6 +287,7 @@ async def _run_pair(
         "shard": None if shard is None else shard.index,
         "shards": None if shard is None else shard.count,
         **env_info,
+        **tags,
     }
     await recorder.write_run(
         {
@@ -373,10 +375,12 @@ async def run_prepared(
     handle_signals: bool = True,
     preflight: bool = False,
     start_at: datetime | None = None,
+    tags: Mapping[str, Any] | None = None,
 ) -> ExecuteResult:
     """Run the prepared pairs in order inside trio; stop early on SIGINT/SIGTERM. With
     `preflight` (execute's default), check every target first (`stages.execute.preflight`);
-    with `start_at`, wait for that instant before the first pair (shards begin together)."""
+    with `start_at`, wait for that instant before the first pair (shards begin together).
+    `tags`: extra `RunEvent` fields for both records of every pair (a sweep's id and step)."""
     stop = Stop()
     shard = runs[0].plan.shard if runs else None
     env_info = environment()
@@ -407,7 +411,9 @@ async def run_prepared(
             if stop.interrupted:
                 break
             results.append(
-                await _run_pair(run, run_id, recorder, stop, env_info, progress or _no_progress)
+                await _run_pair(
+                    run, run_id, recorder, stop, env_info, progress or _no_progress, tags or {}
+                )
             )
         nursery.cancel_scope.cancel()
     if stop.interrupted:
@@ -461,8 +467,10 @@ def execute(
     *,
     progress: ProgressFactory | None = None,
     run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
 ) -> ExecuteResult:
-    """Check, then run every selected scenario × target; the whole of `pipeline execute`."""
+    """Check, then run every selected scenario × target; the whole of `pipeline execute`.
+    `tags` go on every `runs` record (see `run_prepared`)."""
     run_id = run_id or options.run_id
     if run_id is not None:
         try:
@@ -489,6 +497,7 @@ def execute(
                 progress=progress,
                 preflight=options.preflight,
                 start_at=options.start_at,
+                tags=tags,
             )
         )
     except BaseExceptionGroup as group:

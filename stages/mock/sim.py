@@ -14,6 +14,14 @@ The in-process provider mixes the run's seed (`execute --seed`) into the mock's 
 so that a run's seed decides which requests fail as it decides the prompts and arrivals; the HTTP
 server has no run seed and uses its `seed` knob alone.
 
+Saturation (`batch_capacity`, docs/mock.md): a continuous-batching server (vLLM, TGI, SGLang)
+decodes every running request in one step per token, and a step takes longer once the batch
+outgrows what the hardware does in parallel. So with `batch_capacity` N and k requests being
+served, each gap between tokens is the plan's gap × max(1, k / N), k read when the gap starts
+(`TokenClock`). The plan stays the unloaded one; only its replay stretches. Past
+`concurrency_limit` requests wait for a slot (`ConcurrencyGate`), and the first token's clock
+starts once admitted, so a client's TTFT includes the wait.
+
 Variability: `response_variability` is the coefficient of variation of the first-token delay and
 of every inter-token gap. The multipliers are log-normal with mean 1, so timings stay positive and
 their mean stays the configured one whatever the spread.
@@ -39,6 +47,7 @@ __all__ = [
     "ConcurrencyGate",
     "MockSimulator",
     "ResponsePlan",
+    "TokenClock",
     "estimate_input_tokens",
     "hold_memory",
 ]
@@ -256,6 +265,10 @@ class ConcurrencyGate:
     def from_config(cls, config: MockConfiguration) -> ConcurrencyGate:
         return cls(config.concurrency_limit, config.overload)
 
+    def clock(self, plan: ResponsePlan, t0: float, capacity: int | None) -> TokenClock:
+        """A `TokenClock` for `plan` from `t0`, saturating with this gate's in-flight count."""
+        return TokenClock(plan, t0, capacity, self)
+
     @property
     def in_flight(self) -> int:
         """Requests holding a slot now."""
@@ -282,3 +295,68 @@ class ConcurrencyGate:
             yield True
         finally:
             self._limiter.release_on_behalf_of(token)
+
+
+class TokenClock:
+    """When each token of a plan is due, on trio's clock, for a front end replaying it.
+
+    Unsaturated (`capacity` None) token i is due at `t0 + offset_i`: absolute deadlines, so a
+    loaded event loop does not drift. Saturated, gap i (from token i-1 to token i) is the plan's
+    gap × max(1, k / capacity), k = `gate.in_flight` when the gap starts (the moment `due(i)` is
+    first asked, right after token i-1 was due). Deadlines are still absolute sums, so lateness
+    in the loop does not accumulate; only the batch size moves them. The first token (the
+    prefill) is not stretched: under load it is the queue for a slot that delays it.
+    """
+
+    __slots__ = ("_capacity", "_due", "_end", "_gate", "_offsets", "_t0")
+
+    def __init__(
+        self,
+        plan: ResponsePlan,
+        t0: float,
+        capacity: int | None = None,
+        gate: ConcurrencyGate | None = None,
+    ) -> None:
+        if capacity is not None and gate is None:
+            raise ValueError("a batch capacity needs the gate that counts requests in flight")
+        self._offsets = plan.token_offsets_s
+        self._end = plan.duration_s
+        self._t0 = t0
+        self._capacity = capacity
+        self._gate = gate
+        self._due: list[float] = []
+
+    def stretch(self) -> float:
+        """The factor a gap starting now is stretched by: max(1, in flight / capacity)."""
+        if self._capacity is None or self._gate is None:
+            return 1.0
+        return max(1.0, self._gate.in_flight / self._capacity)
+
+    def due(self, i: int) -> float:
+        """Token i's deadline; asked in order (0, 1, 2, ...), each at most once before the next."""
+        offsets = self._offsets
+        if self._capacity is None:
+            return self._t0 + offsets[i]
+        due = self._due
+        while len(due) <= i:
+            n = len(due)
+            if n == 0:
+                due.append(self._t0 + offsets[0])
+            else:
+                due.append(due[-1] + (offsets[n] - offsets[n - 1]) * self.stretch())
+        return due[i]
+
+    async def sleep_until_token(self, i: int) -> None:
+        """Sleep until token i is due. Saturated, the gaps before it are slept one by one (the
+        batch may grow or shrink meanwhile), as a server decoding a non-streamed answer would."""
+        if self._capacity is not None:
+            for j in range(len(self._due), i):
+                await trio.sleep_until(self.due(j))
+        await trio.sleep_until(self.due(i))
+
+    async def sleep_until_done(self) -> None:
+        """Sleep until the last token is due (a plan without tokens: its `duration_s`)."""
+        if self._offsets:
+            await self.sleep_until_token(len(self._offsets) - 1)
+        else:
+            await trio.sleep_until(self._t0 + self._end)

@@ -9,8 +9,9 @@ import polars as pl
 
 from pipeline.store.layout import Layout
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
-from pipeline.store.outputs import read_output, write_output
+from pipeline.store.outputs import write_output
 from schemas import TrendSettings
+from stages.aggregate.run import read_results
 from stages.profile.transform import PROFILE_KEYS, profile
 
 __all__ = ["ProfileSummary", "run_profile"]
@@ -31,7 +32,7 @@ def run_profile(
 ) -> ProfileSummary:
     layout = Layout(data_dir)
     with exclusive_lock(data_dir, lock):
-        results = read_output(layout.results, "aggregate")
+        results = read_results(data_dir)
         frame = profile(results.lazy(), settings)
         write_output(frame, layout.profiles, PROFILE_KEYS, data_dir)
     return ProfileSummary(layout.profiles, frame)

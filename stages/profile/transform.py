@@ -2,7 +2,11 @@
 
 One summary value per run, never pooled requests. Runs compare like with like: a series holds the
 runs at the latest run's concurrency and mode (a sweep over concurrencies is not a trend), and
-only runs whose status is completed or timed_out (an interrupted run is partial).
+only runs whose status is completed or timed_out (an interrupted run is partial). The steps of
+`pipeline sweep` stay out of it when the key has ordinary runs: they are trended instead as one
+value per sweep, its answer (`capacity`: the highest load that met the SLO, 0 when none did), over
+the sweeps on the latest sweep's axis and SLO (capacity under another SLO is not a trend), so
+"is the capacity under SLO shrinking week on week" is a trend, and the gate can fire on it.
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ from schemas import (
     TrendMetrics,
     TrendSettings,
 )
+from stages.aggregate.sweeps import sweeps
 from stages.profile.display import confidence_text, p_value_text
 from stages.profile.trends import TrendOutcome, analyze_trend
 
 __all__ = [
+    "CAPACITY",
     "METRICS",
     "PROFILE_KEYS",
     "PROFILE_SCHEMA",
+    "TRENDED",
     "Metric",
     "profile",
     "to_performance_profile",
@@ -51,6 +58,10 @@ METRICS = (
     Metric("cost_efficiency", "cost_efficiency", higher_is_better=True),
 )
 """cost_efficiency: output tokens per USD (null when the price is unknown)."""
+CAPACITY = Metric("capacity", "capacity", higher_is_better=True)
+"""Per sweep (not per run): `max_load_under_slo` of `results/sweeps.parquet` (0: none met)."""
+TRENDED = (*METRICS, CAPACITY)
+"""Every trended metric, in column order; `capacity`'s change point names a sweep id."""
 
 _F, _I, _S = pl.Float64(), pl.Int64(), pl.String()
 _TS = pl.Datetime("us", "UTC")
@@ -74,12 +85,17 @@ PROFILE_SCHEMA = pl.Schema(
         ("runs_excluded", _I),
         ("first_run_id", _S),
         ("latest_run_id", _S),
+        ("sweeps", _I),
+        ("latest_sweep_id", _S),
+        ("latest_capacity", _F),
+        ("capacity_axis", _S),
+        ("capacity_slo", _S),
         ("created_at", _TS),
         ("updated_at", _TS),
         *((name, _F) for name, _ in _LATEST),
         *(
             col
-            for m in METRICS
+            for m in TRENDED
             for col in (
                 (f"{m.name}_trend", _S),
                 (f"{m.name}_relative_change", _F),
@@ -114,30 +130,56 @@ def _metric_columns(
 
 
 def _reasons(
-    metric: Metric, outcome: TrendOutcome, run_ids: Sequence[str], settings: TrendSettings
+    metric: Metric, outcome: TrendOutcome, ids: Sequence[str], settings: TrendSettings
 ) -> list[str]:
     """Why a metric makes its profile a regression, with numbers rounded never across their
-    thresholds (a confidence down, a p-value up)."""
+    thresholds (a confidence down, a p-value up). `ids`: the series' runs (capacity: sweeps)."""
     threshold, step_p = settings.confidence_threshold, settings.step_p
+    what = "sweep" if metric is CAPACITY else "run"
+    name = "capacity under SLO" if metric is CAPACITY else metric.name
     reasons = []
     if outcome.direction == "degrading" and outcome.relative_change is not None:
         shown = confidence_text(outcome.confidence, threshold)
         reasons.append(
-            f"{metric.name} degrading {outcome.relative_change:+.1%} over {len(run_ids)} runs "
+            f"{name} degrading {outcome.relative_change:+.1%} over {len(ids)} {what}s "
             f"(confidence {shown})"
         )
     if outcome.change_point_direction == "degrading" and outcome.change_point is not None:
         step = outcome.step_relative_change or 0.0
         reasons.append(
-            f"{metric.name} stepped {step:+.1%} at run {run_ids[outcome.change_point]} "
+            f"{name} stepped {step:+.1%} at {what} {ids[outcome.change_point]} "
             f"(p={p_value_text(outcome.change_point_p or 0.0, step_p)})"
         )
     return reasons
 
 
-def _profile_group(runs: pl.DataFrame, settings: TrendSettings) -> dict[str, Any]:
-    latest = runs.row(-1, named=True)
-    same = runs.filter(
+def _capacity(answers: pl.DataFrame) -> tuple[dict[str, Any], list[float], list[str]]:
+    """The sweep columns of a profile row, and the capacity series (values, sweep ids) of the
+    sweeps comparable with the latest one (same axis and SLO)."""
+    judged = answers.filter(pl.col("slo").is_not_null()).sort("timestamp", "sweep_id")
+    if judged.is_empty():
+        columns = {"sweeps": answers.height, "latest_sweep_id": None, "latest_capacity": None}
+        return columns | {"capacity_axis": None, "capacity_slo": None}, [], []
+    latest = judged.row(-1, named=True)
+    same = judged.filter((pl.col("axis") == latest["axis"]) & (pl.col("slo") == latest["slo"]))
+    values = same["max_load_under_slo"].fill_null(0.0).to_list()
+    columns = {
+        "sweeps": answers.height,
+        "latest_sweep_id": latest["sweep_id"],
+        "latest_capacity": values[-1],
+        "capacity_axis": latest["axis"],
+        "capacity_slo": latest["slo"],
+    }
+    return columns, values, same["sweep_id"].to_list()
+
+
+def _profile_group(
+    runs: pl.DataFrame, answers: pl.DataFrame, settings: TrendSettings
+) -> dict[str, Any]:
+    ordinary = runs.filter(pl.col("sweep_id").is_null())
+    series = ordinary if ordinary.height else runs  # a key swept and never run otherwise
+    latest = series.row(-1, named=True)
+    same = series.filter(
         (pl.col("concurrency") == latest["concurrency"]) & (pl.col("mode") == latest["mode"])
     )
     run_ids = same["run_id"].to_list()
@@ -153,17 +195,20 @@ def _profile_group(runs: pl.DataFrame, settings: TrendSettings) -> dict[str, Any
         "updated_at": latest["timestamp"],
     }
     row |= {name: latest[column] for name, column in _LATEST}
+    capacity_columns, capacity, sweep_ids = _capacity(answers)
+    row |= capacity_columns
     confidences, reasons = [], []
-    for metric in METRICS:
-        outcome = analyze_trend(
-            same[metric.column].to_list(),
-            higher_is_better=metric.higher_is_better,
-            settings=settings,
+    for metric in TRENDED:
+        values, ids = (
+            (capacity, sweep_ids)
+            if metric is CAPACITY
+            else (same[metric.column].to_list(), run_ids)
         )
-        row |= _metric_columns(metric, outcome, run_ids)
-        if outcome.direction != "insufficient_data":
+        outcome = analyze_trend(values, higher_is_better=metric.higher_is_better, settings=settings)
+        row |= _metric_columns(metric, outcome, ids)
+        if outcome.direction != "insufficient_data" and metric is not CAPACITY:
             confidences.append(outcome.confidence)
-        reasons += _reasons(metric, outcome, run_ids, settings)
+        reasons += _reasons(metric, outcome, ids, settings)
     row["overall_confidence"] = sum(confidences) / len(confidences) if confidences else 0.0
     row["regression"] = bool(reasons)
     row["regression_reasons"] = "; ".join(reasons) or None
@@ -171,7 +216,8 @@ def _profile_group(runs: pl.DataFrame, settings: TrendSettings) -> dict[str, Any
 
 
 def profile(results: pl.LazyFrame, settings: TrendSettings) -> pl.DataFrame:
-    """Trends per (provider, model, scenario, target) over runs ordered by start time."""
+    """Trends per (provider, model, scenario, target) over runs ordered by start time, and of
+    each key's sweep answers over its sweeps."""
     runs = (
         results.filter(pl.col("run_status").is_in(TRENDED_STATUSES))
         .with_columns(
@@ -182,10 +228,15 @@ def profile(results: pl.LazyFrame, settings: TrendSettings) -> pl.DataFrame:
         .sort([*PROFILE_KEYS, "timestamp", "run_id"])
         .collect()
     )
-    rows = [
-        _profile_group(group, settings)
-        for group in runs.partition_by(list(PROFILE_KEYS), maintain_order=True)
-    ]
+    answers = sweeps(runs)
+    rows = []
+    for group in runs.partition_by(list(PROFILE_KEYS), maintain_order=True):
+        key = group.row(0, named=True)
+        mine = answers.filter(
+            *(pl.col(k) == key[k] for k in ("scenario", "target")),
+            *(pl.col(k) == key[k] for k in ("provider", "model")),
+        )
+        rows.append(_profile_group(group, mine, settings))
     return (
         pl.DataFrame(rows, schema=PROFILE_SCHEMA, orient="row")
         if rows

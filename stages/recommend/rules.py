@@ -14,7 +14,10 @@ from typing import Any
 import polars as pl
 
 from schemas import RecommendSettings
+from stages.aggregate.slo import attainment_text
+from stages.aggregate.sweeps import sweeps
 from stages.profile.display import confidence_shown, trend_text
+from stages.profile.transform import TRENDED
 from stages.recommend.evidence import share_evidence
 from stages.recommend.recommendation import SUBJECT_KEYS, Recommendation
 
@@ -28,7 +31,9 @@ __all__ = [
     "rule_prompt_caching",
     "rule_rate_limited",
     "rule_saturation_knee",
+    "rule_slo_missed",
     "rule_streaming",
+    "rule_sweep_capacity",
     "rule_tail_latency",
 ]
 
@@ -59,7 +64,7 @@ def rule_degrading_trend(
                 "change_point_run_id": row[f"{m}_change_point_run_id"],
                 "change_point_relative_change": _r(row[f"{m}_change_point_relative_change"], 4),
             }
-            for m in ("latency", "throughput", "error_rate", "cost_efficiency")
+            for m in (metric.name for metric in TRENDED)
             if row[f"{m}_trend"] == "degrading" or row[f"{m}_change_point_direction"] == "degrading"
         }
         runs = tuple(
@@ -250,7 +255,11 @@ def rule_saturation_knee(
     results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
 ) -> Iterator[Recommendation]:
     """Throughput that stops growing with concurrency while latency grows: the knee."""
-    closed = latest.filter((pl.col("mode") == "closed") & (pl.col("successful") > 0))
+    # A sweep's steps have their own rule (sweep-capacity); this one reads runs that happen to
+    # exist at several concurrencies.
+    closed = latest.filter(
+        (pl.col("mode") == "closed") & (pl.col("successful") > 0) & pl.col("sweep_id").is_null()
+    )
     for (scenario, target), sweep in closed.group_by(["scenario", "target"], maintain_order=True):
         if sweep.height < limits.knee_min_concurrencies:
             continue
@@ -289,6 +298,104 @@ def rule_saturation_knee(
                     subject=_subject(before),
                 )
                 break
+
+
+def _unit(axis: str) -> str:
+    return "in flight" if axis == "concurrency" else "requests/s"
+
+
+def rule_sweep_capacity(
+    results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
+) -> Iterator[Recommendation]:
+    """The answer of each target's latest sweep (`stages.aggregate.sweeps`): the load it holds
+    under its SLO (high priority when not even the lowest load met it), and its knee."""
+    answers = sweeps(results)
+    latest_sweeps = (
+        answers.sort(["timestamp", "sweep_id"])
+        .group_by(["scenario", "target"], maintain_order=True)
+        .last()
+        .sort(["scenario", "target"])
+    )
+    for row in latest_sweeps.iter_rows(named=True):
+        unit = _unit(row["axis"])
+        knee = (
+            f"The knee of its throughput-latency curve is at {row['knee_load']:g} {unit} "
+            f"({row['knee_throughput_rps']:.2f} req/s at p50 {row['knee_latency_p50_ms']:.0f} ms):"
+            " past it added load buys more waiting than throughput."
+            if row["knee_load"] is not None
+            else f"No knee up to {row['max_load']:g} {unit}: throughput still grew with load."
+        )
+        evidence = {
+            "sweep_id": row["sweep_id"],
+            "axis": row["axis"],
+            "loads": row["loads"],
+            "slo": row["slo"],
+            "slo_target_attainment": row["slo_target_attainment"],
+            "max_load_under_slo": row["max_load_under_slo"],
+            "attainment_at_max": _r(row["attainment_at_max"], 4),
+            "goodput_at_max_rps": _r(row["goodput_at_max_rps"]),
+            "knee_load": row["knee_load"],
+        }
+        run_ids = tuple(
+            r for r in (row["first_run_id"], row["run_id_at_max"], row["last_run_id"]) if r
+        )
+        subject = _subject(row)
+        if row["slo"] is not None and row["max_load_under_slo"] is None:
+            yield Recommendation(
+                priority="high",
+                rule_id="sweep-capacity",
+                category="capacity",
+                title=(
+                    f"{row['target']} misses its SLO on {row['scenario']} even at "
+                    f"{row['min_load']:g} {unit}"
+                ),
+                description=(
+                    f"Sweep {row['sweep_id']}: no load met {row['slo']} for "
+                    f"{attainment_text(row['slo_target_attainment'])} of attempts. {knee}"
+                ),
+                evidence=evidence,
+                run_ids=run_ids,
+                expected_impact="A faster target or a looser SLO; more load cannot help.",
+                subject=subject,
+            )
+        elif row["slo"] is not None:
+            best = row["max_load_under_slo"]
+            tail = (
+                "the highest load swept"
+                if best == row["max_load"]
+                else "the next load swept missed it"
+            )
+            yield Recommendation(
+                priority="medium",
+                rule_id="sweep-capacity",
+                category="capacity",
+                title=f"{row['target']} holds its SLO on {row['scenario']} up to {best:g} {unit}",
+                description=(
+                    f"Sweep {row['sweep_id']}: at {best:g} {unit} "
+                    f"{attainment_text(row['attainment_at_max'])} of attempts met {row['slo']} "
+                    f"({attainment_text(row['slo_target_attainment'])} needed), a goodput of "
+                    f"{row['goodput_at_max_rps']:.2f} req/s; {tail}. {knee}"
+                ),
+                evidence=evidence,
+                run_ids=run_ids,
+                expected_impact=(
+                    f"Keep the load at or below {best:g} {unit} to keep the SLO "
+                    f"({row['goodput_at_max_rps']:.2f} good requests/s)."
+                ),
+                subject=subject,
+            )
+        elif row["knee_load"] is not None:
+            yield Recommendation(
+                priority="low",
+                rule_id="sweep-capacity",
+                category="capacity",
+                title=f"{row['target']} saturates at {row['knee_load']:g} {unit} on {row['scenario']}",
+                description=f"Sweep {row['sweep_id']} (no SLO given). {knee}",
+                evidence=evidence,
+                run_ids=run_ids,
+                expected_impact="The same throughput with less latency at the knee's load.",
+                subject=subject,
+            )
 
 
 def rule_cheaper_target(
@@ -343,6 +450,101 @@ def rule_cheaper_target(
                 expected_impact=f"{saving:.0%} lower cost per request at similar latency and reliability.",
                 subject=_subject(current),
             )
+
+
+def _latest_per_target(latest: pl.DataFrame) -> pl.DataFrame:
+    """The latest result of each (scenario, target), whatever its concurrency."""
+    return (
+        latest.sort(["timestamp", "run_id"])
+        .group_by(["scenario", "target"], maintain_order=True)
+        .last()
+        .sort(["scenario", "target"])
+    )
+
+
+def rule_slo_missed(
+    results: pl.DataFrame, latest: pl.DataFrame, profiles: pl.DataFrame, limits: RecommendSettings
+) -> Iterator[Recommendation]:
+    """A target's latest run misses its SLO: at least `min_events` misses, and their share
+    significantly above what the SLO allows (1 − attainment). Names the threshold that broke
+    first (the lowest attainment alone) and a target that meets the same SLO, if one does."""
+    # A sweep's steps past its capacity miss the SLO by design: sweep-capacity speaks for them.
+    judged = _latest_per_target(latest.filter(pl.col("sweep_id").is_null())).filter(
+        pl.col("slo").is_not_null() & (pl.col("operations") > 0)
+    )
+    rows = judged.to_dicts()
+    for row in rows:
+        misses = row["operations"] - row["slo_good"]
+        allowed = 1.0 - row["slo_attainment_target"]
+        found = share_evidence(misses, row["operations"], allowed, limits)
+        if row["slo_met"] or not found.enough:
+            continue
+        alone = {
+            name: row[f"slo_{name}_attainment"]
+            for name in ("ttft", "tpot", "latency")
+            if row[f"slo_{name}_attainment"] is not None
+        }
+        worst = min(alone, key=lambda name: (alone[name], name))
+        better = sorted(
+            (
+                other
+                for other in rows
+                if other["scenario"] == row["scenario"]
+                and other["target"] != row["target"]
+                and other["slo_met"]
+                and (other["slo"], other["slo_attainment_target"])
+                == (row["slo"], row["slo_attainment_target"])
+            ),
+            key=lambda o: (-o["slo_attainment"], -(o["goodput_rps"] or 0.0), o["target"]),
+        )
+        attained, needed = (
+            attainment_text(row["slo_attainment"]),
+            attainment_text(row["slo_attainment_target"]),
+        )
+        description = (
+            f"{misses} of {row['operations']} attempts missed {row['slo']} ({attained} within "
+            f"it, {needed} needed): the share missed is {found.sentence()}. The threshold "
+            f"that breaks first is {worst} ({attainment_text(alone[worst])} of attempts within "
+            f"it alone)."
+        )
+        if better:
+            best = better[0]
+            description += (
+                f" {best['target']} meets the SLO at {attainment_text(best['slo_attainment'])}"
+                f" attainment, {row['target']} at {attained}."
+            )
+            impact = f"{best['target']}: {attainment_text(best['slo_attainment'])} within the SLO."
+        else:
+            description += " Lower the load (concurrency or rate), or relax the SLO."
+            impact = f"Up to {needed} of attempts within the SLO."
+        yield Recommendation(
+            priority="high",
+            rule_id="slo-missed",
+            category="slo",
+            title=f"{row['target']} misses the SLO on {row['scenario']}: {attained} within "
+            f"{row['slo']}, {needed} needed",
+            description=description,
+            evidence={
+                "slo": row["slo"],
+                "attainment": _r(row["slo_attainment"], 4),
+                "attainment_target": row["slo_attainment_target"],
+                "per_threshold": {k: _r(v, 4) for k, v in alone.items()},
+                "goodput_rps": _r(row["goodput_rps"], 4),
+                "misses": misses,
+                "attempts": row["operations"],
+                "alternative": None
+                if not better
+                else {
+                    "target": better[0]["target"],
+                    "attainment": _r(better[0]["slo_attainment"], 4),
+                    "goodput_rps": _r(better[0]["goodput_rps"], 4),
+                },
+                "test": found.test(),
+            },
+            run_ids=(row["run_id"], *((better[0]["run_id"],) if better else ())),
+            expected_impact=impact,
+            subject=_subject(row),
+        )
 
 
 def _per_request_at_least(column: str, minimum: float) -> pl.Expr:
@@ -457,10 +659,12 @@ def rule_client_memory(
 
 RULES: tuple[Rule, ...] = (
     rule_degrading_trend,
+    rule_slo_missed,
     rule_rate_limited,
     rule_error_rate,
     rule_tail_latency,
     rule_saturation_knee,
+    rule_sweep_capacity,
     rule_cheaper_target,
     rule_streaming,
     rule_prompt_caching,

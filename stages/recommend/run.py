@@ -11,6 +11,7 @@ from pipeline.store.layout import Layout
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
 from pipeline.store.outputs import parquet_writer, read_output, replace_outputs
 from schemas import CompareSettings, RecommendSettings
+from stages.aggregate.run import read_results
 from stages.compare.selection import PassedOver
 from stages.recommend.recommendation import ORDER
 from stages.recommend.transform import recommend, to_markdown
@@ -37,7 +38,7 @@ def run_recommend(
     forgetting them) over the data directory's outputs."""
     layout = Layout(data_dir)
     with exclusive_lock(data_dir, lock):
-        results = read_output(layout.results, "aggregate")
+        results = read_results(data_dir)
         profiles = read_output(layout.profiles, "profile")
         found = recommend(results, profiles, settings, selection.min_requests)
         frame = found.frame

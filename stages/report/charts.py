@@ -37,6 +37,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from matplotlib.transforms import ScaledTranslation
 from matplotlib.typing import RcKeyType
 
+from stages.aggregate.sweeps import counted_steps, sweeps
 from stages.report.data import ReportData, latest_per_target
 from stages.report.text import duration, legend_line, signed_percent, usd
 
@@ -50,6 +51,7 @@ __all__ = [
     "build_charts",
     "by_scenario",
     "distribution_charts",
+    "sweep_charts",
     "latency_charts",
     "target_colors",
     "timeseries_charts",
@@ -147,6 +149,7 @@ class Charts:
     distributions: tuple[Chart, ...]
     timeseries: tuple[Chart, ...]
     trends: tuple[Chart, ...]
+    sweeps: tuple[Chart, ...] = ()
 
 
 def target_colors(targets: Sequence[str]) -> dict[str, str]:
@@ -592,6 +595,127 @@ def trend_charts(
     return charts
 
 
+# -- sweeps: the throughput-latency curve and goodput against load -------------------------------
+
+_SWEEP_Y = (
+    ("latency_p50_ms", "p50 latency", "-", "o"),
+    ("latency_p99_ms", "p99 latency", "--", "s"),
+    ("ttft_p50_ms", "p50 TTFT", ":", "^"),
+)
+"""(results column, legend label, line style, marker) of the throughput-latency curve's lines."""
+
+
+def _latest_sweeps(results: pl.DataFrame) -> pl.DataFrame:
+    """The counted steps (`counted_steps`) of each (scenario, target)'s latest sweep."""
+    tagged = results.filter(pl.col("sweep_id").is_not_null())
+    if tagged.is_empty():
+        return tagged
+    latest = (
+        tagged.group_by("scenario", "target", "sweep_id")
+        .agg(pl.col("timestamp").min())
+        .sort("timestamp", "sweep_id")
+        .group_by("scenario", "target", maintain_order=True)
+        .last()
+        .select("scenario", "target", "sweep_id")
+    )
+    chosen = tagged.join(latest, on=["scenario", "target", "sweep_id"], how="semi")
+    parts = chosen.partition_by("scenario", "target", "sweep_id", maintain_order=True)
+    return pl.concat([counted_steps(part) for part in parts], how="diagonal_relaxed")
+
+
+def _slo_lines(ax: Axes, steps: pl.DataFrame) -> None:
+    """The SLO's latency and TTFT thresholds, as horizontal lines labelled with their value."""
+    for column, what in (("slo_latency_ms", "latency"), ("slo_ttft_ms", "TTFT")):
+        if column not in steps.columns:
+            continue
+        for value in sorted({v for v in steps[column].to_list() if v is not None}):
+            ax.axhline(value, color="#B00020", lw=1.1, ls=(0, (6, 3)), zorder=1)
+            ax.annotate(
+                f"SLO {what} ≤ {_ms_label(value)} ms", (1.0, value), xycoords=("axes fraction", "data"),
+                ha="right", va="bottom", fontsize=8, color="#B00020",
+            )  # fmt: skip
+
+
+def sweep_charts(results: pl.DataFrame, colors: dict[str, str]) -> list[Chart]:
+    """Per scenario, from each target's latest sweep: the throughput-latency curve (throughput
+    on x; p50 and p99 latency and p50 TTFT on y, one colour per target, each point labelled
+    with its load; the SLO's thresholds drawn) and goodput against load (throughput dashed
+    beside it; the highest load under the SLO and the knee marked)."""
+    steps = _latest_sweeps(results)
+    charts: list[Chart] = []
+    if steps.is_empty():
+        return charts
+    for scenario, group in by_scenario(steps):
+        targets = sorted(set(group["target"].to_list()))
+        answers = {str(row["target"]): row for row in sweeps(group).iter_rows(named=True)}
+        axis_names = {str(a["axis"]) for a in answers.values()}
+        load_label = (
+            "Concurrency (requests in flight)" if axis_names == {"concurrency"}
+            else "Rate (requests/s)" if axis_names == {"rate"} else "Load (concurrency or rate)"
+        )  # fmt: skip
+        with _figure(9.6, 4.2) as (fig, (ax,)):
+            for target in targets:
+                part = group.filter(pl.col("target") == target).sort("sweep_load")
+                x = [np.nan if v is None else v for v in part["throughput_rps"].to_list()]
+                for column, label, style, marker in _SWEEP_Y:
+                    y = [np.nan if v is None else v for v in part[column].to_list()]
+                    ax.plot(
+                        x, y, color=colors[target], ls=style, marker=marker, ms=4, lw=1.5,
+                        label=f"{target} {label}",
+                    )  # fmt: skip
+                for xi, yi, load in zip(
+                    x, part["latency_p50_ms"].to_list(), part["sweep_load"], strict=True
+                ):
+                    if yi is not None and not math.isnan(xi):
+                        ax.annotate(
+                            f"{load:g}", (xi, yi), textcoords="offset points", xytext=(3, 4),
+                            fontsize=7, color=colors[target],
+                        )  # fmt: skip
+            _slo_lines(ax, group)
+            ax.set_title(f"Throughput against latency: {scenario} (labels: the load)")
+            ax.set_xlabel("Throughput (successful requests/s)")
+            ax.set_ylabel("Latency (ms)")
+            ax.set_xlim(left=0)
+            ax.set_ylim(bottom=0)
+            _legend(fig, [ax])
+            chart_id = f"sweep-curve-{_slug(scenario)}"
+            charts.append(Chart(chart_id, f"Scenario {scenario}", _svg(fig, chart_id)))
+        with _figure(9.6, 3.6) as (fig, (ax,)):
+            for target in targets:
+                part = group.filter(pl.col("target") == target).sort("sweep_load")
+                loads = part["sweep_load"].to_list()
+                ax.plot(
+                    loads, [np.nan if v is None else v for v in part["throughput_rps"].to_list()],
+                    color=colors[target], ls="--", lw=1.1, alpha=0.7, label=f"{target} throughput",
+                )  # fmt: skip
+                if "goodput_rps" in part.columns and part["goodput_rps"].drop_nulls().len():
+                    ax.plot(
+                        loads, [np.nan if v is None else v for v in part["goodput_rps"].to_list()],
+                        color=colors[target], marker="o", ms=4, lw=1.7, label=f"{target} goodput",
+                    )  # fmt: skip
+                answer = answers.get(target, {})
+                for key, value_key, marker, what in (
+                    ("max_load_under_slo", "goodput_at_max_rps", "*", "max under SLO"),
+                    ("knee_load", "knee_throughput_rps", "D", "knee"),
+                ):
+                    if answer.get(key) is not None and answer.get(value_key) is not None:
+                        ax.plot(
+                            [answer[key]], [answer[value_key]], marker=marker, ms=11 if marker == "*" else 7,
+                            color=colors[target], mec="#222222", ls="none",
+                            zorder=4 if marker == "*" else 3,  # the star stays visible on the knee
+                            label=f"{target} {what} ({answer[key]:g})",
+                        )  # fmt: skip
+            ax.set_title(f"Goodput against load: {scenario}")
+            ax.set_xlabel(load_label)
+            ax.set_ylabel("Requests/s")
+            ax.set_xlim(left=0)
+            ax.set_ylim(bottom=0)
+            _legend(fig, [ax])
+            chart_id = f"sweep-goodput-{_slug(scenario)}"
+            charts.append(Chart(chart_id, f"Scenario {scenario}: goodput", _svg(fig, chart_id)))
+    return charts
+
+
 def build_charts(data: ReportData) -> Charts:
     """Every chart of the page from the loaded frames (empty where an input is missing)."""
     colors = target_colors(data.results["target"].to_list())
@@ -603,4 +727,5 @@ def build_charts(data: ReportData) -> Charts:
         distributions=tuple(distribution_charts(requests, colors) if requests is not None else ()),
         timeseries=tuple(timeseries_charts(requests, colors) if requests is not None else ()),
         trends=tuple(trend_charts(data.results, data.profiles, colors)),
+        sweeps=tuple(sweep_charts(data.results, colors)),
     )

@@ -18,6 +18,7 @@ from pipeline.errors import InputError, StageInputMissingError
 from pipeline.store.eventlog import EventLog
 from pipeline.store.layout import Layout
 from pipeline.store.outputs import read_output
+from stages.aggregate.run import read_results
 
 __all__ = [
     "INPUTS",
@@ -104,7 +105,7 @@ def load_report_data(data_dir: Path, scenarios: Sequence[str] | None = None) -> 
     InputError when a requested scenario has none.
     """
     layout = Layout(data_dir)
-    results = read_output(layout.results, "aggregate")
+    results = read_results(data_dir)
     if results.is_empty():
         raise StageInputMissingError(
             f"{layout.results} holds no results: run `pipeline execute` and "

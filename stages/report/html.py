@@ -52,6 +52,7 @@ SECTIONS = (
     ("distributions", "TTFT and ITL distributions"),
     ("timeseries", "Throughput and errors over time"),
     ("trends", "Trends across runs"),
+    ("sweeps", "Sweeps: load, latency and goodput"),
     ("recommendations", "Recommendations"),
 )
 """(anchor id, heading) of every section, in page order."""
@@ -475,6 +476,7 @@ def render_page(data: ReportData, charts: Charts, trends: TrendSettings = DEFAUL
         "distributions": _charted("distributions", charts.distributions, missing),
         "timeseries": _charted("timeseries", charts.timeseries, missing),
         "trends": _charted("trends", charts.trends, missing, more=bool(trend_rows)),
+        "sweeps": _charted("sweeps", charts.sweeps, missing),
     }
     recommendations, counts = (
         _recommendations(data.recommendations, threshold)

@@ -32,7 +32,14 @@ from pydantic import ValidationError
 
 from pipeline.config import LoadedConfig, format_validation_error
 from pipeline.errors import ConfigError
-from schemas import MAX_DURATION, BenchmarkScenario, TargetConfig, get_provider, parse_duration
+from schemas import (
+    MAX_DURATION,
+    BenchmarkScenario,
+    Slo,
+    TargetConfig,
+    get_provider,
+    parse_duration,
+)
 from stages.execute.client.providers import ProviderSettings, api_key_env
 from stages.execute.record.capacity import default_workers
 
@@ -46,6 +53,7 @@ __all__ = [
     "new_run_id",
     "parse_shard",
     "parse_start_at",
+    "override_scenario",
     "plan_load",
     "shard_seed",
     "prepare",
@@ -151,6 +159,8 @@ class ExecuteOptions:
     """The run to write into (`--run-id`); a sharded run needs it, so every shard names one."""
     start_at: datetime | None = None
     """Wait for this instant (UTC) before the first pair (`--start-at`)."""
+    slo: Slo | None = None
+    """Replaces the scenario's SLO (recorded with the run's scenario, so aggregate judges by it)."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +199,8 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
-def _override(scenario: BenchmarkScenario, options: ExecuteOptions) -> BenchmarkScenario:
+def override_scenario(scenario: BenchmarkScenario, options: ExecuteOptions) -> BenchmarkScenario:
+    """`scenario` with the command line's overrides, validated (ConfigError naming the field)."""
     updates: dict[str, Any] = {}
     if options.requests is not None:
         updates["expected_operations"] = options.requests
@@ -199,6 +210,8 @@ def _override(scenario: BenchmarkScenario, options: ExecuteOptions) -> Benchmark
         updates["rate"] = options.rate
     if options.duration_s is not None:
         updates["duration"] = options.duration_s
+    if options.slo is not None:
+        updates["slo"] = options.slo
     if not updates:
         return scenario
     try:
@@ -239,7 +252,7 @@ def prepare(
 ) -> tuple[list[PreparedRun], int]:
     """Check and plan every pair before anything is sent; raise ConfigError (exit 2) if unfit."""
     env = os.environ if environ is None else environ
-    scenarios = [_override(s, options) for s in config.select_scenarios(options.scenarios)]
+    scenarios = [override_scenario(s, options) for s in config.select_scenarios(options.scenarios)]
     targets = config.select_targets(options.targets)
     if options.seed is not None:
         seed = options.seed

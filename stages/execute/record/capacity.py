@@ -30,8 +30,10 @@ __all__ = [
     "SATURATED_SHARE",
     "WORKER_BUDGET",
     "Saturation",
+    "client_capacity_rps",
     "default_workers",
     "expected_cpu",
+    "request_cpu_us",
     "saturation",
 ]
 
@@ -61,15 +63,26 @@ loop (trio's timer rounding), 6-7.6 ms with 2 workers and the mock server sharin
 and 100 streams."""
 
 
+def request_cpu_us(max_tokens: int, streaming: bool) -> float:
+    """The client's measured CPU for one request of `max_tokens` (µs, see the docstring)."""
+    chunks = max_tokens + 2 if streaming else 1  # content chunks, then usage and the end marker
+    return REQUEST_CPU_US + chunks * CHUNK_CPU_US
+
+
 def expected_cpu(
     concurrency: int, max_tokens: int, streaming: bool, rate: float | None = None
 ) -> float:
     """Cores the client is expected to need for a load (see the module docstring)."""
-    chunks = max_tokens + 2 if streaming else 1  # content chunks, then usage and the end marker
     rps = concurrency * ASSUMED_CHUNK_RATE / max(1, max_tokens)
     if rate is not None:
         rps = min(rps, rate)
-    return rps * (REQUEST_CPU_US + chunks * CHUNK_CPU_US) / 1e6
+    return rps * request_cpu_us(max_tokens, streaming) / 1e6
+
+
+def client_capacity_rps(max_tokens: int, streaming: bool, cores: int) -> float:
+    """The most requests/s the client can drive on `cores` whole cores at its measured cost
+    per request: a sweep refuses a rate above it (the timings would be the client's queue)."""
+    return max(1, cores) * 1e6 / request_cpu_us(max_tokens, streaming)
 
 
 def default_workers(

@@ -53,6 +53,7 @@ from stages.mock.sim import (
     ConcurrencyGate,
     MockSimulator,
     ResponsePlan,
+    TokenClock,
     hold_memory,
 )
 from stages.mock.wire.anthropic import ANTHROPIC
@@ -362,13 +363,19 @@ class MockServer:
         headers = [(REQUEST_INDEX_HEADER, str(outcome.index))]
         if rid_header is not None:
             headers.append((rid_header, new_id("req_")))
+        clock = self.gate.clock(plan, t0, self.config.batch_capacity)
         if chat.stream:
-            await self._stream(conn, encoder, headers, t0, outcome)
+            await self._stream(conn, encoder, headers, clock, outcome)
         else:
-            await self._whole(conn, encoder, headers, t0, outcome)
+            await self._whole(conn, encoder, headers, clock, outcome)
 
     async def _stream(
-        self, conn: Connection, encoder: Encoder, headers: Headers, t0: float, outcome: _Outcome
+        self,
+        conn: Connection,
+        encoder: Encoder,
+        headers: Headers,
+        clock: TokenClock,
+        outcome: _Outcome,
     ) -> None:
         plan = encoder.plan
         offsets = plan.token_offsets_s
@@ -386,7 +393,7 @@ class MockServer:
         pending = b""
         count = len(offsets)
         for i in range(count):
-            await trio.sleep_until(t0 + offsets[i])
+            await clock.sleep_until_token(i)
             if i == cut:
                 if pending:
                     await conn.send(h11.Data(data=pending))
@@ -394,7 +401,7 @@ class MockServer:
                 return
             pending += encoder.malformed(i) if i == bad else encoder.piece(i)
             # Tokens whose deadlines have already passed go out in one write.
-            if i + 1 == count or t0 + offsets[i + 1] > trio.current_time():
+            if i + 1 == count or clock.due(i + 1) > trio.current_time():
                 if pending:
                     await conn.send(h11.Data(data=pending))
                 pending = b""
@@ -403,12 +410,17 @@ class MockServer:
             conn.must_close = True  # promised keep-alive, closed all the same
 
     async def _whole(
-        self, conn: Connection, encoder: Encoder, headers: Headers, t0: float, outcome: _Outcome
+        self,
+        conn: Connection,
+        encoder: Encoder,
+        headers: Headers,
+        clock: TokenClock,
+        outcome: _Outcome,
     ) -> None:
         plan = encoder.plan
         body = encoder.body()
         if plan.error == "cut" and plan.cut_after is not None:
-            await trio.sleep_until(t0 + plan.token_offsets_s[plan.cut_after])
+            await clock.sleep_until_token(plan.cut_after)
             outcome.status = 200
             head = [("content-type", JSON), ("content-length", str(len(body)))]
             await conn.send(
@@ -417,7 +429,7 @@ class MockServer:
             )
             conn.must_close = True
             return
-        await trio.sleep_until(t0 + plan.duration_s)
+        await clock.sleep_until_done()
         if plan.error == "malformed":
             body = body[: len(body) // 2]
         await self._send(conn, 200, JSON, body, headers, outcome)

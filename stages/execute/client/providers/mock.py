@@ -78,16 +78,17 @@ class MockProvider:
         chunks = attempt.chunk_ns
         texts = plan.text_tokens
         sent = 0
+        clock = self.gate.clock(plan, t0, self.config.batch_capacity)
         if spec.stream:
-            for i, offset in enumerate(plan.token_offsets_s):
-                await trio.sleep_until(t0 + offset)
+            for i in range(len(plan.token_offsets_s)):
+                await clock.sleep_until_token(i)
                 if i == stop_at:
                     break
                 chunks.append(perf_counter_ns())
                 attempt.text_chars += len(texts[i])
                 sent += 1
         else:
-            await trio.sleep_until(t0 + plan.duration_s)
+            await clock.sleep_until_done()
             if stop_at is None:
                 chunks.append(perf_counter_ns())
                 attempt.text_chars = sum(len(t) for t in texts)
