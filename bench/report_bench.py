@@ -47,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 import polars as pl  # noqa: E402
 
 from pipeline.store.eventlog import EventLog  # noqa: E402
-from pipeline.store.layout import Layout  # noqa: E402
+from pipeline.store.layout import RESULTS, Layout  # noqa: E402
+from pipeline.store.location import open_store  # noqa: E402
 from pipeline.store.outputs import write_output  # noqa: E402
 from schemas import CompareSettings, ModelPrice, RecommendSettings, TrendSettings  # noqa: E402
 from stages.aggregate.run import run_aggregate  # noqa: E402
@@ -121,7 +122,7 @@ def generate(data_dir: Path, spec: History) -> None:
     layout = Layout(data_dir)
     real = pl.read_parquet(layout.results)
     older = earlier_runs(real, first_real) if first_real else real.clear()
-    write_output(pl.concat([older, real]), layout.results, KEYS, data_dir)
+    write_output(open_store(data_dir), pl.concat([older, real]), RESULTS, KEYS)
     run_profile(data_dir, TrendSettings())
     run_recommend(data_dir, RecommendSettings(), CompareSettings())
     marker.write_text(json.dumps(wanted))

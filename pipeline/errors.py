@@ -8,6 +8,8 @@ PipelineError
 ├── PreflightError             a target could not answer execute's first request (exit 1)
 ├── StoreError                 the event log or an output could not be used (exit 1)
 │   ├── CorruptEventFileError  an event file cannot be read; names it
+│   ├── VanishedFileError      a listed event file was gone when read (a concurrent compact)
+│   ├── OutputConflictError    other writers kept replacing a stage's outputs (object store)
 │   ├── LockTimeoutError       another process holds the data directory's lock
 │   ├── StageInputMissingError a stage's input has not been built yet
 │   └── SymlinkRefusedError    a symlink below the data directory (never followed)
@@ -15,6 +17,7 @@ PipelineError
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
@@ -23,11 +26,13 @@ __all__ = [
     "InputError",
     "InvalidNameError",
     "LockTimeoutError",
+    "OutputConflictError",
     "PipelineError",
     "PreflightError",
     "StageInputMissingError",
     "StoreError",
     "SymlinkRefusedError",
+    "VanishedFileError",
     "WorkerFailedError",
 ]
 
@@ -62,8 +67,9 @@ class PreflightError(PipelineError):
 
 
 class CorruptEventFileError(StoreError):
-    def __init__(self, paths: list[Path], reason: str) -> None:
-        self.paths = paths
+    def __init__(self, paths: Sequence[str | Path], reason: str) -> None:
+        self.paths = [str(p) for p in paths]
+        """Where each file is, as messages name it (a local path or an object's URL)."""
         names = ", ".join(str(p) for p in paths)
         super().__init__(
             f"corrupt event {'file' if len(paths) == 1 else 'files'}: {names} ({reason}); rerun "
@@ -74,6 +80,24 @@ class CorruptEventFileError(StoreError):
 
 class LockTimeoutError(StoreError):
     pass
+
+
+class VanishedFileError(StoreError):
+    """An event file that a listing showed was gone when read: on an object store, where no lock
+    keeps `compact` away from readers, it merged and deleted the file meanwhile (its events are
+    in the merged file). A reader that can start over does; the others say to run again."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        super().__init__(
+            f"{where}: gone since it was listed (a `pipeline compact` running at the same time "
+            "merges and deletes files); run again"
+        )
+
+
+class OutputConflictError(StoreError):
+    """On an object store, a stage's outputs are made current by a compare-and-swap of a
+    pointer; other writers won it every time this one tried."""
 
 
 class StageInputMissingError(StoreError):

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline.store.layout import Layout
+from pipeline.store.layout import RESULTS, Layout
+from pipeline.store.location import open_store
 from pipeline.store.outputs import write_output
 from stages.aggregate.transform import RESULT_SCHEMA
 
@@ -97,9 +98,11 @@ def results_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
 
 
 def write_results(data_dir: Path, rows: list[dict[str, Any]]) -> Path:
-    layout = Layout(data_dir)
-    write_output(results_frame(rows), layout.results, ["run_id", "scenario", "target"], data_dir)
-    return layout.results
+    data_dir.mkdir(parents=True, exist_ok=True)  # a stage writes only into a data dir that exists
+    write_output(
+        open_store(data_dir), results_frame(rows), RESULTS, ["run_id", "scenario", "target"]
+    )
+    return Layout(data_dir).results
 
 
 def earlier_runs(

@@ -10,8 +10,9 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.store.eventlog import EventLog
+from pipeline.store.layout import Layout
 from schemas import ERROR_TYPES
-from stages.aggregate import output_paths, to_benchmark_result
+from stages.aggregate import to_benchmark_result
 from tests.conftest import CliResult
 
 CONFIG = """
@@ -43,7 +44,7 @@ def test_execute_then_aggregate_counts_match_events(
     assert json.loads(built.out)["unpriced_models"] == ["mock-unpriced"]
 
     events = EventLog(data).replay("requests").collect().filter(~pl.col("warmup"))
-    results_path, series_path = output_paths(data)
+    results_path, series_path = (Layout(data).results, Layout(data).timeseries)
     results = pl.read_parquet(results_path)
     series = pl.read_parquet(series_path)
     assert results.height == events.select("run_id", "scenario", "target").n_unique() == 2

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from pipeline.config import load_config
 from pipeline.errors import InputError
 from pipeline.store.eventlog import EventLog
+from pipeline.store.layout import Layout
 from schemas import TABLES, ModelPrice
-from stages.aggregate import RESULT_SCHEMA, output_paths, run_aggregate, to_benchmark_result
+from stages.aggregate import RESULT_SCHEMA, run_aggregate, to_benchmark_result
 from stages.aggregate.scan import COLUMNS
 from stages.aggregate.transform import aggregate
 from tests.conftest import CliResult
@@ -31,7 +32,7 @@ PRICES = load_config(cwd=Path("/nonexistent")).price
 
 
 def outputs(data_dir: Path) -> tuple[bytes, bytes]:
-    results, series = output_paths(data_dir)
+    results, series = (Layout(data_dir).results, Layout(data_dir).timeseries)
     return results.read_bytes(), series.read_bytes()
 
 
@@ -152,7 +153,7 @@ def test_incremental_reprices_a_changed_model(log: EventLog, data_dir: Path) -> 
 def test_outputs_are_plain_for_duckdb_and_pyarrow(log: EventLog, data_dir: Path) -> None:
     write_runs(log, many("d", 2, requests=60))
     report = run_aggregate(data_dir, PRICES)
-    results, series = output_paths(data_dir)
+    results, series = (Layout(data_dir).results, Layout(data_dir).timeseries)
     schema = pq.read_schema(results)
     assert not any(pa.types.is_dictionary(f.type) or "view" in str(f.type) for f in schema)
     assert schema.names == list(RESULT_SCHEMA)
@@ -245,7 +246,7 @@ def test_incremental_drops_archived_runs_and_rebuilds_foreign_outputs(
     incremental = outputs(data_dir)
     run_aggregate(data_dir, PRICES)
     assert outputs(data_dir) == incremental
-    results, _ = output_paths(data_dir)
+    results, _ = (Layout(data_dir).results, Layout(data_dir).timeseries)
     pl.DataFrame({"run_id": ["x"]}).write_parquet(results)  # another version's output
     assert run_aggregate(data_dir, PRICES, incremental=True).mode == "full"
     assert outputs(data_dir) == incremental

@@ -1,13 +1,18 @@
-"""The append-only event log: what is appended is what is replayed, whatever happens to writers."""
+"""The append-only event log: what is appended is what is replayed, whatever happens to writers.
+
+The store's promises run against both backends (`store_dir`, `backend`: a local folder and a
+local S3); what only a local folder has (the staging folder) is tested on it alone."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -21,7 +26,7 @@ from pipeline.errors import CorruptEventFileError, InputError, InvalidNameError
 from pipeline.store.eventlog import EventLog, conform
 from pipeline.store.maintenance import compact
 from schemas import TABLES, RequestEvent
-from tests.conftest import ROOT
+from tests.conftest import ROOT, StoreDir
 from tests.strategies import request_events, to_batch
 from tests.writer_proc import batch
 
@@ -30,7 +35,7 @@ def event_ids(log: EventLog, table: str = "requests", **kwargs: object) -> list[
     return sorted(log.replay(table, **kwargs).collect()["event_id"].to_list())  # type: ignore[arg-type]
 
 
-def writer_cmd(data: Path, run_id: str, writer: str, batches: int, size: int) -> list[str]:
+def writer_cmd(data: Path | str, run_id: str, writer: str, batches: int, size: int) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -54,12 +59,13 @@ def writer_cmd(data: Path, run_id: str, writer: str, batches: int, size: int) ->
     writers=st.integers(1, 3),
 )
 def test_replay_returns_exactly_the_appended_events(
-    tmp_path_factory: pytest.TempPathFactory,
+    backend: Callable[[], StoreDir],
     events: list[RequestEvent],
     cuts: list[int],
     writers: int,
 ) -> None:
-    log = EventLog(tmp_path_factory.mktemp("data"))
+    where = backend()
+    log = EventLog(where.location)
     bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
     outs = [log.writer("run-1", f"w{i}") for i in range(writers)]
     for n, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
@@ -69,23 +75,22 @@ def test_replay_returns_exactly_the_appended_events(
         (RequestEvent.model_validate(r) for r in frame.to_dicts()), key=lambda e: e.event_id
     )
     assert back == sorted(events, key=lambda e: e.event_id)
-    assert not list((log.data_dir / ".staging").glob("*"))
+    assert not [k for k in where.keys() if not k.startswith("events/")]  # no temp file left
 
 
-def test_files_are_partitioned_by_date_and_named_by_run_writer_seq(data_dir: Path) -> None:
-    log = EventLog(data_dir)
+def test_files_are_partitioned_by_date_and_named_by_run_writer_seq(store_dir: StoreDir) -> None:
+    log = EventLog(store_dir.location)
     out = log.writer("r1", "w3")
-    paths = out.append("requests", batch("r1", "w3", 0, 2))
+    wheres = out.append("requests", batch("r1", "w3", 0, 2))
     assert re.fullmatch(r"w3\.[0-9a-f]{8}", out.name)  # the writer and this instance's token
-    assert [p.relative_to(data_dir).as_posix() for p in paths] == [
-        f"events/requests/date=2026-01-02/r1-{out.name}-000000.arrow"
-    ]
-    with pa.ipc.open_file(paths[0]) as reader:
+    key = f"events/requests/date=2026-01-02/r1-{out.name}-000000.arrow"
+    assert wheres == [f"{store_dir.location}/{key}"] and store_dir.keys() == [key]
+    with pa.ipc.open_file(pa.py_buffer(store_dir.read(key))) as reader:
         assert reader.schema.equals(TABLES["requests"].schema)
 
 
-def test_filters_by_date_and_run_are_pushed_to_the_files(data_dir: Path) -> None:
-    log = EventLog(data_dir)
+def test_filters_by_date_and_run_are_pushed_to_the_files(store_dir: StoreDir) -> None:
+    log = EventLog(store_dir.location)
     log.writer("r1").append("requests", batch("r1", "w0", 0, 3))  # 2026-01-02
     rows = batch("r2", "w0", 0, 2)
     rows["started_at"] = [datetime(2026, 1, 5, tzinfo=UTC)] * 2
@@ -97,10 +102,10 @@ def test_filters_by_date_and_run_are_pushed_to_the_files(data_dir: Path) -> None
     assert len(log.replay("requests", run_ids=["r1"]).files) == 1
 
 
-def test_an_older_file_without_a_newer_column_reads_as_null_or_default(data_dir: Path) -> None:
-    log = EventLog(data_dir)
-    partition = data_dir / "events/requests/date=2026-01-02"
-    partition.mkdir(parents=True)
+def test_an_older_file_without_a_newer_column_reads_as_null_or_default(
+    store_dir: StoreDir,
+) -> None:
+    log = EventLog(store_dir.location)
     # Two files from before `server_request_id` and `worker`, one from between the two columns.
     for seq, dropped in enumerate(
         [["server_request_id", "worker"], ["server_request_id", "worker"], ["server_request_id"]]
@@ -108,8 +113,12 @@ def test_an_older_file_without_a_newer_column_reads_as_null_or_default(data_dir:
         rows = batch("old", "w0", seq * 2, 2)
         rows["worker"] = [7, 7]
         old = conform(TABLES["requests"], rows).drop_columns(dropped)
-        with pa.ipc.new_file(str(partition / f"old-w0-00000{seq}.arrow"), old.schema) as writer:
+        handle = io.BytesIO()
+        with pa.ipc.new_file(handle, old.schema) as writer:
             writer.write_table(old)
+        store_dir.write(
+            f"events/requests/date=2026-01-02/old-w0-00000{seq}.arrow", handle.getvalue()
+        )
     log.writer("new").append("requests", batch("new", "w0", 1, 2))
     frame = log.replay("requests").collect().sort("run_id", "event_id")
     assert frame.columns == TABLES["requests"].schema.names
@@ -133,6 +142,7 @@ def test_an_older_file_without_a_newer_column_reads_as_null_or_default(data_dir:
 
 
 def test_staging_and_temporary_files_are_never_read(data_dir: Path) -> None:
+    """Local only: an object store has no staging folder (a PUT is whole or absent)."""
     log = EventLog(data_dir)
     log.writer("r1").append("requests", batch("r1", "w0", 0, 2))
     (data_dir / ".staging" / "abc.tmp").write_bytes(b"half a file")
@@ -142,76 +152,91 @@ def test_staging_and_temporary_files_are_never_read(data_dir: Path) -> None:
     assert len(event_ids(log)) == 2
 
 
-def test_a_corrupt_file_is_named_and_quarantined_only_when_asked(data_dir: Path) -> None:
-    log = EventLog(data_dir)
+def test_a_corrupt_file_is_named_and_quarantined_only_when_asked(store_dir: StoreDir) -> None:
+    log = EventLog(store_dir.location)
     log.writer("good").append("requests", batch("good", "w0", 0, 2))
-    (bad,) = log.writer("bad").append("requests", batch("bad", "w0", 0, 2))
-    bad.write_bytes(bad.read_bytes()[:-40])  # truncated: the footer is gone
-    with pytest.raises(CorruptEventFileError, match=re.escape(bad.name)):
+    log.writer("bad").append("requests", batch("bad", "w0", 0, 2))
+    (bad,) = [k for k in store_dir.keys() if "/bad-" in k]
+    store_dir.write(bad, store_dir.read(bad)[:-40])  # truncated: the footer is gone
+    with pytest.raises(CorruptEventFileError, match=re.escape(f"{store_dir.location}/{bad}")):
         log.replay("requests")
     replay = log.replay("requests", skip_corrupt=True)
-    assert len(replay.quarantined) == 1 and replay.quarantined[0].name == bad.name
-    assert replay.quarantined[0].is_relative_to(data_dir / "quarantine")
+    assert replay.quarantined == [f"{store_dir.location}/quarantine/{bad}"]
+    assert f"quarantine/{bad}" in store_dir.keys() and bad not in store_dir.keys()
     assert replay.collect()["run_id"].unique().to_list() == ["good"]
 
 
-def test_corruption_past_the_footer_is_named_at_collect(data_dir: Path) -> None:
-    log = EventLog(data_dir)
-    (path,) = log.writer("r1").append("requests", batch("r1", "w0", 0, 50))
-    raw = bytearray(path.read_bytes())
+def test_corruption_past_the_footer_is_named_at_collect(store_dir: StoreDir) -> None:
+    log = EventLog(store_dir.location)
+    log.writer("r1").append("requests", batch("r1", "w0", 0, 50))
+    (key,) = store_dir.keys()
+    raw = bytearray(store_dir.read(key))
     middle = len(raw) // 2
     for i in range(middle, middle + 200):
         raw[i] ^= 0xFF  # scramble compressed record-batch bytes, keep the footer
-    path.write_bytes(bytes(raw))
-    with pytest.raises(CorruptEventFileError, match=re.escape(path.name)):
+    store_dir.write(key, bytes(raw))
+    name = key.rsplit("/", 1)[-1]
+    with pytest.raises(CorruptEventFileError, match=re.escape(name)):
         log.replay("requests").collect()
     (source,) = log.replay("requests").batch_sources(["run_id", "latency_us"])
-    with pytest.raises(CorruptEventFileError, match=re.escape(path.name)):
+    with pytest.raises(CorruptEventFileError, match=re.escape(name)):
         list(source())
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "", ".."])
-def test_unsafe_run_ids_are_refused(data_dir: Path, bad: str) -> None:
+def test_unsafe_run_ids_are_refused(store_dir: StoreDir, bad: str) -> None:
     with pytest.raises(InvalidNameError, match="run_id"):
-        EventLog(data_dir).writer(bad)
-    assert not data_dir.exists()
+        EventLog(store_dir.location).writer(bad)
+    assert store_dir.keys() == []
 
 
-def test_a_batch_that_does_not_fit_the_schema_is_refused(data_dir: Path) -> None:
+def test_a_batch_that_does_not_fit_the_schema_is_refused(store_dir: StoreDir) -> None:
     rows = batch("r1", "w0", 0, 2)
     del rows["status"]
     with pytest.raises(InputError, match="status"):
-        EventLog(data_dir).writer("r1").append("requests", rows)
+        EventLog(store_dir.location).writer("r1").append("requests", rows)
     with pytest.raises(InputError, match="unknown event table"):
-        EventLog(data_dir).writer("r1").append("nope", rows)
+        EventLog(store_dir.location).writer("r1").append("nope", rows)
+    assert store_dir.keys() == []
 
 
-def test_a_name_already_taken_is_never_overwritten(data_dir: Path) -> None:
-    log = EventLog(data_dir)
-    (first,) = log.writer("r1").append("requests", batch("r1", "w0", 0, 2))
-    before = first.read_bytes()
+def test_a_name_already_taken_is_never_overwritten(store_dir: StoreDir) -> None:
+    log = EventLog(store_dir.location)
+    log.writer("r1").append("requests", batch("r1", "w0", 0, 2))
+    (first,) = store_dir.keys()
+    before = store_dir.read(first)
     (second,) = log.writer("r1").append("requests", batch("r1", "w0", 1, 2))  # a restarted writer
-    assert first.read_bytes() == before and second != first
+    assert store_dir.read(first) == before and not second.endswith(first)
     assert len(event_ids(log)) == 4
+    # A writer whose next name is taken (a token collision, a hand-made file) takes the one
+    # after it: the file there is never replaced.
+    out = log.writer("r1", "w7")
+    taken = f"events/requests/date=2026-01-02/r1-{out.name}-000000.arrow"
+    store_dir.write(taken, before)
+    (third,) = out.append("requests", batch("r1", "w7", 2, 2))
+    assert third == f"{store_dir.location}/{taken[:-12]}000001.arrow"
+    assert store_dir.read(taken) == before
 
 
-def test_two_writer_processes_appending_at_once_lose_nothing(data_dir: Path) -> None:
+def test_two_writer_processes_appending_at_once_lose_nothing(store_dir: StoreDir) -> None:
     procs = [
         subprocess.Popen(
-            writer_cmd(data_dir, "run-x", f"w{i}", 20, 50), cwd=ROOT, stdout=subprocess.PIPE
+            writer_cmd(store_dir.location, "run-x", f"w{i}", 20, 50),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
         )
         for i in range(2)
     ]
     for proc in procs:
         proc.communicate(timeout=120)
         assert proc.returncode == 0
-    ids = event_ids(EventLog(data_dir))
+    ids = event_ids(EventLog(store_dir.location))
     assert len(ids) == len(set(ids)) == 2 * 20 * 50
 
 
-def test_a_writer_killed_mid_append_leaves_only_whole_files(data_dir: Path) -> None:
+def test_a_writer_killed_mid_append_leaves_only_whole_files(store_dir: StoreDir) -> None:
     proc = subprocess.Popen(
-        writer_cmd(data_dir, "run-k", "w0", 100_000, 2000),
+        writer_cmd(store_dir.location, "run-k", "w0", 100_000, 2000),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -228,7 +253,7 @@ def test_a_writer_killed_mid_append_leaves_only_whole_files(data_dir: Path) -> N
     proc.wait(timeout=30)
     published += [int(line.split()[1]) for line in proc.stdout.read().splitlines() if line]
     proc.stdout.close()
-    log = EventLog(data_dir)
+    log = EventLog(store_dir.location)
     frame = log.replay("requests").collect()  # every visible file opens and reads whole
     batches = frame["request_index"] // 2000
     counts = frame.group_by(batches).len()["len"].to_list()

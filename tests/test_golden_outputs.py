@@ -139,9 +139,9 @@ def test_profile_and_recommend_match_the_golden_files(data_dir: Path) -> None:
     write_results(data_dir, golden_results())
     profiles = run_profile(data_dir, TrendSettings())
     recs = run_recommend(data_dir, RecommendSettings(), CompareSettings())
-    _check("profiles.jsonl", _rows_text(profiles.path))
-    _check("recommendations.jsonl", _rows_text(recs.path))
-    _check("recommendations.md", recs.markdown.read_text(encoding="utf-8"))
+    _check("profiles.jsonl", _rows_text(Path(profiles.path)))
+    _check("recommendations.jsonl", _rows_text(Path(recs.path)))
+    _check("recommendations.md", Path(recs.markdown).read_text(encoding="utf-8"))
 
 
 def test_the_golden_set_exercises_every_rule_and_outcome() -> None:

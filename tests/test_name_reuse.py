@@ -23,7 +23,7 @@ import pytest
 from pipeline.store.eventlog import EventLog
 from pipeline.store.lock import exclusive_lock
 from pipeline.store.maintenance import compact
-from tests.conftest import mock_server_process, run_pipeline
+from tests.conftest import StoreDir, mock_server_process, run_pipeline
 from tests.writer_proc import batch
 
 
@@ -31,8 +31,8 @@ def visible(log: EventLog) -> int:
     return log.replay("requests").collect().height
 
 
-def test_a_new_writer_after_a_compaction_publishes_visible_files(data_dir: Path) -> None:
-    log = EventLog(data_dir)
+def test_a_new_writer_after_a_compaction_publishes_visible_files(store_dir: StoreDir) -> None:
+    log = EventLog(store_dir.location)
     first = log.writer("r1", "w0")
     first.append("requests", batch("r1", "a", 0, 100))
     first.append("requests", batch("r1", "a", 1, 100))
@@ -43,12 +43,12 @@ def test_a_new_writer_after_a_compaction_publishes_visible_files(data_dir: Path)
     assert visible(log) == 400
     compact(log)
     assert visible(log) == 400
-    names = [p.name for p in (data_dir / "events/requests/date=2026-01-02").iterdir()]
-    assert len(names) == 1 and names[0].startswith("_compacted-")
+    (key,) = store_dir.keys()
+    assert key.startswith("events/requests/date=2026-01-02/_compacted-")
 
 
-def test_one_shot_appends_after_a_compaction_stay_visible(data_dir: Path) -> None:
-    log = EventLog(data_dir)
+def test_one_shot_appends_after_a_compaction_stay_visible(store_dir: StoreDir) -> None:
+    log = EventLog(store_dir.location)
     for number in range(2):
         log.append("requests", batch("r1", "a", number, 50), run_id="r1")
     compact(log)
@@ -59,13 +59,14 @@ def test_one_shot_appends_after_a_compaction_stay_visible(data_dir: Path) -> Non
     assert visible(log) == 200
 
 
-def test_file_names_of_one_run_never_repeat_across_writers(data_dir: Path) -> None:
-    log = EventLog(data_dir)
+def test_file_names_of_one_run_never_repeat_across_writers(store_dir: StoreDir) -> None:
+    log = EventLog(store_dir.location)
     names = set()
     for _ in range(20):
-        (path,) = log.writer("r1", "w0").append("requests", batch("r1", "w0", 0, 1))
-        names.add(path.name)
-        path.unlink()  # even a deleted name is never given out again
+        log.writer("r1", "w0").append("requests", batch("r1", "w0", 0, 1))
+        (key,) = store_dir.keys()
+        names.add(key.rsplit("/", 1)[-1])
+        store_dir.delete(key)  # even a deleted name is never given out again
     assert len(names) == 20
     assert all(n.startswith("r1-w0.") and n.endswith("-000000.arrow") for n in names)
 

@@ -106,9 +106,9 @@ def test_thresholds_come_from_the_settings() -> None:
 def test_the_stage_writes_identical_bytes_twice(data_dir: Path) -> None:
     write_results(data_dir, history(noisy(8, drift=0.03)))
     first = run_profile(data_dir, TrendSettings())
-    before = first.path.read_bytes()
+    before = Path(first.path).read_bytes()
     run_profile(data_dir, TrendSettings())
-    assert first.path.read_bytes() == before
+    assert Path(first.path).read_bytes() == before
     assert first.regressions.height == 1
 
 
@@ -134,7 +134,7 @@ def test_another_process_writes_the_same_profile_file_from_the_same_results(
     )
     assert done.returncode == 0, done.stderr
     theirs = there / "profiles/performance_profiles.parquet"
-    assert theirs.read_bytes() == mine.path.read_bytes()
+    assert theirs.read_bytes() == Path(mine.path).read_bytes()
     by_target = {r["target"]: r for r in mine.profiles.to_dicts()}
     assert by_target["alpha"]["latency_trend"] == "degrading"
     assert by_target["beta"]["latency_change_point_run_id"] == "run-005"

@@ -25,7 +25,8 @@ import pytest
 
 from pipeline.errors import StageInputMissingError
 from pipeline.store.eventlog import EventLog
-from pipeline.store.layout import Layout
+from pipeline.store.layout import RESULTS, Layout
+from pipeline.store.location import open_store
 from pipeline.store.outputs import write_output
 from schemas import CompareSettings, ModelPrice, RecommendSettings, TrendSettings
 from stages.aggregate.run import run_aggregate
@@ -581,7 +582,7 @@ def test_a_long_history_is_drawn_as_a_line_per_target(history: Path, tmp_path: P
     layout = Layout(data_dir)
     results = pl.read_parquet(layout.results)
     longer = pl.concat([earlier_runs(results, 400 - RUNS), results])
-    write_output(longer, layout.results, ["run_id", "scenario", "target"], data_dir)
+    write_output(open_store(data_dir), longer, RESULTS, ["run_id", "scenario", "target"])
     run_profile(data_dir, TrendSettings())
     page = write_report(data_dir, tmp_path / "report.html").path.read_text()
     for scenario in SCENARIOS:

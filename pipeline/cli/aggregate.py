@@ -41,7 +41,7 @@ def aggregate(
     from stages.aggregate import run_aggregate
 
     report = run_aggregate(
-        ctx.data_dir,
+        ctx.store,
         ctx.config.price,
         incremental=not full,
         skip_corrupt=skip_corrupt,

@@ -15,7 +15,6 @@ from pipeline.cli.context import (
 )
 from pipeline.cli.ui import echo_json, print_table
 from pipeline.store.eventlog import EventLog
-from pipeline.store.lock import exclusive_lock
 from pipeline.store.maintenance import archive as archive_events
 from pipeline.text import counted
 
@@ -33,8 +32,8 @@ __all__ = ["COMMANDS"]
 @pass_ctx
 def archive(ctx: Context, days: int, tables: tuple[str, ...], as_json: bool) -> int:
     """Move event partitions older than N days under DATA/archive/ (replay no longer reads them)."""
-    with exclusive_lock(ctx.data_dir, ctx.lock("archive")):
-        results = archive_events(EventLog(ctx.data_dir), days, tables or None)
+    with ctx.store.housekeeping(ctx.lock("archive")):
+        results = archive_events(EventLog(ctx.store), days, tables or None)
     rows = [asdict(r) for r in results]
     if as_json:
         echo_json(rows)

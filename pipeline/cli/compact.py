@@ -16,7 +16,6 @@ from pipeline.cli.context import (
 )
 from pipeline.cli.ui import echo_json, print_table
 from pipeline.store.eventlog import EventLog
-from pipeline.store.lock import exclusive_lock
 from pipeline.store.maintenance import compact as compact_events
 from pipeline.text import counted
 
@@ -46,9 +45,9 @@ def compact(
     Crash-safe: the set of readable events is the same at every moment.
     """
     day: date | None = before.date() if hasattr(before, "date") else None
-    with exclusive_lock(ctx.data_dir, ctx.lock("compact")):
+    with ctx.store.housekeeping(ctx.lock("compact")):
         results = compact_events(
-            EventLog(ctx.data_dir), tables or None, before=day, skip_corrupt=skip_corrupt
+            EventLog(ctx.store), tables or None, before=day, skip_corrupt=skip_corrupt
         )
     rows = [asdict(r) for r in results]
     if as_json:
@@ -64,7 +63,7 @@ def compact(
     quarantined = sum(r.quarantined for r in results)
     if quarantined:
         moved = counted(quarantined, "corrupt file")
-        ctx.info(f"moved {moved} to {ctx.data_dir / 'quarantine'}")
+        ctx.info(f"moved {moved} to {ctx.store.where('quarantine')}")
     return EXIT_OK
 
 

@@ -10,6 +10,9 @@ from typing import Any, TypeVar
 import click
 
 from pipeline.config import LoadedConfig, load_config
+from pipeline.errors import InputError
+from pipeline.store.backend import Store
+from pipeline.store.location import is_url, open_store
 from pipeline.store.lock import LockHolder, LockOptions
 from schemas import INT64_MAX, INT64_MIN, TABLES, parse_duration
 
@@ -25,6 +28,7 @@ __all__ = [
     "DURATION",
     "SEED",
     "TABLE_CHOICE",
+    "DATA_DIR",
     "Context",
     "accept_global_options",
     "json_option",
@@ -64,11 +68,19 @@ TABLE_CHOICE = click.Choice(sorted(TABLES))
 class Context:
     """Global options, and the config loaded once on first use."""
 
-    data_dir: Path
+    data_dir: str
+    """The data directory as given: a folder, or an object-store URL (`s3://bucket/prefix`)."""
     config_path: Path | None
     quiet: bool
     verbose: int
     _config: LoadedConfig | None = field(default=None, repr=False)
+    _store: Store | None = field(default=None, repr=False)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.data_dir)
+        return self._store
 
     @property
     def config(self) -> LoadedConfig:
@@ -104,9 +116,31 @@ def json_option(func: F) -> F:
     )(func)
 
 
-def _set_data_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+class _DataDir(click.ParamType):  # type: ignore[type-arg]
+    """A folder (not a file), or an object-store URL that `open_store` accepts; any other URL
+    is refused here (exit 2), never made into a folder named after it."""
+
+    name = "DIR|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if is_url(text):
+            try:
+                open_store(text)
+            except InputError as exc:
+                self.fail(str(exc), param, ctx)
+        elif Path(text).is_file():
+            self.fail(f"{text!r} is a file, not a folder", param, ctx)
+        return text
+
+
+DATA_DIR = _DataDir()
+
+
+def _set_data_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value is not None:
-        ctx.ensure_object(Context).data_dir = value
+        found = ctx.ensure_object(Context)
+        found.data_dir, found._store = value, None
 
 
 def _set_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
@@ -138,9 +172,10 @@ _GLOBALS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (
         ("--data-dir",),
         {
-            "type": click.Path(file_okay=False, path_type=Path),
+            "type": DATA_DIR,
             "callback": _set_data_dir,
-            "help": "Data directory (a global option, also accepted after the command).",
+            "help": "Data directory, a folder or s3://bucket/prefix (a global option, also "
+            "accepted after the command).",
         },
     ),
     (

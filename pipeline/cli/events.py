@@ -100,9 +100,9 @@ def events(
     """
     if run_id and last:
         raise click.UsageError("--run and --last: choose one")
-    log = EventLog(ctx.data_dir)
+    log = EventLog(ctx.store)
     if not log.files("requests"):
-        raise InputError(f"no request events under {ctx.data_dir} (is --data-dir right?)")
+        raise InputError(f"no request events under {ctx.store.location} (is --data-dir right?)")
     if last:
         run_id = latest_run_id(log)
     frame = log.replay("requests", run_ids=[run_id] if run_id else None).frame

@@ -258,7 +258,7 @@ def execute(
                 "target at it to spread the client)",
                 err=True,
             )
-    result = run_execute(config, ctx.data_dir, options, progress=bar)
+    result = run_execute(config, ctx.store, options, progress=bar)
     for line in result.warnings:
         click.echo(line, err=True)
     shared = None
@@ -279,7 +279,9 @@ def execute(
         if shared is not None:
             title = f"run {result.run_id}, shard {shard} ({result.status}; times in ms)"
         print_table(title, rows, columns)
-        ctx.info(f"events in {ctx.data_dir}/events (run_id {result.run_id}, seed {result.seed})")
+        ctx.info(
+            f"events in {ctx.store.where('events')} (run_id {result.run_id}, seed {result.seed})"
+        )
     if shared is not None:
         from stages.aggregate.status import status_text
 

@@ -29,6 +29,7 @@ from pipeline.cli import (
     targets,
 )
 from pipeline.cli.context import (
+    DATA_DIR,
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -46,11 +47,13 @@ __all__ = ["cli", "main"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=DATA_DIR,
     envvar="PIPELINE_DATA_DIR",
     default="data",
     show_default=True,
-    help="Data directory (events, results, profiles). Env: PIPELINE_DATA_DIR.",
+    help="Data directory (events, results, profiles): a folder, or an object store's "
+    "s3://bucket/prefix (also gs://, az://; credentials from AWS_* variables). "
+    "Env: PIPELINE_DATA_DIR.",
 )
 @click.option(
     "--config",
@@ -74,7 +77,7 @@ __all__ = ["cli", "main"]
 @click.version_option(package_name="llm-bench-pipeline", prog_name="pipeline")
 @click.pass_context
 def cli(
-    ctx: click.Context, data_dir: Path, config_path: Path | None, quiet: bool, verbose: int
+    ctx: click.Context, data_dir: str, config_path: Path | None, quiet: bool, verbose: int
 ) -> None:
     """Benchmark LLM providers; keep every request as an event; rebuild results, trends and advice.
 

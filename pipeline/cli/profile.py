@@ -107,7 +107,7 @@ def profile(ctx: Context, fail_on_regression: bool, as_json: bool) -> int:
     each trend beside its change point and whether the row is a regression. With the default
     [trends] settings a direction needs at least 5 runs, and fewer than 3 is insufficient_data.
     """
-    summary = run_profile(ctx.data_dir, ctx.config.config.trends, ctx.lock("profile"))
+    summary = run_profile(ctx.store, ctx.config.config.trends, ctx.lock("profile"))
     report_profile(ctx, summary, as_json)
     return EXIT_REGRESSION if fail_on_regression and summary.regressions.height else EXIT_OK
 

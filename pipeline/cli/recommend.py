@@ -46,7 +46,7 @@ def recommend(ctx: Context, as_json: bool) -> int:
     config's [recommend] table.
     """
     config = ctx.config.config
-    summary = run_recommend(ctx.data_dir, config.recommend, config.compare, ctx.lock("recommend"))
+    summary = run_recommend(ctx.store, config.recommend, config.compare, ctx.lock("recommend"))
     report_recommend(ctx, summary, as_json)
     return EXIT_OK
 

@@ -8,7 +8,6 @@ import click
 
 from pipeline.cli.context import EXIT_OK, Context, json_option, pass_ctx
 from pipeline.cli.ui import echo_json
-from pipeline.store.layout import require_data_dir
 
 __all__ = ["COMMANDS"]
 
@@ -32,9 +31,9 @@ def report(ctx: Context, out: Path, scenarios: tuple[str, ...], as_json: bool) -
     """
     from stages.report.run import write_report  # matplotlib loads only for this command
 
-    require_data_dir(ctx.data_dir)  # a mistyped --data-dir is not an empty report
+    ctx.store.require()  # a mistyped --data-dir is not an empty report
 
-    written = write_report(ctx.data_dir, out, scenarios or None, ctx.config.config.trends)
+    written = write_report(ctx.store, out, scenarios or None, ctx.config.config.trends)
     for missing in written.missing:
         ctx.info(f"note: {missing.message}")
     if as_json:

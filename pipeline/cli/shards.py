@@ -27,6 +27,7 @@ from pipeline.cli.launch import (
     shard_argv,
 )
 from pipeline.cli.ui import echo_json, print_table
+from pipeline.store.location import Location
 
 if TYPE_CHECKING:
     from stages.execute.load.plan import ExecuteOptions
@@ -38,7 +39,7 @@ LAUNCH_DELAY = {"local": timedelta(seconds=5), "ray": timedelta(seconds=30)}
 they begin together (a runner that is later says so and starts at once)."""
 
 
-def shared_status(data_dir: Path, run_id: str) -> tuple[str, int | None, str | None]:
+def shared_status(data_dir: Location, run_id: str) -> tuple[str, int | None, str | None]:
     """The whole run's status as its events say, over every shard that wrote any (`running`
     when none did)."""
     from pipeline.store.eventlog import EventLog
@@ -128,7 +129,7 @@ def launch(
         rows = [_shard_row(o, count) for o in outcomes]
         title = f"run {run_id}: {_status_text(status, count, missing)}"
         print_table(title, rows, ["shard", "exit", "status", "attempts", "ok", "errors", "host"])
-        ctx.info(f"events in {ctx.data_dir}/events (run_id {run_id}); pipeline aggregate")
+        ctx.info(f"events in {ctx.store.where('events')} (run_id {run_id}); pipeline aggregate")
     return code
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from pipeline.store.fsutil import open_dir, store_error
 from pipeline.store.layout import Layout
+from pipeline.store.local import LocalStore
+from pipeline.store.location import Location, open_store
 from pipeline.store.staging import TMP_SUFFIX
 
 __all__ = ["PROBES", "store_clock_offset_us"]
@@ -55,9 +57,14 @@ def _probe(dir_fd: int, staging: Path) -> tuple[int, int]:
     return after - before, stamped - (before + after) // 2
 
 
-def store_clock_offset_us(data_dir: Path | str) -> int:
-    """The store's clock minus this host's wall clock, in µs (see the module's docstring)."""
-    root = Path(data_dir)
+def store_clock_offset_us(where: Location) -> int | None:
+    """The store's clock minus this host's wall clock, in µs (see the module's docstring);
+    None on an object store, where it is not measured yet (its `Last-Modified` has 1 s
+    resolution: a `Date` header of a PUT would do, and is for later)."""
+    store = open_store(where)
+    if not isinstance(store, LocalStore):
+        return None
+    root = store.root
     staging = Layout(root).staging
     with open_dir(root, staging, create=True) as dir_fd:
         readings = [_probe(dir_fd, staging) for _ in range(PROBES)]

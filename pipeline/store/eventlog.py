@@ -1,6 +1,7 @@
 """The append-only event log: partitioned Arrow IPC files under `DATA/events/<table>/date=D/`.
 
-Writers publish whole files only (staging → fsync → link); a published file is never modified.
+Writers publish whole files only (locally staging → fsync → link; on an object store one
+create-only PUT: `pipeline.store.backend`); a published file is never modified.
 Readers list `*.arrow` only, check each file's footer, and scan them with the table's explicit
 schema, so an older file without a newer column reads as null (or the column's default).
 
@@ -24,12 +25,11 @@ it, rather than being read, moved or deleted through.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from functools import partial
@@ -46,10 +46,12 @@ from pipeline.errors import (
     InvalidNameError,
     SymlinkRefusedError,
 )
+from pipeline.store.backend import Store
 from pipeline.store.evolution import ReadPlan, fill_value, polars_schema
-from pipeline.store.fsutil import dir_entries, rename_below
-from pipeline.store.layout import Layout
-from pipeline.store.staging import publish_new, staged_file, sweep_staging
+from pipeline.store.layout import Layout, partition_key, quarantine_key, table_key
+from pipeline.store.local import LocalStore
+from pipeline.store.location import Location, open_store
+from pipeline.store.pointer import Fingerprint
 from schemas import TABLES, TableSpec, check_safe_name
 
 __all__ = [
@@ -83,9 +85,12 @@ zstd by earlier versions read the same (the codec is recorded per file)."""
 
 @dataclass(frozen=True)
 class EventFile:
-    """A published event file and what its path says about it."""
+    """A published event file and what its key says about it."""
 
-    path: Path
+    key: str
+    """Its key in the store (`events/<table>/date=D/<name>`)."""
+    where: str
+    """How messages name it: a local path or an object's URL."""
     table: str
     date: str
     run_id: str | None
@@ -93,19 +98,12 @@ class EventFile:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.key.rsplit("/", 1)[-1]
 
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """A file's size and content digest: what a compacted file remembers of each file it merged."""
-
-    size: int
-    blake2b: str
-
-    @classmethod
-    def of(cls, data: bytes) -> Fingerprint:
-        return cls(len(data), hashlib.blake2b(data, digest_size=16).hexdigest())
+    @property
+    def path(self) -> Path:
+        """The file's path, for a local data directory (tests and benches look at files)."""
+        return Path(self.where)
 
 
 def replaces_metadata(replaced: Sequence[tuple[str, Fingerprint]]) -> dict[bytes, bytes]:
@@ -127,48 +125,42 @@ def write_ipc(
         writer.write_table(table.replace_schema_metadata(schema.metadata))
 
 
-def read_event_file(path: Path) -> tuple[pa.Table, Fingerprint]:
+def _reason(exc: BaseException) -> str:
+    lines = str(exc).splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def read_event_file(store: Store, item: EventFile) -> tuple[pa.Table, Fingerprint]:
     """Read and fully validate one event file (never through a link), with its fingerprint;
     raise CorruptEventFileError naming it."""
+    data = store.read(item.key)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            data = handle.read()
         table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
         table.validate(full=True)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise CorruptEventFileError([path], str(exc).splitlines()[0][:200]) from exc
+        raise CorruptEventFileError([item.where], _reason(exc)) from exc
     return table, Fingerprint.of(data)
 
 
-def read_file_table(path: Path) -> pa.Table:
+def read_file_table(store: Store, item: EventFile) -> pa.Table:
     """Read and fully validate one event file; raise CorruptEventFileError naming it."""
-    return read_event_file(path)[0]
+    return read_event_file(store, item)[0]
 
 
-def _matches(path: Path, prints: Sequence[Fingerprint | None]) -> bool:
-    """Whether the file at `path` is one of `prints` (None: listed by name only, an older
-    compacted file: any content matches)."""
+def _matches(store: Store, item: EventFile, prints: Sequence[Fingerprint | None]) -> bool:
+    """Whether the file is one of `prints` (None: listed by name only, an older compacted
+    file: any content matches). Only leftovers of an interrupted compaction get here."""
     if any(p is None for p in prints):
         return True
-    try:
-        size = path.lstat().st_size
-        if not any(p is not None and p.size == size for p in prints):
-            return False
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            digest = hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16))
-    except OSError as exc:
-        raise CorruptEventFileError([path], str(exc)) from exc
-    return Fingerprint(size, digest.hexdigest()) in prints
+    return Fingerprint.of(store.read(item.key)) in prints
 
 
-def _footer_schema(path: Path) -> pa.Schema:
+def _footer_schema(store: Store, item: EventFile) -> pa.Schema:
     try:
-        with pa.OSFile(str(path)) as source:
+        with store.open_footer(item.key) as source:
             return pa.ipc.open_file(source).schema
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise CorruptEventFileError([path], str(exc).splitlines()[0][:200]) from exc
+        raise CorruptEventFileError([item.where], _reason(exc)) from exc
 
 
 def _spec(table: str) -> TableSpec:
@@ -237,16 +229,23 @@ class EventWriter:
         self.seq = 0
         self._swept = False
 
+    def _names(self, table: str, day: str) -> Iterator[str]:
+        """The keys this writer may publish at next, in order (each used up once tried)."""
+        while True:
+            self.seq += 1
+            yield f"{partition_key(table, day)}/{self.run_id}-{self.name}-{self.seq - 1:06d}.arrow"
+
     def append(
         self, table: str, batch: pa.Table | pa.RecordBatch | Mapping[str, Sequence[Any]]
-    ) -> list[Path]:
-        """Publish the batch as one file per date partition it touches; return the new paths."""
+    ) -> list[str]:
+        """Publish the batch as one file per date partition it touches; return where each is."""
         spec = _spec(table)
         data = conform(spec, batch)
         if data.num_rows == 0:
             return []
+        store = self.log.store
         if not self._swept:
-            sweep_staging(self.log.data_dir)
+            store.sweep()
             self._swept = True
         dates = pc.strftime(data.column(spec.time_column), format="%Y-%m-%d")
         days = sorted(set(dates.to_pylist()))
@@ -257,37 +256,34 @@ class EventWriter:
             def write(handle: BinaryIO, part: pa.Table = part) -> None:
                 write_ipc(part, handle)
 
-            directory = self.log.partition_dir(table, day)
-            with staged_file(self.log.data_dir, self.log.staging, write) as tmp:
-                while True:  # a taken name (never, short of a token collision) takes the next
-                    final = directory / f"{self.run_id}-{self.name}-{self.seq:06d}.arrow"
-                    self.seq += 1
-                    if publish_new(tmp, final):
-                        break
-            published.append(final)
+            # A taken name (never, short of a token collision) takes the next.
+            key = store.create(write, self._names(spec.name, day))
+            assert key is not None  # the names never run out
+            published.append(store.where(key))
         return published
 
 
 class EventLog:
-    """The event store rooted at a data directory."""
+    """The event store of a data directory: a local folder or an object-store URL."""
 
-    def __init__(self, data_dir: Path | str) -> None:
-        self.data_dir = Path(data_dir)
-        self.layout = Layout(self.data_dir)
-
-    @property
-    def events_dir(self) -> Path:
-        return self.layout.events
+    def __init__(self, where: Location) -> None:
+        self.store = open_store(where)
 
     @property
-    def staging(self) -> Path:
-        return self.layout.staging
+    def events_dir(self) -> str:
+        """The event log's folder as messages name it."""
+        return self.store.where("events")
 
-    def table_dir(self, table: str) -> Path:
-        return self.layout.table(_spec(table).name)
+    @property
+    def data_dir(self) -> Path:
+        """The local data directory (only a local store has one)."""
+        if not isinstance(self.store, LocalStore):
+            raise TypeError(f"{self.store.location} is not a local folder")
+        return self.store.root
 
     def partition_dir(self, table: str, day: str) -> Path:
-        return self.layout.partition(_spec(table).name, day)
+        """A partition's folder in a local data directory."""
+        return Layout(self.data_dir).partition(_spec(table).name, day)
 
     def writer(self, run_id: str, writer: str = "w0") -> EventWriter:
         return EventWriter(self, run_id, writer)
@@ -299,7 +295,7 @@ class EventLog:
         *,
         run_id: str,
         writer: str = "w0",
-    ) -> list[Path]:
+    ) -> list[str]:
         """One-shot append (a new writer instance each call, so a new token: no name is ever
         reused; use `writer()` for a stream of batches)."""
         return self.writer(run_id, writer).append(table, batch)
@@ -308,16 +304,12 @@ class EventLog:
 
     def partitions(self, table: str) -> list[str]:
         """The dates of the table's partitions; a linked one raises SymlinkRefusedError."""
-        root = self.table_dir(table)
-        try:
-            entries = dir_entries(self.data_dir, root)
-        except FileNotFoundError:
-            return []
+        root = table_key(_spec(table).name)
         days = []
-        for name, kind in entries:
+        for name, kind in self.store.entries(root):
             if match := _PARTITION.match(name):
                 if kind == "link":
-                    raise SymlinkRefusedError(root / name)
+                    raise SymlinkRefusedError(Path(self.store.where(f"{root}/{name}")))
                 if kind == "dir":
                     days.append(match.group(1))
         return days
@@ -325,33 +317,30 @@ class EventLog:
     def listing(self, table: str, day: str) -> tuple[list[EventFile], list[EventFile]]:
         """The files of one partition: (visible, replaced). Replaced are those a compacted file
         there lists and that still match what it merged (module docstring)."""
-        directory = self.partition_dir(table, day)
-        try:
-            entries = dir_entries(self.data_dir, directory)
-        except FileNotFoundError:
-            return [], []
+        directory = partition_key(_spec(table).name, day)
         found = []
-        for name, kind in entries:
+        for name, kind in self.store.entries(directory):
             if not name.endswith(".arrow"):
                 continue
+            key = f"{directory}/{name}"
             if kind == "link":
-                raise SymlinkRefusedError(directory / name)
+                raise SymlinkRefusedError(Path(self.store.where(key)))
             if kind != "file":
                 continue
             if name.startswith(COMPACTED_PREFIX):
-                found.append(EventFile(directory / name, table, day, None))
+                found.append(EventFile(key, self.store.where(key), table, day, None))
             elif match := _FILE.match(name):
-                found.append(EventFile(directory / name, table, day, match["run"]))
+                found.append(EventFile(key, self.store.where(key), table, day, match["run"]))
         listed: dict[str, list[Fingerprint | None]] = {}
         for item in found:
             if item.run_id is None:
-                for name, fingerprint in self.replaced_by(item.path):
+                for name, fingerprint in self.replaced_by(item):
                     listed.setdefault(name, []).append(fingerprint)
         visible: list[EventFile] = []
         replaced: list[EventFile] = []
         for item in found:
             prints = listed.get(item.name)
-            (replaced if prints and _matches(item.path, prints) else visible).append(item)
+            (replaced if prints and _matches(self.store, item, prints) else visible).append(item)
         return visible, replaced
 
     def files(
@@ -374,10 +363,9 @@ class EventLog:
                 out.append(item)
         return out
 
-    @staticmethod
-    def replaced_by(path: Path) -> list[tuple[str, Fingerprint | None]]:
+    def replaced_by(self, item: EventFile) -> list[tuple[str, Fingerprint | None]]:
         """The files a compacted file replaces, with their fingerprints (None: names only)."""
-        metadata = _footer_schema(path).metadata or {}
+        metadata = _footer_schema(self.store, item).metadata or {}
         try:
             if raw := metadata.get(REPLACED_KEY):
                 return [
@@ -388,28 +376,38 @@ class EventLog:
             return [(str(name), None) for name in json.loads(raw)] if raw else []
         except (ValueError, TypeError, KeyError) as exc:
             raise CorruptEventFileError(
-                [path], f"unreadable list of replaced files: {exc}"
+                [item.where], f"unreadable list of replaced files: {exc}"
             ) from exc
 
     def check(
         self, files: Sequence[EventFile]
     ) -> tuple[list[tuple[EventFile, pa.Schema]], list[EventFile]]:
         """Open every footer: (readable files with their schemas, corrupt files)."""
-        good, bad = [], []
-        for item in files:
+
+        def footer(item: EventFile) -> pa.Schema | None:
             try:
-                good.append((item, _footer_schema(item.path)))
+                return _footer_schema(self.store, item)
             except CorruptEventFileError:
-                bad.append(item)
+                return None
+
+        threads = self.store.read_threads
+        if threads > 1 and len(files) > 1:  # each footer a round trip: overlap them
+            with ThreadPoolExecutor(min(threads, len(files))) as pool:
+                schemas = list(pool.map(footer, files))
+        else:
+            schemas = [footer(item) for item in files]
+        good = [(item, schema) for item, schema in zip(files, schemas, strict=True) if schema]
+        bad = [item for item, schema in zip(files, schemas, strict=True) if schema is None]
         return good, bad
 
-    def quarantine(self, files: Iterable[EventFile]) -> list[Path]:
-        """Move files aside to `DATA/quarantine/events/<table>/date=D/` (never deleted)."""
+    def quarantine(self, files: Iterable[EventFile]) -> list[str]:
+        """Move files aside to `DATA/quarantine/events/<table>/date=D/` (never deleted); return
+        where each went."""
         moved = []
         for item in files:
-            dest = self.layout.quarantined(item.table, item.date, item.name)
-            rename_below(self.data_dir, item.path, dest)
-            moved.append(dest)
+            dest = quarantine_key(item.table, item.date, item.name)
+            self.store.move(item.key, dest)
+            moved.append(self.store.where(dest))
         return moved
 
     def replay(
@@ -426,15 +424,17 @@ class EventLog:
         run_list = list(run_ids) if run_ids is not None else None
         files = self.files(table, since=since, until=until, run_ids=run_list)
         good, bad = self.check(files)
-        quarantined: list[Path] = []
+        quarantined: list[str] = []
         if bad:
             if not skip_corrupt:
-                raise CorruptEventFileError([b.path for b in bad], "unreadable footer")
+                raise CorruptEventFileError([b.where for b in bad], "unreadable footer")
             quarantined = self.quarantine(bad)
-        frame = _scan(spec, good)
+        frame = _scan(self.store, spec, good)
         if run_list is not None and any(item.run_id is None for item, _ in good):
             frame = frame.filter(pl.col("run_id").is_in(run_list))
-        return Replay(frame, [item for item, _ in good], quarantined, spec, good, run_list)
+        return Replay(
+            frame, [item for item, _ in good], quarantined, spec, good, run_list, self.store
+        )
 
 
 @dataclass(frozen=True)
@@ -443,10 +443,11 @@ class Replay:
 
     frame: pl.LazyFrame
     files: list[EventFile]
-    quarantined: list[Path]
+    quarantined: list[str]
     spec: TableSpec
     schemas: Sequence[tuple[EventFile, pa.Schema]]
     run_ids: Sequence[str] | None
+    store: Store
 
     def batch_sources(self, columns: Sequence[str]) -> list[Callable[[], Iterator[pa.RecordBatch]]]:
         """The same events as `frame`, as one lazy reader per file of Arrow record batches with
@@ -461,7 +462,7 @@ class Replay:
             if plan is None:
                 plan = plans[names] = ReadPlan.of(self.spec, schema, columns)
             runs = self.run_ids if item.run_id is None else None
-            sources.append(partial(_read_batches, plan, item, runs))
+            sources.append(partial(_read_batches, self.store, plan, item, runs))
         return sources
 
     def collect(self, **kwargs: Any) -> pl.DataFrame:
@@ -471,21 +472,19 @@ class Replay:
             return frame
         except (pl.exceptions.PolarsError, OSError) as exc:
             for item in self.files:
-                read_file_table(item.path)  # raises CorruptEventFileError naming the file
+                read_file_table(self.store, item)  # raises CorruptEventFileError naming it
             raise exc
 
 
 def _read_batches(
-    plan: ReadPlan, item: EventFile, run_ids: Sequence[str] | None
+    store: Store, plan: ReadPlan, item: EventFile, run_ids: Sequence[str] | None
 ) -> Iterator[pa.RecordBatch]:
     """One file's record batches with exactly the plan's columns, typed as the table (see
     `batch_sources`); only the rows of `run_ids` when given (a compacted file holds many runs)."""
     wanted = pa.array(list(run_ids), pa.string()) if run_ids is not None else None
     schema = plan.batch_schema()
     try:
-        # Read, not memory-mapped: mapping and unmapping serialise threads on the process's
-        # address space, which shows with many small files (measured: same speed on big ones).
-        with pa.OSFile(str(item.path)) as source:
+        with store.open_whole(item.key) as source:
             reader = pa.ipc.open_file(source, options=plan.options)
             for index in range(reader.num_record_batches):
                 out = plan.batch(reader.get_batch(index), schema)
@@ -493,10 +492,12 @@ def _read_batches(
                     out = out.filter(pc.is_in(out.column("run_id"), value_set=wanted))
                 yield out
     except (pa.ArrowException, OSError) as exc:
-        raise CorruptEventFileError([item.path], str(exc).splitlines()[0][:200]) from exc
+        raise CorruptEventFileError([item.where], _reason(exc)) from exc
 
 
-def _scan(spec: TableSpec, files: Sequence[tuple[EventFile, pa.Schema]]) -> pl.LazyFrame:
+def _scan(
+    store: Store, spec: TableSpec, files: Sequence[tuple[EventFile, pa.Schema]]
+) -> pl.LazyFrame:
     target = polars_schema(spec)
     if not files:
         return pl.LazyFrame(schema=target)
@@ -504,10 +505,10 @@ def _scan(spec: TableSpec, files: Sequence[tuple[EventFile, pa.Schema]]) -> pl.L
     # plan: the current files as they are, older ones with the columns they lack filled in.
     by_names: dict[tuple[str, ...], tuple[pa.Schema, list[str]]] = {}
     for item, schema in files:
-        by_names.setdefault(tuple(schema.names), (schema, []))[1].append(str(item.path))
+        by_names.setdefault(tuple(schema.names), (schema, []))[1].append(item.key)
     frames = [
-        ReadPlan.of(spec, schema).frame(pl.scan_ipc(paths, glob=False), target)
-        for schema, paths in by_names.values()
+        ReadPlan.of(spec, schema).frame(store.scan_ipc(keys, schema), target)
+        for schema, keys in by_names.values()
     ]
     frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
     return frame.cast(dict(target))  # type: ignore[arg-type]

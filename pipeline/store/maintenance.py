@@ -9,8 +9,10 @@ file holds byte for byte, never a later file that happens to carry a listed name
 
 The merged file's name is a digest of its inputs' names *and fingerprints*, so finding that name
 taken means exactly these inputs were merged before (a crash after publishing): that file is the
-result. Every delete and move goes through `pipeline.store.fsutil`, so neither follows a link planted
-in the data directory (a linked partition stops the command, naming it).
+result. On an object store "publish" is a create-only PUT of the merged file: the same steps, the
+same guarantees, and two compactions racing agree (the second finds the name taken). Every
+delete and move goes through the store (locally `pipeline.store.fsutil`, so neither follows a
+link planted in the data directory: a linked partition stops the command, naming it).
 """
 
 from __future__ import annotations
@@ -34,15 +36,7 @@ from pipeline.store.eventlog import (
     write_ipc,
 )
 from pipeline.store.evolution import ReadPlan
-from pipeline.store.fsutil import (
-    dir_entries,
-    fsync_dir,
-    kind_of,
-    remove_dir,
-    rename_below,
-    unlink_below,
-)
-from pipeline.store.staging import publish_new, staged_file
+from pipeline.store.layout import archive_key, partition_key
 from schemas import TABLES
 
 __all__ = ["ArchiveResult", "CompactResult", "archive", "compact"]
@@ -75,14 +69,14 @@ def _read_all(
     tables, used, bad = [], [], []
     for item in files:
         try:
-            table, fingerprint = read_event_file(item.path)
+            table, fingerprint = read_event_file(log.store, item)
         except CorruptEventFileError:
             bad.append(item)
             continue
         tables.append(table)
         used.append((item, fingerprint))
     if bad and not skip_corrupt:
-        raise CorruptEventFileError([b.path for b in bad], "cannot be read; compaction stopped")
+        raise CorruptEventFileError([b.where for b in bad], "cannot be read; compaction stopped")
     log.quarantine(bad)
     return tables, used, len(bad)
 
@@ -90,13 +84,10 @@ def _read_all(
 def compact_partition(
     log: EventLog, table: str, day: str, *, skip_corrupt: bool = False
 ) -> CompactResult | None:
-    root = log.data_dir
-    directory = log.partition_dir(table, day)
+    store = log.store
     files, leftovers = log.listing(table, day)
-    for item in leftovers:  # finish a compaction a crash interrupted
-        unlink_below(root, item.path)
-    if leftovers:
-        fsync_dir(root, directory)
+    if leftovers:  # finish a compaction a crash interrupted
+        store.delete([item.key for item in leftovers])
     if len(files) <= 1:
         return None
     tables, used, quarantined = _read_all(log, files, skip_corrupt)
@@ -119,12 +110,11 @@ def compact_partition(
     key = "\n".join(f"{name} {f.size} {f.blake2b}" for name, f in replaced)
     digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
     metadata = replaces_metadata(replaced)
-    final = directory / f"{COMPACTED_PREFIX}-{digest}.arrow"
-    with staged_file(root, log.staging, lambda h: write_ipc(merged, h, metadata)) as tmp:
-        publish_new(tmp, final)  # False: these very inputs were merged before a crash: the result
-    for item, _ in used:
-        unlink_below(root, item.path)
-    fsync_dir(root, directory)
+    final = f"{partition_key(table, day)}/{COMPACTED_PREFIX}-{digest}.arrow"
+    # None (the name taken): these very inputs were merged before a crash, or by a compaction
+    # racing this one on an object store: that file is the result.
+    store.create(lambda h: write_ipc(merged, h, metadata), [final])
+    store.delete([item.key for item, _ in used])
     return CompactResult(
         table, day, len(used), merged.num_rows, before - merged.num_rows, quarantined
     )
@@ -163,21 +153,11 @@ def archive(
 ) -> list[ArchiveResult]:
     """Move partitions older than N days to `DATA/archive/events/` (not read by replay)."""
     cutoff = (_today() - timedelta(days=older_than_days)).isoformat()
-    root = log.data_dir
     results = []
     for table in tables or TABLES:
         for day in log.partitions(table):
             if day >= cutoff:
                 continue
-            source = log.partition_dir(table, day)
-            dest = log.layout.archived(table, day)
-            entries = dir_entries(root, source)
-            if kind_of(root, dest) is None:
-                rename_below(root, source, dest)  # one atomic step for the whole partition
-            else:  # archived before (then the partition came back): move in file by file
-                for name, _ in entries:
-                    rename_below(root, source / name, dest / name)
-                remove_dir(root, source)
-            arrow = [n for n, kind in entries if kind == "file" and n.endswith(".arrow")]
-            results.append(ArchiveResult(table, day, len(arrow)))
+            moved = log.store.move_folder(partition_key(table, day), archive_key(table, day))
+            results.append(ArchiveResult(table, day, moved))
     return results

@@ -1,44 +1,39 @@
-"""The one writer of Parquet outputs: sorted rows, plain types, fixed settings, atomic replace.
+"""The one writer of Parquet outputs (sorted rows, plain types, fixed settings) and their readers.
 
 The same frame always gives the same bytes: rows are sorted by the given keys, polars-only types
 (Categorical, Enum) become strings, the compression and row-group size are fixed, and nothing from
-the clock goes into the file.
+the clock goes into the file. That is what lets an object store address an output by its
+content, and a writer that lost the race to publish its outputs simply build them again.
 
-A stage's outputs are written together (`replace_outputs`): every file is staged (written whole
-and fsynced) before any is replaced, so a write that fails (a full disk) replaces none of them
-and leaves no temp file behind; the stage's previous outputs stay as they were, consistent.
-Outputs live at `DATA/<folder>/<file>`; neither the folder nor the file is read or written
-through a symbolic link.
+A stage's outputs are written together through its store (`Store.write_outputs`): locally every
+file is staged before any is replaced, under the data directory's lock; on an object store one
+pointer names them all. Readers go through `read_output`, which follows that pointer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+import io
+from collections.abc import Sequence
 from typing import BinaryIO
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import StageInputMissingError, SymlinkRefusedError
-from pipeline.store.layout import Layout, require_data_dir
-from pipeline.store.staging import Staged, replace_atomic, stage
+from pipeline.errors import StageInputMissingError
+from pipeline.store.backend import Store, Writer
+from pipeline.store.lock import DEFAULT_LOCK, LockOptions
 
 __all__ = [
     "ROW_GROUP_SIZE",
-    "Writer",
-    "output_present",
+    "find_output",
+    "write_output",
     "parquet_writer",
     "plain_arrow",
     "read_output",
-    "replace_outputs",
-    "write_output",
 ]
 
 ROW_GROUP_SIZE = 128 * 1024
-Writer = Callable[[BinaryIO], object]
 
 
 def plain_arrow(frame: pl.DataFrame) -> pa.Table:
@@ -62,7 +57,7 @@ def plain_arrow(frame: pl.DataFrame) -> pa.Table:
 
 def parquet_writer(frame: pl.DataFrame, sort_by: Sequence[str]) -> Writer:
     """What writes `frame` as an output file: sorted, plain types, fixed settings. The sort and
-    the conversion run when it is called (in `replace_outputs`' threads, beside the other file)."""
+    the conversion run when it is called (in the store's threads, beside the other file)."""
 
     def write(handle: BinaryIO) -> None:
         rows = frame.sort(list(sort_by), nulls_last=True, maintain_order=True) if sort_by else frame
@@ -79,51 +74,35 @@ def parquet_writer(frame: pl.DataFrame, sort_by: Sequence[str]) -> Writer:
     return write
 
 
-def replace_outputs(root: Path, outputs: Sequence[tuple[Path, Writer]]) -> list[Path]:
-    """Stage every output under `root/.staging` (at once, in threads: writing and fsync release
-    the GIL), then replace each path atomically. A failure while staging replaces nothing."""
-    staging = Layout(root).staging
-    staged: list[Staged] = []
-    try:
-        if len(outputs) == 1:
-            staged.append(stage(root, staging, outputs[0][1]))
-        else:
-            with ThreadPoolExecutor(len(outputs)) as pool:
-                futures = [pool.submit(stage, root, staging, write) for _, write in outputs]
-            failures = []
-            for future in futures:  # all done: keep what was staged, so it is removed below
-                try:
-                    staged.append(future.result())
-                except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others
-                    failures.append(exc)
-            if failures:
-                raise failures[0]
-        for (path, _), tmp in zip(outputs, staged, strict=True):
-            replace_atomic(tmp, path)
-    finally:
-        for tmp in staged:
-            tmp.close()
-    return [path for path, _ in outputs]
+def find_output(store: Store, key: str) -> pl.DataFrame | None:
+    """The current output at `key`, or None when it has not been written."""
+    data = store.read_output(key)
+    return None if data is None else pl.read_parquet(io.BytesIO(data))
 
 
-def write_output(frame: pl.DataFrame, path: Path, sort_by: Sequence[str], root: Path) -> Path:
-    """Sort, write to `root/.staging` with fixed settings, fsync, then atomically replace `path`."""
-    replace_outputs(root, [(path, parquet_writer(frame, sort_by))])
-    return path
-
-
-def output_present(path: Path) -> bool:
-    """Whether the output file exists; a link in its place (or for its folder) is refused."""
-    for each in (path.parent, path):
-        if each.is_symlink():
-            raise SymlinkRefusedError(each)
-    return path.is_file()
-
-
-def read_output(path: Path, producer: str) -> pl.DataFrame:
+def read_output(store: Store, key: str, producer: str) -> pl.DataFrame:
     """Read an output a later stage depends on; say which command builds it when it is missing
-    (or that the data directory itself is not there: outputs live in DATA/<folder>/<file>)."""
-    if not output_present(path):
-        require_data_dir(path.parent.parent)
-        raise StageInputMissingError(f"{path} does not exist yet: run `pipeline {producer}` first")
-    return pl.read_parquet(path)
+    (or that the data directory itself is not there)."""
+    frame = find_output(store, key)
+    if frame is None:
+        store.require()
+        raise StageInputMissingError(
+            f"{store.where(key)} does not exist yet: run `pipeline {producer}` first"
+        )
+    return frame
+
+
+def write_output(
+    store: Store,
+    frame: pl.DataFrame,
+    key: str,
+    sort_by: Sequence[str],
+    lock: LockOptions = DEFAULT_LOCK,
+) -> str:
+    """Make `frame` the one output at `key` (the other files of its folder stay); return where."""
+
+    def build() -> tuple[None, list[tuple[str, Writer]]]:
+        return None, [(key, parquet_writer(frame, sort_by))]
+
+    store.write_outputs(key.rsplit("/", 1)[0], build, lock)
+    return store.where(key)

@@ -6,7 +6,7 @@ maps a row onto the seed's `BenchmarkResult`; `slo.SloPolicy` says which SLO jud
 """
 
 from stages.aggregate.result import to_benchmark_result
-from stages.aggregate.run import AggregateReport, output_paths, read_results, run_aggregate
+from stages.aggregate.run import AggregateReport, read_results, run_aggregate
 from stages.aggregate.slo import SloPolicy
 from stages.aggregate.transform import RESULT_SCHEMA, TIMESERIES_SCHEMA, Aggregates, aggregate
 
@@ -17,7 +17,6 @@ __all__ = [
     "Aggregates",
     "SloPolicy",
     "aggregate",
-    "output_paths",
     "read_results",
     "run_aggregate",
     "to_benchmark_result",

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 from importlib import metadata
-from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Protocol
 
@@ -38,6 +37,7 @@ from pipeline.config import LoadedConfig
 from pipeline.errors import InvalidNameError, PreflightError, WorkerFailedError
 from pipeline.store.clock import store_clock_offset_us
 from pipeline.store.eventlog import EventLog
+from pipeline.store.location import Location
 from schemas import (
     SCHEMA_VERSION,
     check_safe_name,
@@ -312,7 +312,7 @@ async def _run_pair(
                 if workers == 1:
                     await _play_here(run, recorder, stop, stats, outcome)
                 else:
-                    data_dir = Path(recorder.writer.log.data_dir)
+                    data_dir = recorder.writer.log.store.location  # the workers reopen it
                     timeout_s = scenario.timeout_duration.total_seconds()
                     await run_in_workers(
                         run, run_id, data_dir, clock, workers, stop, stats, timeout_s, outcome
@@ -367,7 +367,7 @@ async def _run_pair(
 
 async def run_prepared(
     runs: list[PreparedRun],
-    data_dir: Path,
+    data_dir: Location,
     run_id: str,
     seed: int,
     *,
@@ -402,10 +402,9 @@ async def run_prepared(
                     "runner was ready; it started at once (the shards did not begin together)"
                 )
         writer = "w0" if shard is None else shard.writer(0)
+        log = EventLog(data_dir)
         recorder = Recorder(
-            EventLog(data_dir).writer(run_id, writer),
-            Clock(),
-            shard=None if shard is None else shard.index,
+            log.writer(run_id, writer), Clock(), shard=None if shard is None else shard.index
         )
         for run in runs:
             if stop.interrupted:
@@ -422,7 +421,7 @@ async def run_prepared(
         status = "timed_out"
     else:
         status = "completed"
-    return ExecuteResult(run_id, status, seed, str(data_dir), results, warnings, shard)
+    return ExecuteResult(run_id, status, seed, log.store.location, results, warnings, shard)
 
 
 async def _preflight(runs: list[PreparedRun], stop: Stop) -> list[str]:
@@ -462,7 +461,7 @@ async def _preflight(runs: list[PreparedRun], stop: Stop) -> list[str]:
 
 def execute(
     config: LoadedConfig,
-    data_dir: Path,
+    data_dir: Location,
     options: ExecuteOptions,
     *,
     progress: ProgressFactory | None = None,

@@ -9,20 +9,20 @@ is `--start-at`: the shards sleep until one wall-clock instant, so they begin to
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import polars as pl
 import trio
 
 from pipeline.errors import InputError
 from pipeline.store.eventlog import EventLog
+from pipeline.store.location import Location
 from stages.execute.load.pair import Stop
 from stages.execute.load.plan import Shard
 
 __all__ = ["check_unplayed", "wait_until"]
 
 
-def check_unplayed(data_dir: Path, run_id: str, shard: Shard | None) -> None:
+def check_unplayed(data_dir: Location, run_id: str, shard: Shard | None) -> None:
     """Refuse to play a run (or a shard of it) that the store says was played already: its
     request event ids would repeat, and `compact` keeps one row of each id. (Two runners that
     start the same shard at the same instant are not caught: give each its own --shard.)"""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
-from pipeline.store.layout import Layout
-from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
-from pipeline.store.outputs import write_output
+from pipeline.store.backend import Writer
+from pipeline.store.layout import PROFILES
+from pipeline.store.location import Location, open_store
+from pipeline.store.lock import DEFAULT_LOCK, LockOptions
+from pipeline.store.outputs import parquet_writer
 from schemas import TrendSettings
 from stages.aggregate.run import read_results
 from stages.profile.transform import PROFILE_KEYS, profile
@@ -19,7 +20,8 @@ __all__ = ["ProfileSummary", "run_profile"]
 
 @dataclass(frozen=True)
 class ProfileSummary:
-    path: Path
+    path: str
+    """Where the profiles went (a path, or an object-store URL)."""
     profiles: pl.DataFrame
 
     @property
@@ -28,11 +30,13 @@ class ProfileSummary:
 
 
 def run_profile(
-    data_dir: Path, settings: TrendSettings, lock: LockOptions = DEFAULT_LOCK
+    data_dir: Location, settings: TrendSettings, lock: LockOptions = DEFAULT_LOCK
 ) -> ProfileSummary:
-    layout = Layout(data_dir)
-    with exclusive_lock(data_dir, lock):
-        results = read_results(data_dir)
-        frame = profile(results.lazy(), settings)
-        write_output(frame, layout.profiles, PROFILE_KEYS, data_dir)
-    return ProfileSummary(layout.profiles, frame)
+    store = open_store(data_dir)
+
+    def build() -> tuple[pl.DataFrame, list[tuple[str, Writer]]]:
+        frame = profile(read_results(store).lazy(), settings)
+        return frame, [(PROFILES, parquet_writer(frame, PROFILE_KEYS))]
+
+    frame = store.write_outputs("profiles", build, lock)
+    return ProfileSummary(store.where(PROFILES), frame)

@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
-from pipeline.store.layout import Layout
-from pipeline.store.lock import DEFAULT_LOCK, LockOptions, exclusive_lock
-from pipeline.store.outputs import parquet_writer, read_output, replace_outputs
+from pipeline.store.backend import Writer
+from pipeline.store.layout import PROFILES, RECOMMENDATIONS, RECOMMENDATIONS_MD
+from pipeline.store.location import Location, open_store
+from pipeline.store.lock import DEFAULT_LOCK, LockOptions
+from pipeline.store.outputs import parquet_writer, read_output
 from schemas import CompareSettings, RecommendSettings
 from stages.aggregate.run import read_results
 from stages.compare.selection import PassedOver
 from stages.recommend.recommendation import ORDER
-from stages.recommend.transform import recommend, to_markdown
+from stages.recommend.transform import Recommendations, recommend, to_markdown
 
 __all__ = ["RecommendSummary", "run_recommend"]
 
 
 @dataclass(frozen=True)
 class RecommendSummary:
-    path: Path
-    markdown: Path
+    path: str
+    markdown: str
     recommendations: pl.DataFrame
     passed_over: tuple[PassedOver, ...] = ()
 
 
 def run_recommend(
-    data_dir: Path,
+    data_dir: Location,
     settings: RecommendSettings,
     selection: CompareSettings,
     lock: LockOptions = DEFAULT_LOCK,
@@ -36,20 +38,27 @@ def run_recommend(
     """The rules with `settings` (the config's `[recommend]`) on the runs chosen by `selection`
     (its `[compare]`; both required so that no caller can fall back to the defaults by
     forgetting them) over the data directory's outputs."""
-    layout = Layout(data_dir)
-    with exclusive_lock(data_dir, lock):
-        results = read_results(data_dir)
-        profiles = read_output(layout.profiles, "profile")
+    store = open_store(data_dir)
+
+    def build() -> tuple[Recommendations, list[tuple[str, Writer]]]:
+        results = read_results(store)
+        profiles = read_output(store, PROFILES, "profile")
         found = recommend(results, profiles, settings, selection.min_requests)
-        frame = found.frame
         text = to_markdown(found).encode()
-        replace_outputs(  # the Parquet and its Markdown: both or neither
-            data_dir,
-            [
-                (layout.recommendations, parquet_writer(frame, ORDER)),
-                (layout.recommendations_md, lambda handle: handle.write(text)),
-            ],
-        )
+
+        def markdown(handle: BinaryIO) -> None:
+            handle.write(text)
+
+        # The Parquet and its Markdown: both or neither.
+        return found, [
+            (RECOMMENDATIONS, parquet_writer(found.frame, ORDER)),
+            (RECOMMENDATIONS_MD, markdown),
+        ]
+
+    found = store.write_outputs("recommendations", build, lock)
     return RecommendSummary(
-        layout.recommendations, layout.recommendations_md, frame, found.passed_over
+        store.where(RECOMMENDATIONS),
+        store.where(RECOMMENDATIONS_MD),
+        found.frame,
+        found.passed_over,
     )

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import polars as pl
 
 from pipeline.errors import InputError, StageInputMissingError
+from pipeline.store.backend import Store
 from pipeline.store.eventlog import EventLog
-from pipeline.store.layout import Layout
+from pipeline.store.layout import PROFILES, RECOMMENDATIONS, RESULTS
+from pipeline.store.location import Location, open_store
 from pipeline.store.outputs import read_output
 from stages.aggregate.run import read_results
 
@@ -78,18 +79,18 @@ def _only(frame: pl.DataFrame, scenarios: Sequence[str] | None) -> pl.DataFrame:
 
 
 def _optional(
-    path: Path, producer: str, name: str, scenarios: Sequence[str] | None
+    store: Store, key: str, producer: str, name: str, scenarios: Sequence[str] | None
 ) -> tuple[pl.DataFrame | None, Missing | None]:
     try:
-        return _only(read_output(path, producer), scenarios), None
+        return _only(read_output(store, key, producer), scenarios), None
     except StageInputMissingError as exc:
         return None, Missing(name, f"pipeline {producer}", str(exc))
 
 
-def _latest_requests(data_dir: Path, latest: pl.DataFrame) -> pl.DataFrame:
+def _latest_requests(store: Store, latest: pl.DataFrame) -> pl.DataFrame:
     keys = latest.select(_KEYS)
     frame = (
-        EventLog(data_dir)
+        EventLog(store)
         .replay("requests", run_ids=sorted(set(keys["run_id"].to_list())))
         .frame.filter(~pl.col("warmup"))
         .select(*_KEYS, "status", "started_at", "latency_us", "ttft_us", "chunk_offsets_us")
@@ -98,17 +99,17 @@ def _latest_requests(data_dir: Path, latest: pl.DataFrame) -> pl.DataFrame:
     return frame.collect().sort(_KEYS, maintain_order=True)
 
 
-def load_report_data(data_dir: Path, scenarios: Sequence[str] | None = None) -> ReportData:
+def load_report_data(data_dir: Location, scenarios: Sequence[str] | None = None) -> ReportData:
     """Read the outputs (and the latest runs' request events) under `data_dir`.
 
     Raises StageInputMissingError when there are no results at all (nothing to report), and
     InputError when a requested scenario has none.
     """
-    layout = Layout(data_dir)
-    results = read_results(data_dir)
+    store = open_store(data_dir)
+    results = read_results(store)
     if results.is_empty():
         raise StageInputMissingError(
-            f"{layout.results} holds no results: run `pipeline execute` and "
+            f"{store.where(RESULTS)} holds no results: run `pipeline execute` and "
             "`pipeline aggregate` first"
         )
     if scenarios:
@@ -118,17 +119,17 @@ def load_report_data(data_dir: Path, scenarios: Sequence[str] | None = None) -> 
             raise InputError(f"no results for scenario(s) {', '.join(unknown)}; known: {known}")
     results = _only(results, scenarios)
     missing: list[Missing] = []
-    profiles, gap = _optional(layout.profiles, "profile", "profiles", scenarios)
-    recs, gap2 = _optional(layout.recommendations, "recommend", "recommendations", scenarios)
+    profiles, gap = _optional(store, PROFILES, "profile", "profiles", scenarios)
+    recs, gap2 = _optional(store, RECOMMENDATIONS, "recommend", "recommendations", scenarios)
     missing += [g for g in (gap, gap2) if g is not None]
-    requests: pl.DataFrame | None = _latest_requests(data_dir, latest_per_target(results))
+    requests: pl.DataFrame | None = _latest_requests(store, latest_per_target(results))
     if requests is not None and requests.is_empty():
         requests = None
         missing.append(
             Missing(
                 "requests",
                 "pipeline execute",
-                f"no request events for the latest runs under {data_dir / 'events'}",
+                f"no request events for the latest runs under {store.where('events')}",
             )
         )
     return ReportData(results, profiles, recs, requests, tuple(missing))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from pipeline.store.location import Location
 from pipeline.store.staging import replace_atomic, staged_file
 from schemas import TrendSettings
 from stages.profile.trends import DEFAULT_TRENDS
@@ -37,7 +38,7 @@ def build_page(data: ReportData, trends: TrendSettings = DEFAULT_TRENDS) -> Page
 
 
 def write_report(
-    data_dir: Path,
+    data_dir: Location,
     out: Path,
     scenarios: Sequence[str] | None = None,
     trends: TrendSettings = DEFAULT_TRENDS,

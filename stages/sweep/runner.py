@@ -15,13 +15,13 @@ import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from pipeline.config import LoadedConfig
-from pipeline.store.layout import Layout
+from pipeline.store.layout import SWEEPS
+from pipeline.store.location import Location, open_store
 from pipeline.store.lock import DEFAULT_LOCK, LockOptions
 from schemas import Slo
 from stages.aggregate.run import run_aggregate
@@ -86,7 +86,8 @@ class SweepResult:
     steps: list[StepReport]
     answers: pl.DataFrame
     """This sweep's rows of results/sweeps.parquet."""
-    sweeps_path: Path
+    sweeps_path: str
+    """Where the answers went: a path, or an object-store URL."""
 
     @property
     def failed_targets(self) -> list[str]:
@@ -119,7 +120,7 @@ def _labelled(progress: ProgressFactory | None, prefix: str) -> ProgressFactory 
 
 def run_sweep(
     config: LoadedConfig,
-    data_dir: Path,
+    data_dir: Location,
     options: SweepOptions,
     price_of: PriceLookup,
     *,
@@ -137,7 +138,7 @@ def run_sweep(
     sweep_id = f"sweep-{new_run_id()}"
     steps: list[StepReport] = []
     answers = None
-    sweeps_path = Layout(data_dir).sweeps
+    sweeps_path = open_store(data_dir).where(SWEEPS)
     status = "completed"
     for target in targets:
         series = make_series(options, scenario)

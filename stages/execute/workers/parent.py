@@ -16,7 +16,6 @@ import signal
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
@@ -178,7 +177,7 @@ def _spawn(jobs: Sequence[WorkerJob]) -> tuple[list[_Worker], Any]:
 async def run_in_workers(
     run: PreparedRun,
     run_id: str,
-    data_dir: Path,
+    data_dir: str,
     clock: Clock,
     count: int,
     stop: Stop,
@@ -192,9 +191,7 @@ async def run_in_workers(
     signal cancels it exactly as in one process; the scenario's timeout is `timeout_s`.
     """
     slots = tuple(split_concurrency(run.plan.slots, count))
-    jobs = [
-        WorkerJob(run, run_id, str(data_dir), n, slots, clock.anchor) for n in range(1, count + 1)
-    ]
+    jobs = [WorkerJob(run, run_id, data_dir, n, slots, clock.anchor) for n in range(1, count + 1)]
     workers, _counter = _spawn(jobs)
     group = _Group(workers, stats, outcome)
     try:
