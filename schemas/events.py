@@ -65,6 +65,9 @@ class RequestEvent(Frozen):
     provider: str
     model: str
     worker: int = Field(default=0, ge=0)
+    shard: int | None = Field(default=None, ge=0)
+    """The runner's shard (0-based, of the run's `shards`) when the run is shared; null when one
+    runner played it all."""
     request_index: int = Field(ge=0)
     prompt_index: int = Field(ge=0)
     attempt: int = Field(default=1, ge=1)
@@ -139,6 +142,18 @@ class RunEvent(Frozen):
     token_calibration: str | None = None
     """On `started`, when the target has `calibrate_tokens`: JSON `{prompt_index: input tokens}`
     as the target counted them, asked once per distinct prompt before the run."""
+    shard: int | None = Field(default=None, ge=0)
+    """This record's runner, 0-based, when runners share the run (`--shard i/N`); else null."""
+    shards: int | None = Field(default=None, ge=1)
+    """N: how many runners share the run; it is `completed` only when all N have finished."""
+    host: str | None = None
+    """The runner's host name (where the requests went out from)."""
+    clock_offset_us: int | None = None
+    """The data store's clock minus this runner's wall clock, in µs (how it is measured:
+    `pipeline.store.clock`); shards on hosts whose offsets differ stamp the same instant apart."""
+    start_at: UtcDatetime | None = None
+    """`--start-at`: the instant the runner waited for before its first pair, so shards begin
+    together."""
     sweep_id: SafeName | None = None
     """Set when the run is a step of `pipeline sweep`: the sweep it belongs to (null otherwise;
     older files read as null, so their runs are ordinary ones)."""
@@ -157,6 +172,7 @@ class ResourceSample(Frozen):
     schema_version: int = SCHEMA_VERSION
     run_id: SafeName
     worker: int = Field(default=0, ge=0)
+    shard: int | None = Field(default=None, ge=0)
     scenario: str | None = None
     target: str | None = None
     at: UtcDatetime

@@ -68,6 +68,8 @@ def aggregate(
         pl.col("throughput_rps").alias("rps"),
         pl.col("cost_usd").alias("cost_usd"),
         pl.col("run_status").alias("status"),
+        "shards",
+        "missing_shards",
         "tokens_estimated",
         "slo",
         pl.col("slo_attainment").alias("attainment"),
@@ -93,6 +95,13 @@ def aggregate(
             f"{report.total_rows} in {report.results_path}"
         )
         columns = ["run_id", "scenario", "target", "status", "ops", "error_rate"]
+        from stages.aggregate.status import status_text
+
+        # A shared run says how many shards played it, and which did not finish.
+        rows = [
+            {**row, "status": status_text(row["status"], row["shards"], row["missing_shards"])}
+            for row in rows
+        ]
         estimated = mark_estimated(rows, ["cost_usd"])
         shown = [*columns, "p50_ms", "p95_ms", "rps", "cost_usd"]
         if any(row["slo"] is not None for row in rows):  # only when some result has an SLO

@@ -131,9 +131,28 @@ def events(
             writer.writerow([_plain(v) for v in values])
     else:
         _print_events(rows, total)
+        for line in _shared_runs(log, rows):
+            sys.stdout.write(line + "\n")
         if total > rows.height:
             ctx.info(f"{total - rows.height} more: --limit N, or --json / --csv for all")
     return EXIT_OK
+
+
+def _shared_runs(log: EventLog, rows: pl.DataFrame) -> list[str]:
+    """A line per run shown that runners shared: its status across the shards, so a partial
+    run's events are never taken for the whole run's."""
+    from stages.aggregate.status import overall, run_status, status_text
+
+    if not rows.height or "shard" not in rows.columns or rows["shard"].null_count() == rows.height:
+        return []
+    run_ids = sorted(set(rows.get_column("run_id").to_list()))
+    states = run_status(log.replay("runs", run_ids=run_ids).frame.collect())
+    lines = []
+    for run_id in run_ids:
+        status, shards, missing = overall(states.filter(pl.col("run_id") == run_id))
+        if shards is not None:
+            lines.append(f"run {run_id}: {status_text(status, shards, missing)}")
+    return lines
 
 
 def _print_events(rows: pl.DataFrame, total: int) -> None:

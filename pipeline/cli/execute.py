@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from pipeline.cli.context import DURATION, SEED, Context, json_option, pass_ctx
 from pipeline.cli.ui import ProgressReporter, echo_json, print_table, progress
+from schemas import check_safe_name
 
 if TYPE_CHECKING:
     from pipeline.config import LoadedConfig
+    from stages.execute.load.plan import Shard
     from stages.execute.record.summary import PairResult
 
 __all__ = ["COMMANDS"]
@@ -35,6 +38,47 @@ def _row(pair: dict[str, Any]) -> dict[str, Any]:
         "ttft p50": pair["ttft_p50_ms"],
         "req/s": pair["throughput_rps"],
     }
+
+
+class _ShardType(click.ParamType):  # type: ignore[type-arg]
+    name = "i/N"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Shard:
+        from stages.execute.load.plan import Shard, parse_shard
+
+        if isinstance(value, Shard):
+            return value
+        try:
+            return parse_shard(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _StartAtType(click.ParamType):  # type: ignore[type-arg]
+    name = "time"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        from stages.execute.load.plan import parse_start_at
+
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_start_at(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            check_safe_name(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return value
 
 
 @click.command()
@@ -92,6 +136,48 @@ def _row(pair: dict[str, Any]) -> dict[str, Any]:
     help="Skip the one request per target that runs first and stops the run (exit 1) when a "
     "target cannot answer at all (nothing listening, a refused request).",
 )
+@click.option(
+    "--run-id",
+    default=None,
+    callback=_run_id,
+    metavar="RUN_ID",
+    help="Write into this run ([A-Za-z0-9._-]; every shard of a shared run names the same one). "
+    "Default: a new id, the UTC start and random hex.",
+)
+@click.option(
+    "--shard",
+    type=_ShardType(),
+    default=None,
+    help="Play share I of N of the run --run-id names (0 <= I < N): the request indexes ≡ I "
+    "mod N of the same seeded plan (with no --seed, the seed is derived from the run id), and "
+    "an even share of the concurrency. The run is completed once all N shards have finished.",
+)
+@click.option(
+    "--start-at",
+    type=_StartAtType(),
+    default=None,
+    help="Wait until this instant before the first pair, so shards begin together: an ISO "
+    "time (no zone: UTC) or +DURATION from now (e.g. +30s).",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1, max=10_000),
+    default=None,
+    help="Launch N runners of one run as local processes, each `execute --shard i/N` (or Ray "
+    "tasks, with --ray); their exit codes combined, Ctrl-C stops them all. Default --start-at: "
+    "+5s (Ray: +30s).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ADDRESS]",
+    help="With --shards: one Ray task per shard (needs the optional ray extra); ADDRESS is "
+    "an existing cluster's, none starts a local one. The data directory must be one every "
+    "node reaches.",
+)
 @json_option
 @pass_ctx
 def execute(
@@ -105,20 +191,39 @@ def execute(
     seed: int | None,
     workers: int | None,
     no_preflight: bool,
+    run_id: str | None,
+    shard: Shard | None,
+    start_at: datetime | None,
+    shards: int | None,
+    ray_address: str | None,
     as_json: bool,
 ) -> int:
     """Run scenarios against targets; append one event per request attempt.
 
-        Every selected scenario runs against every selected target, one after the other, under one
-        run id. Failed requests are events, and the end of the run says why they failed (-v: every
-        distinct message). Exit 0 when every target answered some requests right, 4 when every
-        measured attempt against some target failed, 1 when the pre-flight request (one per target,
+    Every selected scenario runs against every selected target, one after the other, under one
+    run id. Failed requests are events, and the end of the run says why they failed (-v: every
+    distinct message). Exit 0 when every target answered some requests right, 4 when every
+    measured attempt against some target failed, 1 when the pre-flight request (one per target,
     not an event) finds a target that cannot answer at all, 2 for bad input, 130 when interrupted
-        (SIGINT/SIGTERM: in-flight requests are recorded as cancelled).
+    (SIGINT/SIGTERM: in-flight requests are recorded as cancelled).
+
+    Runners can share one run: --shard I/N (with --run-id) on each, or --shards N to launch
+    them here (docs/shards.md).
     """
     from stages.execute.load.plan import ExecuteOptions
     from stages.execute.session import execute as run_execute
 
+    if shard is not None and shards is not None:
+        raise click.UsageError(
+            "--shard and --shards: give one (--shards N launches N runners, each with its "
+            "own --shard i/N)"
+        )
+    if shard is not None and run_id is None:
+        raise click.UsageError(
+            f"--shard {shard} needs --run-id: every shard must write into the same run"
+        )
+    if ray_address is not None and shards is None:
+        raise click.UsageError("--ray needs --shards N (how many Ray tasks to run)")
     options = ExecuteOptions(
         scenarios=scenarios,
         targets=targets,
@@ -129,7 +234,14 @@ def execute(
         seed=seed,
         workers=workers,
         preflight=not no_preflight,
+        shard=shard,
+        run_id=run_id,
+        start_at=start_at,
     )
+    if shards is not None:
+        from pipeline.cli.shards import launch
+
+        return launch(ctx, options, shards, ray_address, as_json)
     enabled = ctx.show_progress and not as_json
 
     @contextmanager
@@ -149,16 +261,31 @@ def execute(
     result = run_execute(config, ctx.store, options, progress=bar)
     for line in result.warnings:
         click.echo(line, err=True)
+    shared = None
+    if shard is not None:
+        from pipeline.cli.shards import shared_status
+
+        shared = shared_status(ctx.data_dir, result.run_id)
     if as_json:
-        echo_json(result.as_dict())
+        payload = result.as_dict()
+        if shared is not None:
+            payload["run_status"], payload["shards"], payload["missing_shards"] = shared
+        echo_json(payload)
     elif not ctx.quiet:
         rows = [_row(p.as_dict()) for p in result.pairs]
         # Workers only when some pair used more than one: the column is noise otherwise.
         columns = _COLUMNS + (["workers"] if any(p.workers > 1 for p in result.pairs) else [])
-        print_table(f"run {result.run_id} ({result.status}; times in ms)", rows, columns)
+        title = f"run {result.run_id} ({result.status}; times in ms)"
+        if shared is not None:
+            title = f"run {result.run_id}, shard {shard} ({result.status}; times in ms)"
+        print_table(title, rows, columns)
         ctx.info(
             f"events in {ctx.store.where('events')} (run_id {result.run_id}, seed {result.seed})"
         )
+    if shared is not None:
+        from stages.aggregate.status import status_text
+
+        ctx.info(f"run {result.run_id}: {status_text(*shared)}")
     for pair in result.pairs:
         for line in _pair_warnings(pair, config, every=ctx.verbose > 0):
             click.echo(line, err=True)

@@ -36,6 +36,7 @@ from stages.aggregate.scan import (
     scan_requests,
 )
 from stages.aggregate.slo import SLO_COUNTS, SloLookup, SloPolicy
+from stages.aggregate.status import STATUS_INPUT, run_status
 
 __all__ = [
     "ERROR_COLUMNS",
@@ -53,6 +54,8 @@ __all__ = [
 
 TIMESERIES_KEYS = (*KEYS, "second")
 FINAL_RUN_STATUSES = ("completed", "interrupted", "failed", "timed_out")
+"""A run in one of these is rebuilt no more by `--incremental`; `running` and `partial` (some
+shard has not finished: it may still) are."""
 PriceLookup = Callable[[str], ModelPrice | None]
 
 _US = 1_000_000
@@ -72,6 +75,8 @@ RESULT_SCHEMA = pl.Schema(
         ("provider", _S),
         ("model", _S),
         ("run_status", _S),
+        ("shards", _I),
+        ("missing_shards", _S),
         ("mode", _S),
         ("concurrency", _I),
         ("planned_requests", _I),
@@ -188,7 +193,8 @@ def _divide(frame: pl.DataFrame, quotients: Sequence[tuple[str, str, str | float
 
 
 def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
-    """Per result: settings from the `started` record, status from the last `finished` one."""
+    """Per result: settings from the first `started` record, the status (across shards too)
+    from `status.run_status`."""
     started = (
         runs.filter(pl.col("kind") == "started")
         .sort([*KEYS, "at", "event_id"])
@@ -196,23 +202,9 @@ def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
         .first()
         .select(*KEYS, "mode", "concurrency", "planned_requests", "config_hash", *SWEEP_TAGS)
     )
-    finished = (
-        runs.filter(pl.col("kind") == "finished")
-        .sort([*KEYS, "at", "event_id"])
-        .group_by(KEYS, maintain_order=True)
-        .last()
-        .select(
-            *KEYS,
-            pl.col("status").alias("final_status"),
-            "client_cpu_saturation",
-            "client_saturated",
-            "client_loop_lag_p95_ms",
-        )
-    )
-    keys = runs.select(KEYS).unique()
     return (
-        keys.join(started, on=KEYS, how="left")
-        .join(finished, on=KEYS, how="left")
+        run_status(runs)
+        .join(started, on=KEYS, how="left")
         .select(
             *KEYS,
             "mode",
@@ -220,7 +212,9 @@ def _run_info(runs: pl.DataFrame) -> pl.DataFrame:
             "planned_requests",
             "config_hash",
             *SWEEP_TAGS,
-            pl.coalesce("final_status", pl.lit("running")).alias("run_status"),
+            "run_status",
+            "shards",
+            "missing_shards",
             "client_cpu_saturation",
             "client_saturated",
             "client_loop_lag_p95_ms",
@@ -426,19 +420,7 @@ def aggregate(
     """
     sources = [frame_source(requests)] if isinstance(requests, pl.LazyFrame) else requests
     run_query = runs.select(
-        *KEYS,
-        "event_id",
-        "kind",
-        "at",
-        "status",
-        "mode",
-        "concurrency",
-        "planned_requests",
-        "config_hash",
-        "client_cpu_saturation",
-        "client_saturated",
-        "client_loop_lag_p95_ms",
-        *SWEEP_TAGS,
+        *STATUS_INPUT, "mode", "concurrency", "planned_requests", "config_hash", *SWEEP_TAGS
     )
     lookup = slo.lookup(runs) if slo is not None else None
     # The small run and sample tables are read by polars (without the GIL) while the scan runs.

@@ -84,6 +84,8 @@ def _reason(row: dict[str, Any], settings: dict[str, Any] | None, min_requests: 
     run = f"run {row['run_id']}"
     status = row["run_status"]
     if status not in USABLE_STATUSES or settings is None:
+        if row.get("missing_shards"):
+            return f"{run} is {status}: shard(s) {row['missing_shards']} did not finish"
         return f"{run} is {status or 'without a run record'}"
     if row.get("sweep_id") is not None:
         return f"{run} is step {row['sweep_step']} of {row['sweep_id']} (see pipeline sweep)"

@@ -20,9 +20,11 @@ import os
 import platform
 import random
 import signal
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from functools import partial
 from importlib import metadata
 from time import perf_counter_ns
@@ -33,6 +35,7 @@ import trio
 
 from pipeline.config import LoadedConfig
 from pipeline.errors import InvalidNameError, PreflightError, WorkerFailedError
+from pipeline.store.clock import store_clock_offset_us
 from pipeline.store.eventlog import EventLog
 from pipeline.store.location import Location
 from schemas import (
@@ -49,12 +52,13 @@ from stages.execute.calibration import (
 from stages.execute.client.providers import build_provider
 from stages.execute.load.loops import LocalCounter
 from stages.execute.load.pair import LoadOutcome, PairLoad, Stop, run_measured, run_warmup
-from stages.execute.load.plan import ExecuteOptions, PreparedRun, new_run_id, prepare
+from stages.execute.load.plan import ExecuteOptions, PreparedRun, Shard, new_run_id, prepare
 from stages.execute.preflight import check_target, checked_runs
 from stages.execute.record.capacity import Saturation, saturation
 from stages.execute.record.recorder import Clock, Recorder
 from stages.execute.record.resources import ResourceSampler
 from stages.execute.record.summary import PairResult, PairStats
+from stages.execute.shared import check_unplayed, wait_until
 from stages.execute.workers.parent import run_in_workers
 
 __all__ = [
@@ -86,6 +90,8 @@ class ExecuteResult:
     pairs: list[PairResult]
     warnings: list[str] = field(default_factory=list)
     """What the pre-flight check found that did not stop the run (a 5xx, a 429, ...)."""
+    shard: Shard | None = None
+    """This runner's share when runners share the run (its `status` is the shard's own)."""
 
     @property
     def failed_targets(self) -> list[str]:
@@ -112,11 +118,13 @@ class ExecuteResult:
             "results": [p.as_dict() for p in self.pairs],
             "failed_targets": self.failed_targets,
             "warnings": self.warnings,
+            "shard": None if self.shard is None else str(self.shard),
         }
 
 
 def environment() -> dict[str, Any]:
-    """Where the run happened, recorded with every `runs` event."""
+    """Where the run happened, recorded with every `runs` event (`clock_offset_us` is added
+    by `run_prepared`, which knows the store)."""
     try:
         version = metadata.version("llm-bench-pipeline")
     except metadata.PackageNotFoundError:
@@ -128,6 +136,7 @@ def environment() -> dict[str, Any]:
         "cpus": os.cpu_count() or 0,
         "memory_bytes": int(psutil.virtual_memory().total),
         "package_version": version,
+        "host": socket.gethostname(),
     }
 
 
@@ -172,7 +181,7 @@ async def _play_here(
     plan = run.plan
     pair = PairLoad(
         run,
-        build_provider(run.settings(plan.concurrency)),
+        build_provider(run.settings(plan.slots)),
         recorder,
         stop,
         stats=stats,
@@ -191,9 +200,9 @@ async def _play_here(
                 if stop.interrupted:
                     load_scope.cancel()
                 counter = LocalCounter()
-                await run_warmup(pair, counter, plan.concurrency)
-                schedule = zip(range(plan.warmup, plan.total), plan.arrivals_s, strict=True)
-                await run_measured(pair, counter, plan.concurrency, schedule, perf_counter_ns())
+                await run_warmup(pair, counter, plan.slots)
+                schedule = plan.schedule()
+                await run_measured(pair, counter, plan.slots, schedule, perf_counter_ns())
             stop.scope = None
             outcome.cut_short = load_scope.cancelled_caught
             background.cancel_scope.cancel()
@@ -256,6 +265,9 @@ async def _run_pair(
         run = await _calibrated(run, stop)
         asked = min(CALIBRATION_PROMPTS, len(set(plan.prompt_indexes)))
         calibration = calibration_json(dict(run.calibration), asked)
+    shard = plan.shard
+    # A shard's run records are its own (unsharded runs keep the ids they always had).
+    id_tail: tuple[object, ...] = () if shard is None else (f"shard {shard.index}",)
     base: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -272,13 +284,15 @@ async def _run_pair(
         "config_hash": run.config_hash,
         "scenario_config": json.dumps(scenario.model_dump(mode="json"), sort_keys=True),
         "target_config": json.dumps(target.public_dict(), sort_keys=True),
+        "shard": None if shard is None else shard.index,
+        "shards": None if shard is None else shard.count,
         **env_info,
         **tags,
     }
     await recorder.write_run(
         {
             **base,
-            "event_id": event_id(run_id, scenario.name, target.name, "started"),
+            "event_id": event_id(run_id, scenario.name, target.name, "started", *id_tail),
             "kind": "started",
             "at": clock.utc_us(perf_counter_ns()),
             "status": "running",
@@ -292,7 +306,7 @@ async def _run_pair(
     verdict = Saturation(None, None)
     label = f"{scenario.name} × {target.name}"
     try:
-        with progress(label, plan.total - plan.warmup) as handle:
+        with progress(label, plan.own_requests) as handle:
             async with trio.open_nursery() as ticker:
                 ticker.start_soon(_tick, handle, stats)
                 if workers == 1:
@@ -313,7 +327,7 @@ async def _run_pair(
         with trio.CancelScope(shield=True):
             finished = {
                 **base,
-                "event_id": event_id(run_id, scenario.name, target.name, "finished"),
+                "event_id": event_id(run_id, scenario.name, target.name, "finished", *id_tail),
                 "kind": "finished",
                 "at": clock.utc_us(perf_counter_ns()),
                 "status": status,
@@ -360,12 +374,15 @@ async def run_prepared(
     progress: ProgressFactory | None = None,
     handle_signals: bool = True,
     preflight: bool = False,
+    start_at: datetime | None = None,
     tags: Mapping[str, Any] | None = None,
 ) -> ExecuteResult:
     """Run the prepared pairs in order inside trio; stop early on SIGINT/SIGTERM. With
-    `preflight` (execute's default), check every target first (`stages.execute.preflight`).
+    `preflight` (execute's default), check every target first (`stages.execute.preflight`);
+    with `start_at`, wait for that instant before the first pair (shards begin together).
     `tags`: extra `RunEvent` fields for both records of every pair (a sweep's id and step)."""
     stop = Stop()
+    shard = runs[0].plan.shard if runs else None
     env_info = environment()
     results: list[PairResult] = []
     warnings: list[str] = []
@@ -374,8 +391,21 @@ async def run_prepared(
             await nursery.start(_watch_signals, stop)
         if preflight:
             warnings = await _preflight(runs, stop)
+        # After the pre-flight: a run it stops leaves no data directory behind.
+        env_info["clock_offset_us"] = store_clock_offset_us(data_dir)
+        if start_at is not None:
+            env_info["start_at"] = start_at
+            late = await wait_until(start_at, stop)
+            if late > 1.0:
+                warnings.append(
+                    f"warning: --start-at {start_at.isoformat()} was {late:.1f}s ago when this "
+                    "runner was ready; it started at once (the shards did not begin together)"
+                )
+        writer = "w0" if shard is None else shard.writer(0)
         log = EventLog(data_dir)
-        recorder = Recorder(log.writer(run_id), Clock())
+        recorder = Recorder(
+            log.writer(run_id, writer), Clock(), shard=None if shard is None else shard.index
+        )
         for run in runs:
             if stop.interrupted:
                 break
@@ -391,7 +421,7 @@ async def run_prepared(
         status = "timed_out"
     else:
         status = "completed"
-    return ExecuteResult(run_id, status, seed, log.store.location, results, warnings)
+    return ExecuteResult(run_id, status, seed, log.store.location, results, warnings, shard)
 
 
 async def _preflight(runs: list[PreparedRun], stop: Stop) -> list[str]:
@@ -440,12 +470,21 @@ def execute(
 ) -> ExecuteResult:
     """Check, then run every selected scenario × target; the whole of `pipeline execute`.
     `tags` go on every `runs` record (see `run_prepared`)."""
+    run_id = run_id or options.run_id
+    if run_id is not None:
+        try:
+            check_safe_name(run_id)
+        except ValueError as exc:
+            raise InvalidNameError(f"run_id: {exc}") from None
+        options = replace(options, run_id=run_id)
+    elif options.shard is not None:
+        raise InvalidNameError(
+            f"--shard {options.shard} needs --run-id: every shard must write into the same run"
+        )
     runs, seed = prepare(config, options)
+    if run_id is not None:
+        check_unplayed(data_dir, run_id, options.shard)
     run_id = run_id or new_run_id()
-    try:
-        check_safe_name(run_id)
-    except ValueError as exc:
-        raise InvalidNameError(f"run_id: {exc}") from None
     try:
         return trio.run(
             partial(
@@ -456,6 +495,7 @@ def execute(
                 seed,
                 progress=progress,
                 preflight=options.preflight,
+                start_at=options.start_at,
                 tags=tags,
             )
         )

@@ -30,6 +30,7 @@ from jinja2.nodes import EvalContext
 from markupsafe import Markup
 
 from schemas import TrendSettings
+from stages.aggregate.status import status_text
 from stages.profile.display import confidence_text
 from stages.profile.trends import DEFAULT_TRENDS, min_runs_for_direction
 from stages.report.charts import TREND_PANELS, Chart, Charts
@@ -293,7 +294,9 @@ def _summary(latest: pl.DataFrame, colors: dict[str, str]) -> list[_SummaryRow]:
                 provider=r["provider"],
                 model=r["model"],
                 run_id=r["run_id"],
-                status=None if status in (None, "completed") else status,
+                status=None
+                if status in (None, "completed")
+                else status_text(status, r.get("shards"), r.get("missing_shards")),
                 started=_when(r["timestamp"]),
                 requests=_num(r["operations"], 0),
                 p50=ms(r["latency_p50_ms"]),

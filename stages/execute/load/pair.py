@@ -9,7 +9,7 @@ the attempt cut short when the run is stopped (recorded as cancelled, then re-ra
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 from typing import TYPE_CHECKING
@@ -24,7 +24,7 @@ from stages.execute.record.resources import InFlight
 from stages.execute.record.summary import PairStats
 
 if TYPE_CHECKING:
-    from stages.execute.load.plan import PreparedRun
+    from stages.execute.load.plan import LoadPlan, PreparedRun
 
 __all__ = [
     "MAX_BACKOFF_S",
@@ -197,10 +197,18 @@ class PairLoad:
         self.record(index, 1, scheduled_ns, attempt, spec)
 
 
+def _own(plan: LoadPlan, positions: Iterator[int]) -> Iterator[int]:
+    """The request indexes at `positions` of this runner's share (the counter counts positions,
+    so with `--shard` it walks i, i + N, ... while a lone runner's positions are the indexes)."""
+    indexes = plan.indexes
+    return (indexes[position] for position in positions)
+
+
 async def run_warmup(pair: PairLoad, counter: IndexCounter, slots: int) -> None:
     """The warmup requests, closed loop, indexes drawn from `counter` (shared across workers)."""
-    if pair.run.plan.warmup:
-        await run_closed(counter.take(pair.run.plan.warmup), slots, pair.send)
+    plan = pair.run.plan
+    if plan.own_warmup:
+        await run_closed(_own(plan, counter.take(plan.own_warmup)), slots, pair.send)
 
 
 async def run_measured(
@@ -215,6 +223,7 @@ async def run_measured(
     if plan.mode == "closed":
         duration = pair.run.scenario.duration
         deadline = trio_time_at(start_ns) + duration.total_seconds() if duration else None
-        await run_closed(counter.take(plan.total), slots, pair.send, deadline)
+        indexes = _own(plan, counter.take(len(plan.indexes)))
+        await run_closed(indexes, slots, pair.send, deadline)
     else:
         await run_open(schedule, slots, pair.send, pair.dropped, start_ns)

@@ -8,15 +8,22 @@ of prompts exactly; the runner only plays it. With worker processes the same sch
 by all of them: a closed loop draws indexes from one shared counter, an open loop deals its
 arrivals out by weight (`schedule_share`), and the concurrency is split so the workers' slots
 sum to it exactly (`split_concurrency`).
+
+Runners that share one run (`--shard i/N`) expand the same seeded plan and each plays its
+share (`LoadPlan.shard`): the request indexes ≡ i (mod N), warmup included, so every event id
+stays the one an unsharded run would give it; an open loop keeps those arrivals' due times (an
+R/N arrival process per shard), and the concurrency is split as `split_concurrency` splits it
+over worker processes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -25,7 +32,14 @@ from pydantic import ValidationError
 
 from pipeline.config import LoadedConfig, format_validation_error
 from pipeline.errors import ConfigError
-from schemas import BenchmarkScenario, Slo, TargetConfig, get_provider
+from schemas import (
+    MAX_DURATION,
+    BenchmarkScenario,
+    Slo,
+    TargetConfig,
+    get_provider,
+    parse_duration,
+)
 from stages.execute.client.providers import ProviderSettings, api_key_env
 from stages.execute.record.capacity import default_workers
 
@@ -34,10 +48,14 @@ __all__ = [
     "ExecuteOptions",
     "LoadPlan",
     "PreparedRun",
+    "Shard",
     "arrival_offsets",
     "new_run_id",
+    "parse_shard",
+    "parse_start_at",
     "override_scenario",
     "plan_load",
+    "shard_seed",
     "prepare",
     "schedule_share",
     "split_concurrency",
@@ -45,6 +63,79 @@ __all__ = [
 
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 """Per-request timeout when a target sets none (capped by the scenario's timeout_duration)."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One runner's part of a shared run: `index` of `count` (0-based, `--shard index/count`)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(
+                f"{self.index}/{self.count} is not a shard: give i/N with N >= 1 and 0 <= i < N"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def writer(self, worker: int) -> str:
+        """The event writer's name: `s1of3_w0`, so no two runners' files share a name."""
+        return f"s{self.index}of{self.count}_w{worker}"
+
+
+MAX_SHARDS = 10_000
+"""More runners than this is a typo, not a fleet (and every one would need a slot)."""
+
+
+def parse_shard(text: str) -> Shard:
+    """`i/N` → Shard; raise ValueError saying what is wrong (the CLI names the flag)."""
+    head, sep, tail = text.strip().partition("/")
+    if not sep or not head.isdigit() or not tail.isdigit():
+        raise ValueError(f"{text!r} is not i/N (e.g. 0/3: the first of three runners)")
+    index, count = int(head), int(tail)
+    if count > MAX_SHARDS:
+        raise ValueError(f"{text!r}: at most {MAX_SHARDS} shards")
+    return Shard(index, count)
+
+
+def parse_start_at(text: str, now: datetime | None = None) -> datetime:
+    """`--start-at`: an ISO 8601 instant (no zone: UTC) or `+DURATION` from `now`, as a UTC
+    datetime at most 7 days ahead or ago; raise ValueError saying what is wrong (the CLI names the
+    flag). A launcher turns `+30s` into one instant, so every shard waits for the same one."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    text = text.strip()
+    if text.startswith("+"):
+        delay = parse_duration(text[1:])
+        if delay > MAX_DURATION:  # before adding it: a date past 9999 cannot be held
+            raise ValueError(f"{text!r} is more than {MAX_DURATION.days} days ahead")
+        instant = now + delay
+    else:
+        try:
+            instant = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is neither an ISO time (2026-12-03T14:00:00Z) nor +DURATION (+30s)"
+            ) from None
+        try:
+            instant = (
+                instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+            )
+        except OverflowError:  # a zone that moves year 1 or 9999 out of range
+            raise ValueError(f"{text!r} is out of range") from None
+    if instant - now > MAX_DURATION:
+        raise ValueError(f"{text!r} is more than {MAX_DURATION.days} days ahead")
+    if now - instant > MAX_DURATION:  # a typo, not a start shared with other runners
+        raise ValueError(f"{text!r} is more than {MAX_DURATION.days} days ago")
+    return instant
+
+
+def shard_seed(run_id: str) -> int:
+    """The seed every shard of `run_id` derives when none is given: the same plan everywhere
+    (a random seed per runner would give each its own plan, and the shares would not fit)."""
+    return int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=4).digest()) % 2**31
 
 
 @dataclass(frozen=True)
@@ -62,6 +153,12 @@ class ExecuteOptions:
     """Worker processes per pair; None: `stages.execute.record.capacity.default_workers`."""
     preflight: bool = True
     """One request per target first; stop when one cannot answer (`stages.execute.preflight`)."""
+    shard: Shard | None = None
+    """This runner's share of a run others play too (`--shard i/N`); None: the whole run."""
+    run_id: str | None = None
+    """The run to write into (`--run-id`); a sharded run needs it, so every shard names one."""
+    start_at: datetime | None = None
+    """Wait for this instant (UTC) before the first pair (`--start-at`)."""
     slo: Slo | None = None
     """Replaces the scenario's SLO (recorded with the run's scenario, so aggregate judges by it)."""
 
@@ -129,8 +226,10 @@ def _request_timeout(scenario: BenchmarkScenario, target: TargetConfig) -> float
     return min(DEFAULT_REQUEST_TIMEOUT_S, scenario.timeout_duration.total_seconds())
 
 
-def _workers(scenario: BenchmarkScenario, target: TargetConfig, requested: int | None) -> int:
-    """The explicit count, else the capacity rule; never more than the concurrency.
+def _workers(
+    scenario: BenchmarkScenario, target: TargetConfig, requested: int | None, slots: int
+) -> int:
+    """The explicit count, else the capacity rule; never more than the (shard's) concurrency.
 
     The in-process `mock` provider always runs in one process: it has no network client to
     spread, and its `concurrency_limit` is one process's state.
@@ -139,13 +238,13 @@ def _workers(scenario: BenchmarkScenario, target: TargetConfig, requested: int |
         return 1
     if requested is None:
         requested = default_workers(
-            scenario.concurrency_level,
+            slots,
             scenario.max_tokens,
             scenario.streaming_required,
             scenario.rate,
             os.cpu_count(),
         )
-    return max(1, min(requested, scenario.concurrency_level))
+    return max(1, min(requested, slots))
 
 
 def prepare(
@@ -155,7 +254,12 @@ def prepare(
     env = os.environ if environ is None else environ
     scenarios = [override_scenario(s, options) for s in config.select_scenarios(options.scenarios)]
     targets = config.select_targets(options.targets)
-    seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
+    if options.seed is not None:
+        seed = options.seed
+    elif options.shard is not None and options.run_id is not None:
+        seed = shard_seed(options.run_id)
+    else:
+        seed = secrets.randbelow(2**31)
     keys: dict[str, str | None] = {}
     headers: dict[str, dict[str, str]] = {}
     for target in targets:
@@ -194,16 +298,17 @@ def prepare(
                     f"scenario {scenario.name!r} sets tool_choice = {scenario.tool_choice!r}, "
                     f"which target {target.name!r} (provider {kind.name!r}) cannot send"
                 )
+            plan = plan_load(scenario, len(prompts), seed, options.shard)
             runs.append(
                 PreparedRun(
                     scenario=scenario,
                     target=target,
                     prompts=prompts,
                     config_hash=config.config_hash(scenario, target),
-                    plan=plan_load(scenario, len(prompts), seed),
+                    plan=plan,
                     request_timeout_s=_request_timeout(scenario, target),
                     api_key=keys[target.name],
-                    workers=_workers(scenario, target, options.workers),
+                    workers=_workers(scenario, target, options.workers, plan.slots),
                     secret_headers=headers[target.name],
                 )
             )
@@ -262,14 +367,60 @@ class LoadPlan:
     """Per request index (warmup first), the prompt it sends."""
     seed: int
     rate: float | None
+    shard: Shard | None = None
+    """The share this runner plays; None: all of it."""
 
     @property
     def total(self) -> int:
+        """Request indexes in the whole run (every shard's), warmup first."""
         return self.warmup + self.requests
 
+    @property
+    def slots(self) -> int:
+        """This runner's share of the concurrency (all of it when unsharded)."""
+        if self.shard is None:
+            return self.concurrency
+        return split_concurrency(self.concurrency, self.shard.count)[self.shard.index]
 
-def plan_load(scenario: BenchmarkScenario, prompts: int, seed: int) -> LoadPlan:
-    """The schedule of one scenario: deterministic given the seed."""
+    @property
+    def indexes(self) -> range:
+        """The request indexes this runner sends, in order, warmup first."""
+        if self.shard is None:
+            return range(self.total)
+        return range(self.shard.index, self.total, self.shard.count)
+
+    @property
+    def own_warmup(self) -> int:
+        """How many of `indexes` are warmup requests."""
+        # The indexes are ascending and warmup ones come first: those below `warmup`.
+        return len(range(self.indexes.start, min(self.warmup, self.total), self.indexes.step))
+
+    @property
+    def own_requests(self) -> int:
+        """Measured requests this runner sends."""
+        return len(self.indexes) - self.own_warmup
+
+    def schedule(self) -> Iterator[tuple[int, float]]:
+        """This runner's (request_index, due offset) pairs of the open loop: the plan's own due
+        times, so the shards' union is exactly the unsharded schedule. Lazy: a plan may hold
+        10 million arrivals, and a list of pairs of them would cost a gigabyte."""
+        shard = self.shard
+        pairs = enumerate(self.arrivals_s, start=self.warmup)
+        if shard is None:
+            return pairs
+        return ((index, offset) for index, offset in pairs if index % shard.count == shard.index)
+
+
+def plan_load(
+    scenario: BenchmarkScenario, prompts: int, seed: int, shard: Shard | None = None
+) -> LoadPlan:
+    """The schedule of one scenario: deterministic given the seed (`shard` picks a share)."""
+    if shard is not None and scenario.concurrency_level < shard.count:
+        raise ConfigError(
+            f"--shard {shard}: scenario {scenario.name!r} has concurrency_level "
+            f"{scenario.concurrency_level}, fewer slots than the {shard.count} shards (each "
+            "shard needs at least one); raise it (--concurrency) or use fewer shards"
+        )
     arrivals: list[float] = []
     if scenario.rate is not None:
         duration = scenario.duration.total_seconds() if scenario.duration else None
@@ -298,6 +449,7 @@ def plan_load(scenario: BenchmarkScenario, prompts: int, seed: int) -> LoadPlan:
         prompt_indexes=indexes,
         seed=seed,
         rate=scenario.rate,
+        shard=shard,
     )
 
 
@@ -318,11 +470,11 @@ def schedule_share(plan: LoadPlan, slots: Sequence[int], worker: int) -> list[tu
     total = sum(slots)
     credit = [0] * len(slots)
     mine: list[tuple[int, float]] = []
-    for i, offset in enumerate(plan.arrivals_s):
+    for index, offset in plan.schedule():
         for w, weight in enumerate(slots):
             credit[w] += weight
         chosen = max(range(len(slots)), key=credit.__getitem__)
         credit[chosen] -= total
         if chosen == worker:
-            mine.append((plan.warmup + i, offset))
+            mine.append((index, offset))
     return mine

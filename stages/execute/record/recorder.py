@@ -34,6 +34,7 @@ _REQUEST_COLUMNS = (
     "provider",
     "model",
     "worker",
+    "shard",
     "request_index",
     "prompt_index",
     "attempt",
@@ -66,6 +67,7 @@ _SAMPLE_COLUMNS = (
     "schema_version",
     "run_id",
     "worker",
+    "shard",
     "scenario",
     "target",
     "at",
@@ -110,11 +112,17 @@ def _empty(columns: tuple[str, ...]) -> dict[str, list[Any]]:
 class Recorder:
     """Column buffers for `requests` and `samples`; `flush()` publishes them; `runs` go at once."""
 
-    def __init__(self, writer: EventWriter, clock: Clock, worker: int = 0) -> None:
+    def __init__(
+        self, writer: EventWriter, clock: Clock, worker: int = 0, shard: int | None = None
+    ) -> None:
         self.writer = writer
         self.clock = clock
         self.run_id = writer.run_id
         self.worker = worker
+        self.shard = shard
+        """This runner's shard of a shared run: in every row, and in the sample ids (two
+        runners' worker 0 may sample at the same nanosecond of their own clocks)."""
+        self._id_tail: tuple[object, ...] = () if shard is None else (f"shard {shard}",)
         self._requests = _empty(_REQUEST_COLUMNS)
         self._samples = _empty(_SAMPLE_COLUMNS)
         self._lock = trio.Lock()
@@ -151,6 +159,7 @@ class Recorder:
         cols["provider"].append(self.provider)
         cols["model"].append(self.model)
         cols["worker"].append(self.worker)
+        cols["shard"].append(self.shard)
         cols["request_index"].append(request_index)
         cols["prompt_index"].append(prompt_index)
         cols["attempt"].append(attempt_no)
@@ -192,11 +201,20 @@ class Recorder:
     ) -> None:
         cols = self._samples
         cols["event_id"].append(
-            event_id(self.run_id, "sample", self.worker, self.scenario, self.target, mono_ns)
+            event_id(
+                self.run_id,
+                "sample",
+                self.worker,
+                self.scenario,
+                self.target,
+                mono_ns,
+                *self._id_tail,
+            )
         )
         cols["schema_version"].append(SCHEMA_VERSION)
         cols["run_id"].append(self.run_id)
         cols["worker"].append(self.worker)
+        cols["shard"].append(self.shard)
         cols["scenario"].append(self.scenario)
         cols["target"].append(self.target)
         cols["at"].append(self.clock.utc_us(mono_ns))
@@ -263,6 +281,7 @@ class Recorder:
 
 _KEEP = frozenset(
     ("event_id", "schema_version", "run_id", "scenario", "target", "provider", "model", "worker")
+    + ("shard",)
     + ("request_index", "prompt_index", "attempt", "warmup", "streaming", "scheduled_at")
     + ("started_at", "queue_us", "bytes_sent", "bytes_received", "tool_calls", "reconnects")
 )

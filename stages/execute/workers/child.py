@@ -108,8 +108,15 @@ async def _play(job: WorkerJob, conn: Connection, counter: SharedCounter) -> Non
     run = job.run
     scenario, target = run.scenario, run.target
     slots = job.slots[job.worker - 1]
-    writer = EventLog(job.data_dir).writer(job.run_id, f"w{job.worker}")
-    recorder = Recorder(writer, Clock(job.clock_anchor), worker=job.worker)
+    shard = run.plan.shard
+    name = f"w{job.worker}" if shard is None else shard.writer(job.worker)
+    writer = EventLog(job.data_dir).writer(job.run_id, name)
+    recorder = Recorder(
+        writer,
+        Clock(job.clock_anchor),
+        worker=job.worker,
+        shard=None if shard is None else shard.index,
+    )
     recorder.set_pair(scenario.name, target.name, target.provider, target.model)
     stop = Stop()
     rng = random.Random(f"backoff:{run.plan.seed}:{job.worker}")

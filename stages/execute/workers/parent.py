@@ -190,7 +190,7 @@ async def run_in_workers(
     Fills `outcome`; returns after every worker has exited. `stop.scope` is the load's scope while it runs, so a
     signal cancels it exactly as in one process; the scenario's timeout is `timeout_s`.
     """
-    slots = tuple(split_concurrency(run.plan.concurrency, count))
+    slots = tuple(split_concurrency(run.plan.slots, count))
     jobs = [WorkerJob(run, run_id, data_dir, n, slots, clock.anchor) for n in range(1, count + 1)]
     workers, _counter = _spawn(jobs)
     group = _Group(workers, stats, outcome)
@@ -207,7 +207,7 @@ async def run_in_workers(
                 load_scope.deadline = trio.current_time() + timeout_s
                 if stop.interrupted or group.failed.is_set():
                     load_scope.cancel()
-                if run.plan.warmup:
+                if run.plan.own_warmup:
                     group.send(Go("warmup", perf_counter_ns()))
                     await group.wait(Barrier.WARMUP)
                 if not group.failed.is_set():
