@@ -409,18 +409,22 @@ def test_three_shards_against_the_mock_server_aggregate_like_one_runner(tmp_path
 
 
 @pytest.mark.slow
-def test_ray_launches_one_task_per_shard(tmp_path: Path) -> None:
-    """`--ray --shards 2` on a local Ray cluster (started by the launcher itself): the same
-    events as one unsharded runner, each shard's host recorded."""
+def test_ray_launches_one_task_per_shard_into_a_local_s3(tmp_path: Path, s3_endpoint: str) -> None:
+    """`--ray --shards 2` on a local Ray cluster (started by the launcher itself) into a bucket
+    of the local S3 (moto on 127.0.0.1; the Ray tasks get the AWS variables from the launcher's
+    environment): the same events as one unsharded runner into a local folder."""
+    import uuid
+
     pytest.importorskip("ray")
     _config(tmp_path, {"expected_operations": 20, "concurrency_level": 2})
     common = ["execute", "--seed", "3", "--run-id", "ray1"]
     one = _pipeline(tmp_path, "--data-dir", "one", *common)
     assert one.returncode == 0, one.stderr
+    bucket = f"s3://pipeline-tests/ray-{uuid.uuid4().hex[:8]}"
     launched = _pipeline(
         tmp_path,
         "--data-dir",
-        str(tmp_path / "two"),
+        bucket,
         *common,
         "--shards",
         "2",
@@ -435,10 +439,16 @@ def test_ray_launches_one_task_per_shard(tmp_path: Path) -> None:
     assert summary["run_status"] == "completed"
     assert [s["shard"] for s in summary["shard_results"]] == ["0/2", "1/2"]
     keys = ["request_index", "prompt_index", "event_id"]
-    whole, shared = _requests(tmp_path / "one"), _requests(tmp_path / "two")
+    whole = _requests(tmp_path / "one")
+    shared = EventLog(bucket).replay("requests").collect()
+    assert shared.height == whole.height == 20
     assert (
         whole.select(keys).sort("request_index").equals(shared.select(keys).sort("request_index"))
     )
+    done = _pipeline(tmp_path, "--data-dir", bucket, "aggregate", "--json")
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)["rebuilt"]
+    assert (row["status"], row["shards"], row["ops"]) == ("completed", 2, 20)
 
 
 def test_ctrl_c_to_the_launcher_stops_every_shard(tmp_path: Path) -> None:
