@@ -41,6 +41,7 @@ import polars as pl  # noqa: E402
 from bench.aggregate_bench import generate, peak_rss  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from stages.aggregate.run import run_aggregate  # noqa: E402
+from tests import s3_server  # noqa: E402
 
 CASES = ("local", "s3")
 BUCKET = "bench"
@@ -48,16 +49,7 @@ BUCKET = "bench"
 
 def start_s3() -> tuple[subprocess.Popen[str], str]:
     """moto's server on 127.0.0.1, and the AWS variables pointing at it (children inherit)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.s3_server"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.stdout is not None
-    endpoint = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
+    proc, endpoint = s3_server.spawn(str(ROOT))
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench",
         AWS_SECRET_ACCESS_KEY="bench-secret",

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import settings
 
 from pipeline.cli.main import main
+from tests import s3_server
 
 # CI runs the same examples every time (a property that fails there fails here too).
 settings.register_profile("ci", derandomize=True, deadline=None)
@@ -131,18 +132,7 @@ S3_SECRET = "test-secret-key-never-printed"
 def s3_endpoint() -> Iterator[str]:
     """A local S3 (moto, `tests/s3_server.py`) on 127.0.0.1 for this test process, with the
     standard AWS variables pointing at it (set for the session: child processes inherit them)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.s3_server"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening on" in line, line
-    endpoint = line.strip().rsplit(" ", 1)[-1]
+    proc, endpoint = s3_server.spawn(str(ROOT))
     saved = {k: os.environ.get(k) for k in _S3_ENV}
     os.environ.update(
         AWS_ACCESS_KEY_ID="test-access-key",

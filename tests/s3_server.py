@@ -17,6 +17,8 @@ promises, not moto's:
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -60,6 +62,25 @@ class Guard:
                 return [_CONFLICT]
             # Consumed inside the lock: moto stores the object while the body is iterated.
             return list(self.app(environ, start_response))
+
+
+def spawn(cwd: str) -> tuple[subprocess.Popen[str], str]:
+    """This server in a process of its own (run from `cwd`, the repository root): the process
+    and its endpoint URL, once it listens."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.s3_server"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": cwd},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise RuntimeError(f"the local S3 did not start: {line!r}")
+    return proc, line.strip().rsplit(" ", 1)[-1]
 
 
 def main() -> None:
