@@ -207,7 +207,11 @@ def _slug(text: str) -> str:
 def _legend(fig: Figure, axes: Sequence[Axes]) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside upper right", ncols=min(len(labels), 6))
+        # As many columns as the widest entry allows across the figure (about 5.2 pt a character
+        # at 9 pt, plus the marker and the gap): six long entries in one row ran off its left edge.
+        entry_pt = 5.2 * max(len(label) for label in labels) + 36
+        fits = max(1, int(fig.get_figwidth() * 72 // entry_pt))
+        fig.legend(handles, labels, loc="outside upper right", ncols=min(len(labels), 6, fits))
 
 
 def _empty(ax: Axes, message: str) -> None:

@@ -29,6 +29,7 @@ from jinja2.lexer import TOKEN_DATA, Token, TokenStream
 from jinja2.nodes import EvalContext
 from markupsafe import Markup
 
+from pipeline.text import counted
 from schemas import TrendSettings
 from stages.aggregate.status import status_text
 from stages.profile.display import confidence_text
@@ -455,7 +456,7 @@ def _subtitle(results: pl.DataFrame) -> str:
     targets = sorted(set(results["target"].to_list()))
     newest = results["timestamp"].max()
     return (
-        f"{results['run_id'].n_unique()} run(s) · scenarios: {', '.join(scenarios)} · "
+        f"{counted(results['run_id'].n_unique(), 'run')} · scenarios: {', '.join(scenarios)} · "
         f"targets: {', '.join(targets)} · "
         f"latest run started {_when(newest if isinstance(newest, datetime) else None)}"
     )
