@@ -301,6 +301,13 @@ def test_slo_from_config_then_edited_then_overridden(cli: Any, tmp_path: Path) -
     assert result.code == 0, result.err
     assert _results(tmp_path).get_column("slo").to_list() == ["ttft≤50ms"] * 2
 
+    # The scenario still there but with no SLO (a cron's config, after a sweep with --slo):
+    # the recorded SLO still applies, so the sweep's answer survives a plain aggregate.
+    _config(tmp_path, "")
+    result = cli("--config", str(config), "aggregate")
+    assert result.code == 0, result.err
+    assert _results(tmp_path).get_column("slo").to_list() == ["ttft≤50ms"] * 2
+
 
 @pytest.mark.parametrize(
     ("slo", "message"),

@@ -382,6 +382,10 @@ def test_auto_concurrency_finds_the_highest_load_under_the_slo(cli: Cli, tmp_pat
     before = sweeps.read_bytes()
     assert cli("aggregate", "--full", "--slo", slo).code == 0
     assert sweeps.read_bytes() == before
+    # A plain aggregate (a cron's; the config's scenario has no slo): the SLO recorded with the
+    # steps judges them, and the answer stays.
+    assert cli("aggregate", "--full").code == 0
+    assert sweeps.read_bytes() == before
     # A looser SLO, and no new request: the answer moves where the formula puts it (c ≤ 6.6
     # for 16.5 ms: 6 is the highest load swept under it, 8 misses it at 20 ms).
     assert cli("aggregate", "--full", "--slo", "tpot=16.5ms,attainment=0.8").code == 0

@@ -2,8 +2,9 @@
 
 Which SLO (`SloPolicy`): `--slo` on the command line overrides every scenario; else the
 scenario's `slo` in the *current* config (so editing it and re-running `aggregate` re-derives
-attainment and goodput from the stored events, with no new request); else, for a run of a
-scenario the config no longer has, the SLO recorded in the run's `scenario_config`.
+attainment and goodput from the stored events, with no new request); else (the config no longer
+has the scenario, or gives it no SLO) the SLO recorded in the run's `scenario_config`, so that a
+sweep run with `--slo` keeps its answer when a cron's plain `aggregate` rebuilds the results.
 
 What is good (`good_masks`), per measured attempt, with integer microseconds so a timing equal
 to its threshold is exactly "met" (≤, as vLLM's `--goodput`):
@@ -61,12 +62,13 @@ class SloPolicy:
 
     def lookup(self, runs: pl.LazyFrame) -> SloLookup:
         """The SLO of each (run_id, scenario); reads the runs' `started` records only for
-        scenarios the config does not have (their recorded SLO)."""
+        scenarios the config gives no SLO (their recorded SLO)."""
         override, configured = self.override, dict(self.configured)
         if override is not None:
             return lambda run_id, scenario: override
+        with_slo = [name for name, slo in configured.items() if slo is not None]
         recorded = (
-            runs.filter((pl.col("kind") == "started") & ~pl.col("scenario").is_in(list(configured)))
+            runs.filter((pl.col("kind") == "started") & ~pl.col("scenario").is_in(with_slo))
             .sort("run_id", "scenario", "at", "event_id")
             .group_by("run_id", "scenario", maintain_order=True)
             .first()
@@ -79,9 +81,7 @@ class SloPolicy:
         }
 
         def lookup(run_id: str, scenario: str) -> Slo | None:
-            if scenario in configured:
-                return configured[scenario]
-            return found.get((run_id, scenario))
+            return configured.get(scenario) or found.get((run_id, scenario))
 
         return lookup
 
