@@ -410,13 +410,13 @@ def test_three_shards_against_the_mock_server_aggregate_like_one_runner(tmp_path
 
 @pytest.mark.slow
 def test_ray_launches_one_task_per_shard_into_a_local_s3(tmp_path: Path, s3_endpoint: str) -> None:
-    """`--ray --shards 2` on a local Ray cluster (started by the launcher itself) into a bucket
+    """`--ray --shards 3` on a local Ray cluster (started by the launcher itself) into a bucket
     of the local S3 (moto on 127.0.0.1; the Ray tasks get the AWS variables from the launcher's
     environment): the same events as one unsharded runner into a local folder."""
     import uuid
 
     pytest.importorskip("ray")
-    _config(tmp_path, {"expected_operations": 20, "concurrency_level": 2})
+    _config(tmp_path, {"expected_operations": 21, "concurrency_level": 3})
     common = ["execute", "--seed", "3", "--run-id", "ray1"]
     one = _pipeline(tmp_path, "--data-dir", "one", *common)
     assert one.returncode == 0, one.stderr
@@ -427,7 +427,7 @@ def test_ray_launches_one_task_per_shard_into_a_local_s3(tmp_path: Path, s3_endp
         bucket,
         *common,
         "--shards",
-        "2",
+        "3",
         "--ray",
         "--start-at",
         "+15s",
@@ -437,18 +437,18 @@ def test_ray_launches_one_task_per_shard_into_a_local_s3(tmp_path: Path, s3_endp
     assert launched.returncode == 0, launched.stderr
     summary = json.loads(launched.stdout)
     assert summary["run_status"] == "completed"
-    assert [s["shard"] for s in summary["shard_results"]] == ["0/2", "1/2"]
+    assert [s["shard"] for s in summary["shard_results"]] == ["0/3", "1/3", "2/3"]
     keys = ["request_index", "prompt_index", "event_id"]
     whole = _requests(tmp_path / "one")
     shared = EventLog(bucket).replay("requests").collect()
-    assert shared.height == whole.height == 20
+    assert shared.height == whole.height == 21
     assert (
         whole.select(keys).sort("request_index").equals(shared.select(keys).sort("request_index"))
     )
     done = _pipeline(tmp_path, "--data-dir", bucket, "aggregate", "--json")
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)["rebuilt"]
-    assert (row["status"], row["shards"], row["ops"]) == ("completed", 2, 20)
+    assert (row["status"], row["shards"], row["ops"]) == ("completed", 3, 21)
 
 
 def test_ctrl_c_to_the_launcher_stops_every_shard(tmp_path: Path) -> None:
