@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -200,6 +200,11 @@ def _svg(fig: Figure, chart_id: str) -> str:
     return text.replace("<svg ", f'<svg role="img" aria-label="{chart_id}" ', 1).strip()
 
 
+def _gaps(values: Iterable[float | None]) -> list[float]:
+    """Values with each null as NaN, which matplotlib draws as a gap (None would fail)."""
+    return [np.nan if v is None else v for v in values]
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "x"
 
@@ -234,7 +239,7 @@ def latency_charts(latest: pl.DataFrame, colors: dict[str, str]) -> list[Chart]:
             x = np.arange(len(_PERCENTILES))
             for i, target in enumerate(targets):
                 values = [group[col][i] for _, col in _PERCENTILES]
-                heights = [np.nan if v is None else v for v in values]
+                heights = _gaps(values)
                 bars = ax.bar(
                     x + (i - (len(targets) - 1) / 2) * width,
                     heights,
@@ -660,9 +665,9 @@ def sweep_charts(results: pl.DataFrame, colors: dict[str, str]) -> list[Chart]:
         with _figure(9.6, 4.2) as (fig, (ax,)):
             for target in targets:
                 part = group.filter(pl.col("target") == target).sort("sweep_load")
-                x = [np.nan if v is None else v for v in part["throughput_rps"].to_list()]
+                x = _gaps(part["throughput_rps"].to_list())
                 for column, label, style, marker in _SWEEP_Y:
-                    y = [np.nan if v is None else v for v in part[column].to_list()]
+                    y = _gaps(part[column].to_list())
                     ax.plot(
                         x, y, color=colors[target], ls=style, marker=marker, ms=4, lw=1.5,
                         label=f"{target} {label}",
@@ -689,12 +694,12 @@ def sweep_charts(results: pl.DataFrame, colors: dict[str, str]) -> list[Chart]:
                 part = group.filter(pl.col("target") == target).sort("sweep_load")
                 loads = part["sweep_load"].to_list()
                 ax.plot(
-                    loads, [np.nan if v is None else v for v in part["throughput_rps"].to_list()],
+                    loads, _gaps(part["throughput_rps"].to_list()),
                     color=colors[target], ls="--", lw=1.1, alpha=0.7, label=f"{target} throughput",
                 )  # fmt: skip
                 if "goodput_rps" in part.columns and part["goodput_rps"].drop_nulls().len():
                     ax.plot(
-                        loads, [np.nan if v is None else v for v in part["goodput_rps"].to_list()],
+                        loads, _gaps(part["goodput_rps"].to_list()),
                         color=colors[target], marker="o", ms=4, lw=1.7, label=f"{target} goodput",
                     )  # fmt: skip
                 answer = answers.get(target, {})
